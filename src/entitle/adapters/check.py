@@ -1,0 +1,206 @@
+"""``entitle check``: the admission engine over YAML streams, with no cluster.
+
+It feeds the same :class:`~entitle.domain.state.ClusterState` the webhook uses, document by
+document: Namespaces and Licenses update the picture, each Workload is a CREATE or UPDATE
+(by namespace/name) or, with the annotation ``entitle.dev/check-operation: delete``, a DELETE.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from pydantic import ValidationError
+
+from entitle.api import License, Workload
+from entitle.domain.admission import CREATE, DELETE, UPDATE, Decision
+from entitle.domain.normalization import InstanceTable
+from entitle.domain.state import ClusterState, WorkloadRequest
+
+DELETE_ANNOTATION = "entitle.dev/check-operation"
+EXIT_ALLOWED, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
+_OPERATION_NAMES = {CREATE: "create", UPDATE: "update", DELETE: "delete"}
+
+
+class BadInput(Exception):
+    """An input file, document or field cannot be used; the message says which."""
+
+
+@dataclass(frozen=True)
+class Document:
+    path: str
+    index: int  # 1-based position in its file
+    body: dict[str, Any]
+
+    def where(self, field: str | None = None) -> str:
+        kind = self.body.get("kind", "?")
+        name = (self.body.get("metadata") or {}).get("name", "?")
+        place = f"{self.path}: document {self.index} ({kind} {name})"
+        return f"{place}: field {field}" if field else place
+
+
+def parse_now(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(timezone.utc)
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadInput(f"--now {text!r}: not an RFC 3339 timestamp (e.g. 2026-11-27T12:00:00Z)") from None
+    if value.tzinfo is None:
+        raise BadInput(f"--now {text!r}: needs a time zone (e.g. a trailing Z)")
+    return value
+
+
+def read_documents(paths: list[str], stdin: TextIO | None = None) -> Iterator[Document]:
+    for path in paths:
+        try:
+            text = stdin.read() if path == "-" and stdin is not None else Path(path).read_text()
+        except OSError as exc:
+            raise BadInput(f"{path}: cannot read: {exc.strerror or exc}") from None
+        try:
+            bodies = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise BadInput(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+        index = 0
+        for body in bodies:
+            if body is None:
+                continue
+            index += 1
+            if not isinstance(body, dict):
+                raise BadInput(f"{path}: document {index}: expected a mapping, got {type(body).__name__}")
+            if body.get("kind") == "List":
+                for item in body.get("items") or []:
+                    yield Document(path, index, item)
+            else:
+                yield Document(path, index, body)
+
+
+def _field_path(error: dict) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(root)"
+
+
+def _parse(model, doc: Document):
+    try:
+        return model.model_validate(doc.body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise BadInput(f"{doc.where(_field_path(first))}: {first['msg']}") from None
+
+
+def _metadata_name(doc: Document) -> str:
+    meta = doc.body.get("metadata")
+    if not isinstance(meta, dict) or not meta.get("name"):
+        raise BadInput(f"{doc.where('metadata.name')}: required")
+    return meta["name"]
+
+
+@dataclass
+class CheckResult:
+    decisions: list[tuple[WorkloadRequest, Decision]]
+    state: ClusterState
+    skipped: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_DENIED if any(not d.allowed for _, d in self.decisions) else EXIT_ALLOWED
+
+
+def run_check(documents: list[Document], now: datetime, table: InstanceTable | None = None) -> CheckResult:
+    state = ClusterState(table)
+    decisions: list[tuple[WorkloadRequest, Decision]] = []
+    skipped: list[str] = []
+    for doc in documents:
+        kind = doc.body.get("kind")
+        if kind == "Namespace":
+            name = _metadata_name(doc)
+            labels = (doc.body.get("metadata") or {}).get("labels") or {}
+            if not isinstance(labels, dict):
+                raise BadInput(f"{doc.where('metadata.labels')}: expected a mapping")
+            state.set_namespace(name, {str(k): str(v) for k, v in labels.items()})
+        elif kind == "License":
+            _metadata_name(doc)
+            state.set_license(_parse(License, doc))
+        elif kind == "Workload":
+            _metadata_name(doc)
+            workload = _parse(Workload, doc)
+            ns = workload.metadata.namespace or "default"
+            workload.metadata.namespace = ns
+            name = workload.metadata.name
+            existing = state.workload(ns, name)
+            if workload.metadata.annotations.get(DELETE_ANNOTATION) == "delete":
+                request = WorkloadRequest(DELETE, ns, name, None, existing)
+            else:
+                request = WorkloadRequest(UPDATE if existing else CREATE, ns, name, workload, existing)
+            decisions.append((request, state.admit(request, now)))
+        else:
+            skipped.append(f"{doc.where()}: kind {kind!r} is not Namespace, License or Workload; skipped")
+    return CheckResult(decisions, state, skipped)
+
+
+def tenants_summary(state: ClusterState, now: datetime) -> dict[str, Any]:
+    out = {}
+    for tenant in state.tenants():
+        ent = state.entitlement(tenant, now)
+        usage = state.usage[tenant]
+        out[tenant] = {
+            "instances": {"used": usage.units, "max": ent.instances.max},
+            "seats": {"used": usage.seats, "max": ent.seats.max},
+            "features": usage.features(),
+        }
+    return out
+
+
+def to_json(result: CheckResult, now: datetime) -> dict[str, Any]:
+    return {
+        "decisions": [{
+            "namespace": req.namespace, "name": req.name,
+            "operation": _OPERATION_NAMES[req.operation],
+            "allowed": dec.allowed, "reason": dec.reason, "message": dec.message,
+            "warnings": dec.warnings,
+        } for req, dec in result.decisions],
+        "tenants": tenants_summary(result.state, now),
+    }
+
+
+def to_table(result: CheckResult, now: datetime) -> str:
+    rows = [("NAMESPACE", "NAME", "OPERATION", "ALLOWED", "REASON", "MESSAGE")]
+    for req, dec in result.decisions:
+        rows.append((req.namespace, req.name, _OPERATION_NAMES[req.operation],
+                     "yes" if dec.allowed else "NO", dec.reason, dec.message))
+        rows += [("", "", "", "", "warning", w) for w in dec.warnings]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
+    lines.append("")
+    lines.append("TENANT  INSTANCES  SEATS  FEATURES")
+    for tenant, t in tenants_summary(result.state, now).items():
+        fmt = lambda p: f"{p['used']}/{'unlimited' if p['max'] is None else p['max']}"  # noqa: E731
+        feats = ",".join(f"{k}={v}" for k, v in t["features"].items()) or "-"
+        lines.append(f"{tenant}  {fmt(t['instances'])}  {fmt(t['seats'])}  {feats}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def main(files: list[str], now_text: str | None, output: str, stdout: TextIO, stderr: TextIO,
+         stdin: TextIO | None = None, table: InstanceTable | None = None) -> int:
+    try:
+        now = parse_now(now_text)
+        if not files:
+            raise BadInput("no input: pass -f FILE (or -f - for standard input)")
+        result = run_check(list(read_documents(files, stdin)), now, table)
+    except BadInput as exc:
+        print(f"entitle check: {exc}", file=stderr)
+        return EXIT_BAD_INPUT
+    for note in result.skipped:
+        print(f"entitle check: {note}", file=stderr)
+    if output == "json":
+        json.dump(to_json(result, now), stdout, indent=2)
+        stdout.write("\n")
+    else:
+        stdout.write(to_table(result, now) + "\n")
+    return result.exit_code

@@ -1,0 +1,133 @@
+"""The ``License`` kind: what a tenant is entitled to, and for how long."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from entitle.api.common import API_VERSION, ApiModel, Condition, Duration, ObjectMeta, Timestamp
+
+Enforcement = Literal["Enforce", "Warn", "Audit"]
+
+
+class Burst(ApiModel):
+    """Temporary headroom above a pool's max, limited by a monthly time budget."""
+
+    extra: int = Field(ge=0, description="Units (or seats) a pool may go above max while bursting.")
+    window: Duration = Field(
+        description="Cumulative over-max time allowed per calendar month (UTC), e.g. 72h or 3d.")
+
+
+class Pool(ApiModel):
+    """A capped pool: named-user seats, or normalized instance units."""
+
+    max: int = Field(ge=0, description="Cap of the pool. Pools set by several active licenses add up.")
+    burst: Burst | None = Field(default=None, description="Optional burst allowance above max.")
+
+
+class WorkloadCount(ApiModel):
+    """A limit expressed as a number of workloads."""
+
+    workloads: int = Field(ge=0, description="Number of workloads of the tenant that may enable the feature.")
+
+
+class FeatureGrant(ApiModel):
+    """A feature the license grants, with its dependencies, trial end and limits."""
+
+    name: str = Field(min_length=1, description="Feature name, as workloads list it in spec.features.")
+    requires: list[str] = Field(
+        default_factory=list,
+        description="Features that must be enabled on the same workload for this one to be enabled.")
+    trial_ends: Timestamp | None = Field(
+        default=None, alias="trialEnds",
+        description="End of a trial grant (RFC 3339); afterwards enabling the feature is denied.")
+    limit: WorkloadCount | None = Field(
+        default=None, description="Hard limit: workloads of the tenant that may enable it (absent = unlimited).")
+    soft_limit: WorkloadCount | None = Field(
+        default=None, alias="softLimit",
+        description="Soft limit: above it admissions are allowed with a warning.")
+
+
+class Rule(ApiModel):
+    """A CEL predicate over workload, tenant, license and now; true means allowed."""
+
+    name: str = Field(min_length=1, description="Rule name, quoted in denial messages.")
+    expression: str = Field(min_length=1, description="CEL expression that must evaluate to true.")
+    message: str | None = Field(default=None, description="Message shown when the rule evaluates to false.")
+
+
+class LicenseSpec(ApiModel):
+    """Desired entitlement of one license."""
+
+    tenant: str = Field(
+        min_length=1,
+        description="Tenant this license belongs to (namespace label entitle.dev/tenant). Immutable.",
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": "tenant is immutable"}]},
+    )
+    edition: str | None = Field(
+        default=None, description="Descriptive edition (e.g. enterprise). Immutable.",
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": "edition is immutable"}]})
+    region: str | None = Field(
+        default=None, description="Descriptive region. Immutable.",
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": "region is immutable"}]})
+    support_level: str | None = Field(
+        default=None, alias="supportLevel", description="Descriptive support level. Immutable.",
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": "supportLevel is immutable"}]})
+    not_before: Timestamp | None = Field(
+        default=None, alias="notBefore", description="Start of validity (RFC 3339); before it the license grants nothing.")
+    not_after: Timestamp | None = Field(
+        default=None, alias="notAfter", description="End of validity (RFC 3339); afterwards only the grace period grants.")
+    grace_period: Duration | None = Field(
+        default=None, alias="gracePeriod",
+        description="How long after notAfter the license still grants, with a warning on every admission (e.g. 72h, 7d).")
+    seats: Pool | None = Field(default=None, description="Named-user seat pool. Absent = this license does not cap seats.")
+    instances: Pool | None = Field(
+        default=None, description="Instance pool in normalized units. Absent = this license does not cap instances.")
+    features: list[FeatureGrant] = Field(default_factory=list, description="Features granted.")
+    rules: list[Rule] = Field(default_factory=list, description="CEL admission rules; every rule must hold.")
+    enforcement: Enforcement = Field(
+        default="Enforce",
+        description="Enforce denies, Warn allows with a warning, Audit allows silently and records the violation.")
+
+
+class PoolStatus(ApiModel):
+    """Usage of one pool against the tenant's effective entitlement."""
+
+    used: int = Field(default=0, description="Current usage of the tenant.")
+    max: int | None = Field(default=None, description="Effective max over active licenses; null = unlimited.")
+    burst_extra: int = Field(default=0, alias="burstExtra", description="Effective burst headroom above max.")
+    burst_window: Duration | None = Field(default=None, alias="burstWindow", description="Effective monthly burst budget.")
+    burst_used_seconds: float = Field(
+        default=0, alias="burstUsedSeconds", description="Over-max time used this month, in seconds.")
+    over_since: Timestamp | None = Field(
+        default=None, alias="overSince", description="When the pool last went above max, while it still is.")
+
+
+class LicenseStatus(ApiModel):
+    """Observed state of a license and of its tenant."""
+
+    observed_generation: int | None = Field(default=None, alias="observedGeneration", description="Last generation processed.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Valid, Active, InGrace, OverCap and InBurst conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    instances: PoolStatus | None = Field(default=None, description="Tenant instance units vs effective entitlement.")
+    seats: PoolStatus | None = Field(default=None, description="Tenant seats (distinct users) vs effective entitlement.")
+    features: dict[str, int] = Field(default_factory=dict, description="Tenant workloads enabling each feature.")
+    burst_month: str | None = Field(
+        default=None, alias="burstMonth", description="Calendar month (UTC, YYYY-MM) the burst budgets count in.")
+    summary: str | None = Field(default=None, description="One-line usage summary, e.g. 'instances 18/20 seats 4/10'.")
+
+
+class License(ApiModel):
+    """A software license granting a tenant seats, instance units and features."""
+
+    api_version: str = Field(default=API_VERSION, alias="apiVersion")
+    kind: Literal["License"] = "License"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: LicenseSpec
+    status: LicenseStatus | None = None

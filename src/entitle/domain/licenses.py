@@ -1,0 +1,80 @@
+"""Reading one License: its rules compiled once, and where it stands in its validity window."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from entitle.api import License, LicenseSpec
+from entitle.api.common import format_time, parse_duration
+from entitle.domain.rules import CompiledRule, RuleCompileError, compile_rule
+
+
+class Phase(str, enum.Enum):
+    PENDING = "Pending"    # before notBefore: grants nothing yet
+    ACTIVE = "Active"
+    GRACE = "InGrace"      # after notAfter, within gracePeriod: grants, with a warning
+    EXPIRED = "Expired"    # grants nothing
+    INVALID = "Invalid"    # a rule does not compile: grants nothing
+
+
+@dataclass(frozen=True)
+class ReadLicense:
+    """A License as the engine sees it: spec plus compiled rules, or the reason it is invalid."""
+
+    name: str
+    spec: LicenseSpec
+    generation: int | None
+    rules: tuple[CompiledRule, ...]
+    invalid_reason: str | None = None
+    # The spec as CEL's ``license`` variable sees it, built once per license version.
+    view: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def tenant(self) -> str:
+        return self.spec.tenant
+
+    @property
+    def grace_ends(self) -> datetime | None:
+        if self.spec.not_after is None:
+            return None
+        grace = parse_duration(self.spec.grace_period) if self.spec.grace_period else timedelta(0)
+        return self.spec.not_after + grace
+
+    def phase(self, now: datetime) -> Phase:
+        if self.invalid_reason is not None:
+            return Phase.INVALID
+        if self.spec.not_before is not None and now < self.spec.not_before:
+            return Phase.PENDING
+        if self.spec.not_after is not None and now >= self.spec.not_after:
+            grace_ends = self.grace_ends
+            return Phase.GRACE if grace_ends is not None and now < grace_ends else Phase.EXPIRED
+        return Phase.ACTIVE
+
+    def grants(self, now: datetime) -> bool:
+        return self.phase(now) in (Phase.ACTIVE, Phase.GRACE)
+
+    def grace_warning(self) -> str:
+        return (f"license {self.name} expired at {format_time(self.spec.not_after)}; "
+                f"its grace period ends at {format_time(self.grace_ends)}")
+
+    def next_transition(self, now: datetime) -> datetime | None:
+        """The next moment this license's phase changes by the clock alone (for requeueing)."""
+        moments = [m for m in (self.spec.not_before, self.spec.not_after, self.grace_ends)
+                   if m is not None and m > now]
+        moments += [f.trial_ends for f in self.spec.features if f.trial_ends and f.trial_ends > now]
+        return min(moments, default=None)
+
+
+def read_license(license: License) -> ReadLicense:
+    """Compile a license's rules; a rule that does not compile makes the license invalid."""
+    name = license.metadata.name
+    view = license.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    compiled = []
+    try:
+        for rule in license.spec.rules:
+            compiled.append(compile_rule(name, rule.name, rule.expression, rule.message))
+    except RuleCompileError as exc:
+        return ReadLicense(name, license.spec, license.metadata.generation, (), str(exc), view)
+    return ReadLicense(name, license.spec, license.metadata.generation, tuple(compiled), None, view)

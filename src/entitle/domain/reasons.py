@@ -1,0 +1,25 @@
+"""Reason codes, in DESIGN's check order. Each code is decided in ``entitle.domain.checks``:
+the module named after it (``checks/instance_cap.py`` decides ``InstanceCapExceeded``...)."""
+
+from __future__ import annotations
+
+ALLOWED = "Allowed"
+NO_TENANT = "NoTenant"
+NO_ACTIVE_LICENSE = "NoActiveLicense"
+UNKNOWN_INSTANCE_KIND = "UnknownInstanceKind"
+FEATURE_NOT_ENTITLED = "FeatureNotEntitled"
+FEATURE_TRIAL_EXPIRED = "FeatureTrialExpired"
+FEATURE_DEPENDENCY_MISSING = "FeatureDependencyMissing"
+FEATURE_LIMIT_EXCEEDED = "FeatureLimitExceeded"
+INSTANCE_CAP_EXCEEDED = "InstanceCapExceeded"
+SEAT_CAP_EXCEEDED = "SeatCapExceeded"
+RULE_VIOLATION = "RuleViolation"
+
+# Checks 1-3 deny whatever the enforcement; the rest follow Enforce / Warn / Audit.
+ALWAYS_DENY = frozenset({NO_TENANT, NO_ACTIVE_LICENSE, UNKNOWN_INSTANCE_KIND})
+
+ORDER = (
+    NO_TENANT, NO_ACTIVE_LICENSE, UNKNOWN_INSTANCE_KIND,
+    FEATURE_NOT_ENTITLED, FEATURE_TRIAL_EXPIRED, FEATURE_DEPENDENCY_MISSING, FEATURE_LIMIT_EXCEEDED,
+    INSTANCE_CAP_EXCEEDED, SEAT_CAP_EXCEEDED, RULE_VIOLATION,
+)

@@ -1,0 +1,254 @@
+"""The in-memory picture of the cluster that admission decides from.
+
+The webhook keeps one up to date from watches; ``entitle check`` builds one from YAML files.
+Both call :meth:`ClusterState.admit`, so both decide with the same code.
+
+Usage is held per workload as a *footprint*. While an admitted change has not yet come back
+through the watch, the workload holds a reservation: the union of what is stored and what was
+admitted, so a concurrent request can never spend the same capacity twice. Reservations that
+never show up expire (see :meth:`ClusterState.expire_reservations`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from entitle.api import License, Workload, WorkloadSpec
+from entitle.api.common import TENANT_LABEL
+from entitle.domain.admission import CREATE, DELETE, UPDATE, Decision, decide
+from entitle.domain.bursts import BurstClock
+from entitle.domain.checks import CheckContext
+from entitle.domain.entitlement import Entitlement, effective_entitlement
+from entitle.domain.licenses import ReadLicense, read_license
+from entitle.domain.normalization import InstanceTable
+from entitle.domain.usage import EMPTY, Footprint, TenantUsage, footprint
+
+POOLS = ("instances", "seats")
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class WorkloadRequest:
+    """A Workload CREATE / UPDATE / DELETE (a scale is an UPDATE of ``spec.replicas``)."""
+
+    operation: str
+    namespace: str
+    name: str
+    workload: Workload | None = None
+    old: Workload | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class Reservation:
+    footprint: Footprint
+    expires: datetime
+
+
+@dataclass
+class WorkloadEntry:
+    namespace: str
+    name: str
+    workload: Workload | None = None          # as last stored (or last admitted, offline)
+    stored: Footprint | None = None
+    reservations: list[Reservation] = field(default_factory=list)
+    held: Footprint = EMPTY                   # what the tenant's usage counts for it
+    tenant: str | None = None                 # the tenant ``held`` is counted in
+
+    def wanted(self) -> Footprint:
+        held = self.stored or EMPTY
+        for reservation in self.reservations:
+            held = held.union(reservation.footprint)
+        return held
+
+
+def workload_view(workload: Workload) -> dict:
+    """The object as CEL's ``workload`` variable sees it: defaults applied, lists always lists."""
+    return workload.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class ClusterState:
+    def __init__(self, table: InstanceTable | None = None) -> None:
+        self.table = table or InstanceTable()
+        self.namespaces: dict[str, str | None] = {}
+        self.licenses: dict[str, ReadLicense] = {}
+        self.workloads: dict[Key, WorkloadEntry] = {}
+        self._by_namespace: dict[str, set[Key]] = defaultdict(set)
+        self._licenses_by_tenant: dict[str, set[str]] = defaultdict(set)
+        self.usage: dict[str, TenantUsage] = defaultdict(TenantUsage)
+        self.bursts: dict[tuple[str, str], BurstClock] = {}
+
+    # --- namespaces -------------------------------------------------------------------
+    def set_namespace(self, name: str, labels: dict[str, str] | None) -> None:
+        tenant = (labels or {}).get(TENANT_LABEL) or None
+        self.namespaces[name] = tenant
+        for key in self._by_namespace.get(name, ()):
+            self._rehome(self.workloads[key])
+
+    def delete_namespace(self, name: str) -> None:
+        self.set_namespace(name, None)
+        self.namespaces.pop(name, None)
+
+    def tenant_of(self, namespace: str) -> str | None:
+        return self.namespaces.get(namespace)
+
+    # --- licenses ---------------------------------------------------------------------
+    def set_license(self, license: License) -> ReadLicense:
+        name = license.metadata.name
+        previous = self.licenses.get(name)
+        if previous is not None:
+            self._licenses_by_tenant[previous.tenant].discard(name)
+        read = read_license(license)
+        self.licenses[name] = read
+        self._licenses_by_tenant[read.tenant].add(name)
+        return read
+
+    def delete_license(self, name: str) -> ReadLicense | None:
+        read = self.licenses.pop(name, None)
+        if read is not None:
+            self._licenses_by_tenant[read.tenant].discard(name)
+        return read
+
+    def licenses_of(self, tenant: str) -> list[ReadLicense]:
+        return [self.licenses[n] for n in sorted(self._licenses_by_tenant.get(tenant, ()))]
+
+    def entitlement(self, tenant: str, now: datetime) -> Entitlement:
+        return effective_entitlement(tenant, self.licenses_of(tenant), now)
+
+    def tenants(self) -> list[str]:
+        names = {t for t in self.namespaces.values() if t}
+        names |= {lic.tenant for lic in self.licenses.values()}
+        return sorted(names)
+
+    # --- workloads (the stored truth, from watches) -------------------------------------
+    def observe_workload(self, workload: Workload) -> None:
+        """A Workload as stored in the apiserver: it replaces the matching reservation."""
+        ns, name = workload.metadata.namespace or "default", workload.metadata.name
+        entry = self._entry(ns, name)
+        entry.workload = workload
+        entry.stored = footprint(workload.spec, self.table)
+        entry.reservations = [r for r in entry.reservations if r.footprint != entry.stored]
+        self._rehome(entry)
+
+    def forget_workload(self, namespace: str, name: str) -> None:
+        entry = self.workloads.pop((namespace, name), None)
+        if entry is None:
+            return
+        self._by_namespace[namespace].discard((namespace, name))
+        if entry.tenant is not None:
+            self.usage[entry.tenant].remove(entry.held)
+
+    def expire_reservations(self, now: datetime) -> int:
+        """Release reservations whose object never appeared (denied elsewhere, timed out)."""
+        released = 0
+        for key in [k for k, e in self.workloads.items() if e.reservations]:
+            entry = self.workloads[key]
+            keep = [r for r in entry.reservations if r.expires > now]
+            released += len(entry.reservations) - len(keep)
+            entry.reservations = keep
+            if entry.stored is None and not keep:
+                self.forget_workload(*key)
+            else:
+                self._rehome(entry)
+        return released
+
+    def workload(self, namespace: str, name: str) -> Workload | None:
+        entry = self.workloads.get((namespace, name))
+        return entry.workload if entry else None
+
+    # --- admission ----------------------------------------------------------------------
+    def context(self, request: WorkloadRequest, now: datetime) -> CheckContext:
+        ns, name = request.namespace, request.name
+        tenant = self.tenant_of(ns)
+        entry = self.workloads.get((ns, name))
+        if entry is not None and entry.stored is not None:
+            old = entry.stored
+        elif request.old is not None:
+            old = footprint(request.old.spec, self.table)
+        else:
+            old = None
+        # The change is measured from what the tenant's usage counts for this workload now,
+        # so an in-flight reservation is never counted twice; a workload the state has not
+        # seen counts as wholly new (safe: never under-counts).
+        held = entry.held if entry is not None and entry.tenant == tenant else None
+        new = footprint(request.workload.spec, self.table) if request.workload else EMPTY
+        ctx = CheckContext(tenant=tenant, namespace=ns, name=name, now=now, new=new, old=old)
+        if tenant is None:
+            return ctx
+        usage = self.usage[tenant]
+        ctx.usage = usage
+        ctx.entitlement = self.entitlement(tenant, now)
+        ctx.change = usage.change(held, new)
+        ctx.bursts = {pool: self.bursts.get((tenant, pool), BurstClock()) for pool in POOLS}
+        ctx.licenses = {lic.name: lic for lic in self.licenses_of(tenant)}
+        if request.workload is not None:
+            ctx.workload = workload_view(request.workload)
+        return ctx
+
+    def decide(self, request: WorkloadRequest, now: datetime) -> Decision:
+        return decide(self.context(request, now), request.operation)
+
+    def admit(self, request: WorkloadRequest, now: datetime,
+              reserve_for: timedelta | None = None) -> Decision:
+        """Decide, and when allowed (and not a dry run) apply the change to usage.
+
+        ``reserve_for`` set: the change is held as a reservation until the stored object
+        is observed or the reservation expires (the webhook). Unset: the change is applied
+        as stored at once (``entitle check``).
+        """
+        decision = self.decide(request, now)
+        if not decision.allowed or request.dry_run:
+            return decision
+        if request.operation == DELETE:
+            self.forget_workload(request.namespace, request.name)
+        elif reserve_for is None:
+            self.observe_workload(request.workload)
+        elif decision.change is not None and decision.change.raises_any:
+            entry = self._entry(request.namespace, request.name)
+            entry.reservations.append(
+                Reservation(footprint(request.workload.spec, self.table), now + reserve_for))
+            self._rehome(entry)
+        if decision.tenant:
+            self.observe_bursts(decision.tenant, now)
+        return decision
+
+    # --- bursts -------------------------------------------------------------------------
+    def observe_bursts(self, tenant: str, now: datetime) -> None:
+        """Fold elapsed over-max time into the tenant's burst clocks."""
+        ent = self.entitlement(tenant, now)
+        usage = self.usage[tenant]
+        for pool, used, cap in (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats)):
+            over = cap.max is not None and used > cap.max
+            clock = self.bursts.get((tenant, pool))
+            if clock is None and not over:
+                continue
+            self.bursts[(tenant, pool)] = (clock or BurstClock()).observe(now, over)
+
+    def seed_burst(self, tenant: str, pool: str, clock: BurstClock) -> None:
+        """Restore a burst clock persisted in License status (after a restart)."""
+        current = self.bursts.get((tenant, pool))
+        if current is None or (clock.month, clock.used_seconds) > (current.month, current.used_seconds):
+            self.bursts[(tenant, pool)] = clock
+
+    # --- internals ----------------------------------------------------------------------
+    def _entry(self, namespace: str, name: str) -> WorkloadEntry:
+        key = (namespace, name)
+        entry = self.workloads.get(key)
+        if entry is None:
+            entry = self.workloads[key] = WorkloadEntry(namespace, name)
+            self._by_namespace[namespace].add(key)
+        return entry
+
+    def _rehome(self, entry: WorkloadEntry) -> None:
+        """Recount the entry's footprint in the tenant its namespace belongs to now."""
+        if entry.tenant is not None:
+            self.usage[entry.tenant].remove(entry.held)
+        entry.tenant = self.tenant_of(entry.namespace)
+        entry.held = entry.wanted()
+        if entry.tenant is not None:
+            self.usage[entry.tenant].add(entry.held)
+
+
+__all__ = ["ClusterState", "WorkloadRequest", "CREATE", "UPDATE", "DELETE", "workload_view"]
