@@ -1,0 +1,86 @@
+"""The few Kubernetes API calls the controllers make (never on the webhook's hot path)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from entitle.api import GROUP, VERSION
+
+WEBHOOK_CONFIGURATION = "entitle.dev"
+
+
+class KubeApi:
+    def __init__(self, kubeconfig: str | None = None) -> None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config(config_file=kubeconfig)
+        self.api_client = client.ApiClient()
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+        self.admission = client.AdmissionregistrationV1Api(self.api_client)
+
+    # -- reads used once at start-up to prime the in-memory state ----------------------
+    def list_namespaces(self) -> list[dict[str, Any]]:
+        items = self.core.list_namespace().items
+        return [{"metadata": {"name": ns.metadata.name, "labels": ns.metadata.labels or {}}} for ns in items]
+
+    def list_licenses(self) -> list[dict[str, Any]]:
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, "licenses")["items"]
+
+    def list_workloads(self) -> list[dict[str, Any]]:
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, "workloads")["items"]
+
+    # -- status --------------------------------------------------------------------------
+    def patch_license_status(self, name: str, status: dict[str, Any]) -> None:
+        try:
+            self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "licenses", name, {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_workload_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, "workloads", name, {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # -- webhook registration (development / out-of-cluster mode) ------------------------
+    def ensure_validating_webhook(self, url: str, ca_pem: bytes, timeout_seconds: int = 5,
+                                  failure_policy: str = "Fail") -> None:
+        """Register the Workload webhook: every namespace but kube-system, never by tenant label
+        (a label-scoped webhook would let Workloads in unlabeled namespaces skip NoTenant)."""
+        body = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": WEBHOOK_CONFIGURATION},
+            "webhooks": [{
+                "name": "workloads.entitle.dev",
+                "clientConfig": {"url": url.rstrip("/") + "/workloads",
+                                 "caBundle": base64.b64encode(ca_pem).decode()},
+                "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION],
+                           "resources": ["workloads", "workloads/scale"],
+                           "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
+                "namespaceSelector": {"matchExpressions": [{
+                    "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]},
+                "failurePolicy": failure_policy,
+                "sideEffects": "NoneOnDryRun",
+                "timeoutSeconds": timeout_seconds,
+                "admissionReviewVersions": ["v1"],
+                "matchPolicy": "Equivalent",
+            }],
+        }
+        try:
+            existing = self.admission.read_validating_webhook_configuration(WEBHOOK_CONFIGURATION)
+            body["metadata"]["resourceVersion"] = existing.metadata.resource_version
+            self.admission.replace_validating_webhook_configuration(WEBHOOK_CONFIGURATION, body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.admission.create_validating_webhook_configuration(body)

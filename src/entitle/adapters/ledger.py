@@ -1,0 +1,114 @@
+"""The durable local ledger: SQLite in WAL mode, append-only, deduplicated on (source, id).
+
+Every record the controller produces goes here first; sinks read from here and keep their
+position (cursor) here too, so a crash at any point loses nothing and doubles nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    source  TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    type    TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    time    TEXT NOT NULL,
+    body    TEXT NOT NULL,
+    UNIQUE (source, id)
+);
+CREATE INDEX IF NOT EXISTS records_time ON records (time);
+CREATE TABLE IF NOT EXISTS cursors (
+    sink TEXT PRIMARY KEY,
+    seq  INTEGER NOT NULL
+);
+"""
+
+
+class Ledger:
+    """Append-only store of usage records. Thread-safe; one writer connection."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a record acknowledged as appended survives power loss, not just a process kill.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def append(self, records: Iterable[dict]) -> int:
+        """Append records; ones already present (same source and id) are ignored. Returns new count."""
+        rows = [(r["source"], r["id"], r["type"], r.get("subject", ""), r["time"],
+                 json.dumps(r, sort_keys=True, separators=(",", ":"))) for r in records]
+        if not rows:
+            return 0
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO records (source, id, type, subject, time, body) VALUES (?,?,?,?,?,?)",
+                    rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return self._db.total_changes - before
+
+    def has(self, source: str, id_: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM records WHERE source=? AND id=?", (source, id_)).fetchone() is not None
+
+    def read(self, after_seq: int = 0, limit: int | None = None) -> list[tuple[int, dict]]:
+        sql = "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq"
+        params: tuple = (after_seq,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (limit,)
+        with self._lock:
+            return [(seq, json.loads(body)) for seq, body in self._db.execute(sql, params)]
+
+    def iter_records(self, batch: int = 10_000) -> Iterator[dict]:
+        seq = 0
+        while True:
+            rows = self.read(seq, batch)
+            if not rows:
+                return
+            for seq, record in rows:
+                yield record
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+    def last_seq(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0]
+
+    def cursor(self, sink: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT seq FROM cursors WHERE sink=?", (sink,)).fetchone()
+            return row[0] if row else 0
+
+    def set_cursor(self, sink: str, seq: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO cursors (sink, seq) VALUES (?, ?) "
+                             "ON CONFLICT(sink) DO UPDATE SET seq=excluded.seq", (sink, seq))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def open_readonly(path: str | Path) -> sqlite3.Connection:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such ledger")
+    return sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)

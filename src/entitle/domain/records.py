@@ -1,0 +1,55 @@
+"""Usage records (the billing contract): CloudEvents 1.0 with deterministic ids.
+
+The id of a record is a hash of *what changed* (object uid, generation, operation), never of
+when it was observed, so a replay or a restart produces the same id and downstream systems
+deduplicate on ``(source, id)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from entitle.api import Workload
+from entitle.api.common import format_time
+from entitle.domain.entitlement import Entitlement
+from entitle.domain.normalization import InstanceTable
+
+WORKLOAD_TYPE = "dev.entitle.workload.v1"
+LICENSE_TYPE = "dev.entitle.license.v1"
+DEFAULT_SOURCE = "entitle.dev/operator"
+
+
+def record_id(*parts: object) -> str:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
+
+
+def _event(type_: str, id_: str, tenant: str, time: datetime, data: dict, source: str) -> dict:
+    return {
+        "specversion": "1.0", "id": id_, "source": source, "type": type_, "subject": tenant,
+        "time": format_time(time), "datacontenttype": "application/json", "data": data,
+    }
+
+
+def workload_record(workload: Workload, operation: str, tenant: str, time: datetime,
+                    table: InstanceTable, licenses: tuple[str, ...] | list[str],
+                    source: str = DEFAULT_SOURCE) -> dict:
+    """``dev.entitle.workload.v1`` for a created / updated / deleted Workload."""
+    meta, spec = workload.metadata, workload.spec
+    generation = meta.generation or 1
+    key = "deleted" if operation == "deleted" else generation
+    data = {
+        "tenant": tenant, "namespace": meta.namespace, "name": meta.name, "uid": meta.uid,
+        "generation": generation, "operation": operation, "instanceKind": spec.instance_kind,
+        "replicas": spec.replicas, "units": table.units(spec.instance_kind, spec.replicas),
+        "users": sorted(set(spec.users)), "guests": sorted(set(spec.guests)),
+        "features": sorted(set(spec.features)), "licenses": sorted(licenses),
+    }
+    return _event(WORKLOAD_TYPE, record_id("workload", meta.uid, key, operation), tenant, time, data, source)
+
+
+def license_record(name: str, uid: str, tenant: str, operation: str, key: object, time: datetime,
+                   entitlement: Entitlement, source: str = DEFAULT_SOURCE) -> dict:
+    """``dev.entitle.license.v1``; ``key`` pins what changed (generation, or the moment of expiry)."""
+    data = {"tenant": tenant, "name": name, "operation": operation, "entitlement": entitlement.as_record()}
+    return _event(LICENSE_TYPE, record_id("license", uid, operation, key), tenant, time, data, source)

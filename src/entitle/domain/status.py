@@ -1,0 +1,103 @@
+"""Status of Licenses and Workloads, computed from the state (pure; the controller writes it)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from entitle.api.common import format_duration, format_time
+from entitle.domain import reasons
+from entitle.domain.bursts import BurstClock, month_key
+from entitle.domain.entitlement import Entitlement, PoolEntitlement
+from entitle.domain.licenses import Phase, ReadLicense
+from entitle.domain.usage import Footprint, TenantUsage
+
+
+def condition(ctype: str, ok: bool, reason: str, message: str, generation: int | None,
+              previous: list[dict], now: datetime) -> dict:
+    status = "True" if ok else "False"
+    before = next((c for c in previous if c.get("type") == ctype), None)
+    since = before.get("lastTransitionTime") if before and before.get("status") == status else None
+    return {"type": ctype, "status": status, "reason": reason, "message": message,
+            "observedGeneration": generation, "lastTransitionTime": since or format_time(now)}
+
+
+def _pool(used: int, cap: PoolEntitlement, clock: BurstClock | None, now: datetime) -> dict:
+    out = {"used": used, "max": cap.max, "burstExtra": cap.burst_extra,
+           "burstUsedSeconds": round((clock or BurstClock()).used_at(now), 3)}
+    if cap.burst_window:
+        out["burstWindow"] = format_duration(cap.burst_window)
+    if clock is not None and clock.over_since is not None:
+        out["overSince"] = format_time(clock.over_since)
+    return out
+
+
+def _fmt(used: int, cap: PoolEntitlement) -> str:
+    return f"{used}/{'-' if cap.max is None else cap.max}"
+
+
+def pool_over(used: int, cap: PoolEntitlement) -> bool:
+    return cap.max is not None and used > cap.max
+
+
+def license_status(lic: ReadLicense, ent: Entitlement, usage: TenantUsage,
+                   bursts: dict[str, BurstClock], now: datetime, previous: list[dict]) -> dict:
+    gen = lic.generation
+    phase = lic.phase(now)
+    valid = phase is not Phase.INVALID
+    over = [p for p, used, cap in (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats))
+            if pool_over(used, cap)]
+    over_hard = [p for p, used, cap in (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats))
+                 if cap.hard_limit is not None and (used > cap.hard_limit or (
+                     pool_over(used, cap) and (bursts.get(p) or BurstClock()).used_at(now) >= cap.burst_window.total_seconds()))]
+    conditions = [
+        condition("Valid", valid, "Valid" if valid else "RuleCompileError",
+                  lic.invalid_reason or "all rules compile", gen, previous, now),
+        condition("Active", lic.grants(now), phase.value,
+                  {Phase.PENDING: f"not before {format_time(lic.spec.not_before) if lic.spec.not_before else ''}",
+                   Phase.ACTIVE: "the license grants its entitlement",
+                   Phase.GRACE: lic.grace_warning() if phase is Phase.GRACE else "",
+                   Phase.EXPIRED: "the license has expired and grants nothing",
+                   Phase.INVALID: "an invalid license grants nothing"}[phase], gen, previous, now),
+        condition("InGrace", phase is Phase.GRACE, "InGrace" if phase is Phase.GRACE else "NotInGrace",
+                  lic.grace_warning() if phase is Phase.GRACE else "", gen, previous, now),
+        condition("OverCap", bool(over_hard), "OverCap" if over_hard else "WithinCap",
+                  f"tenant {ent.tenant} is over its cap on {', '.join(over_hard)}: increases are denied"
+                  if over_hard else f"tenant {ent.tenant} is within its caps", gen, previous, now),
+        condition("InBurst", bool(over) and not over_hard, "InBurst" if over and not over_hard else "NotInBurst",
+                  f"tenant {ent.tenant} is bursting above max on {', '.join(over)}" if over and not over_hard else "",
+                  gen, previous, now),
+    ]
+    return {
+        "observedGeneration": gen,
+        "conditions": conditions,
+        "instances": _pool(usage.units, ent.instances, bursts.get("instances"), now),
+        "seats": _pool(usage.seats, ent.seats, bursts.get("seats"), now),
+        "features": usage.features(),
+        "burstMonth": month_key(now),
+        "summary": f"instances {_fmt(usage.units, ent.instances)} seats {_fmt(usage.seats, ent.seats)}",
+    }
+
+
+def entitled(tenant: str | None, fp: Footprint, ent: Entitlement | None, usage: TenantUsage | None,
+             bursts: dict[str, BurstClock], now: datetime) -> tuple[bool, str, str]:
+    """Is a running workload entitled now? (False flags it; entitle never deletes or scales it.)"""
+    if tenant is None:
+        return False, reasons.NO_TENANT, "the namespace has no tenant label"
+    if ent is None or not ent.active:
+        return False, reasons.NO_ACTIVE_LICENSE, f"tenant {tenant} has no active license"
+    if not fp.known_kind:
+        return False, reasons.UNKNOWN_INSTANCE_KIND, f"unknown instanceKind {fp.instance_kind!r}"
+    for feature in sorted(fp.features):
+        grant = ent.features.get(feature)
+        if grant is None:
+            return False, reasons.FEATURE_NOT_ENTITLED, f"feature {feature} is not entitled"
+        if grant.trial_ends is not None and now >= grant.trial_ends:
+            return False, reasons.FEATURE_TRIAL_EXPIRED, f"trial of feature {feature} has ended"
+    for pool, holds, used, cap, reason in (
+            ("instances", fp.units > 0, usage.units, ent.instances, reasons.INSTANCE_CAP_EXCEEDED),
+            ("seats", bool(fp.users), usage.seats, ent.seats, reasons.SEAT_CAP_EXCEEDED)):
+        if holds and cap.max is not None and used > cap.max:
+            budget_left = (bursts.get(pool) or BurstClock()).used_at(now) < cap.burst_window.total_seconds()
+            if used > (cap.hard_limit or 0) or not budget_left:
+                return False, reason, f"tenant {tenant} {pool} {used} over max {cap.max}"
+    return True, "Entitled", f"drawing on {', '.join(ent.licenses)}"

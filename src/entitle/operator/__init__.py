@@ -1,0 +1,1 @@
+"""Operator wiring: Kopf handlers, the webhook server, background loops. Thin by design."""

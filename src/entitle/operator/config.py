@@ -1,0 +1,56 @@
+"""Operator configuration (the Helm chart renders it into a ConfigMap)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from entitle.domain.normalization import DEFAULT_WEIGHTS, InstanceTable
+
+
+class WebhookConfig(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    listen_host: str = Field("0.0.0.0", alias="listenHost")
+    port: int = 9443
+    cert_file: str | None = Field(None, alias="certFile")
+    key_file: str | None = Field(None, alias="keyFile")
+    # Out-of-cluster (development, tests): register a ValidatingWebhookConfiguration pointing
+    # at this URL, with a CA the operator generates. In-cluster the Helm chart owns it.
+    register_url: str | None = Field(None, alias="registerURL")
+    timeout_seconds: int = Field(5, alias="timeoutSeconds")
+    failure_policy: str = Field("Fail", alias="failurePolicy")
+
+
+class OperatorConfig(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    normalization: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    ledger_path: str = Field("/var/lib/entitle/ledger.db", alias="ledgerPath")
+    source: str = "entitle.dev/operator"
+    reservation_seconds: float = Field(30.0, alias="reservationSeconds")
+    status_interval_seconds: float = Field(1.0, alias="statusIntervalSeconds")
+    metrics_port: int | None = Field(8080, alias="metricsPort")
+    # Tests inject time: when set and the file exists, its RFC 3339 content is "now".
+    clock_file: str | None = Field(None, alias="clockFile")
+
+    def instance_table(self) -> InstanceTable:
+        return InstanceTable(self.normalization)
+
+    def now(self) -> datetime:
+        if self.clock_file and Path(self.clock_file).exists():
+            text = Path(self.clock_file).read_text().strip()
+            if text:
+                return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return datetime.now(timezone.utc)
+
+
+def load(path: str | None) -> OperatorConfig:
+    if not path:
+        return OperatorConfig()
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    return OperatorConfig.model_validate(data)

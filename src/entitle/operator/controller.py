@@ -1,0 +1,254 @@
+"""The controllers: keep the in-memory state current, write status, append usage records.
+
+Everything here runs on the operator's event loop; state mutations never await in the middle,
+so the webhook (same loop) always sees a consistent picture. API writes go to a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from entitle.adapters.ledger import Ledger
+from entitle.api import License, Workload
+from entitle.api.common import format_time
+from entitle.domain import records
+from entitle.domain.licenses import Phase
+from entitle.domain.state import ClusterState
+from entitle.domain.status import entitled, license_status
+from entitle.domain.usage import footprint
+from entitle.operator.config import OperatorConfig
+
+log = logging.getLogger("entitle.controller")
+
+
+def _changed_at(body: dict[str, Any], fallback: datetime) -> datetime:
+    """When the object last changed, from its own timestamps (managedFields), else ``fallback``."""
+    times = [m.get("time") for m in (body.get("metadata") or {}).get("managedFields") or [] if m.get("time")]
+    if not times:
+        return fallback
+    return datetime.fromisoformat(max(times).replace("Z", "+00:00"))
+
+
+class Controller:
+    def __init__(self, cfg: OperatorConfig, state: ClusterState, ledger: Ledger, api: Any | None) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.ledger = ledger
+        self.api = api
+        self.ready = asyncio.Event()
+        self.dirty: set[str] = set()
+        self._license_status: dict[str, dict] = {}
+        self._license_conditions: dict[str, list] = {}
+        self._workload_status: dict[tuple[str, str], dict] = {}
+        self._license_meta: dict[str, dict] = {}
+
+    def now(self) -> datetime:
+        return self.cfg.now()
+
+    # -- start-up ------------------------------------------------------------------------
+    def prime(self) -> None:
+        """List everything once so the webhook decides from a complete picture from the start."""
+        for ns in self.api.list_namespaces():
+            self.on_namespace(ns)
+        for lic in self.api.list_licenses():
+            self.on_license(lic)
+        for wl in self.api.list_workloads():
+            self.on_workload(wl)
+        self.ready.set()
+        log.info("state primed", extra={"licenses": len(self.state.licenses),
+                                        "workloads": len(self.state.workloads)})
+
+    # -- watch events ----------------------------------------------------------------------
+    def on_namespace(self, body: dict[str, Any], deleted: bool = False) -> None:
+        meta = body.get("metadata") or {}
+        name = meta.get("name")
+        before = self.state.tenant_of(name)
+        if deleted:
+            self.state.delete_namespace(name)
+        else:
+            self.state.set_namespace(name, meta.get("labels") or {})
+        after = self.state.tenant_of(name)
+        self.dirty.update(t for t in (before, after) if t)
+
+    def on_license(self, body: dict[str, Any], deleted: bool = False) -> None:
+        name = (body.get("metadata") or {}).get("name")
+        now = self.now()
+        if deleted:
+            read = self.state.delete_license(name)
+            if read is not None:
+                uid = (body.get("metadata") or {}).get("uid")
+                self._append(records.license_record(
+                    name, uid, read.tenant, "deleted", "deleted", now,
+                    self.state.entitlement(read.tenant, now), self.cfg.source))
+                self.dirty.add(read.tenant)
+            self._license_status.pop(name, None)
+            return
+        try:
+            lic = License.model_validate(body)
+        except ValidationError as exc:
+            # A bad object never crash-loops the operator: log it, skip it.
+            log.error("license %s is not valid: %s", name, exc.errors()[0].get("msg"))
+            return
+        read = self.state.set_license(lic)
+        self._license_meta[name] = {"uid": lic.metadata.uid, "body": body}
+        self._license_conditions[name] = [c.model_dump(by_alias=True, mode="json") for c in
+                                          (lic.status.conditions if lic.status else [])]
+        if lic.status is not None:
+            self._seed_bursts(read.tenant, lic)
+        self._license_records(name, now)
+        self.dirty.add(read.tenant)
+
+    def on_workload(self, body: dict[str, Any], deleted: bool = False) -> None:
+        meta = body.get("metadata") or {}
+        ns, name = meta.get("namespace"), meta.get("name")
+        now = self.now()
+        try:
+            workload = Workload.model_validate(body)
+        except ValidationError as exc:
+            log.error("workload %s/%s is not valid: %s", ns, name, exc.errors()[0].get("msg"))
+            return
+        tenant = self.state.tenant_of(ns)
+        if deleted:
+            self.state.forget_workload(ns, name)
+            self._workload_status.pop((ns, name), None)
+            if tenant:
+                when = workload.metadata.deletion_timestamp or now
+                self._append(records.workload_record(
+                    workload, "deleted", tenant, when, self.state.table,
+                    self.state.entitlement(tenant, now).licenses, self.cfg.source))
+        else:
+            self.state.observe_workload(workload)
+            if tenant:
+                generation = workload.metadata.generation or 1
+                operation = "created" if generation == 1 else "updated"
+                when = (workload.metadata.creation_timestamp or now) if operation == "created" \
+                    else _changed_at(body, now)
+                self._append(records.workload_record(
+                    workload, operation, tenant, when, self.state.table,
+                    self.state.entitlement(tenant, now).licenses, self.cfg.source))
+        if tenant:
+            self.state.observe_bursts(tenant, now)
+            self.dirty.add(tenant)
+        elif not deleted:
+            self._queue_workload_status(ns, name, now)
+
+    # -- records -----------------------------------------------------------------------------
+    def _append(self, record: dict) -> None:
+        self.ledger.append([record])
+
+    def _license_records(self, name: str, now: datetime) -> None:
+        read = self.state.licenses.get(name)
+        meta = self._license_meta.get(name)
+        if read is None or meta is None:
+            return
+        uid, body = meta["uid"], meta["body"]
+        phase = read.phase(now)
+        created = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00")) \
+            if body.get("metadata", {}).get("creationTimestamp") else now
+        if phase in (Phase.ACTIVE, Phase.GRACE, Phase.EXPIRED):
+            start = max(created, read.spec.not_before) if read.spec.not_before else created
+            self._append(records.license_record(name, uid, read.tenant, "activated", "activated", start,
+                                                self.state.entitlement(read.tenant, max(start, min(now, start))),
+                                                self.cfg.source))
+        if (read.generation or 1) > 1:
+            self._append(records.license_record(name, uid, read.tenant, "updated", read.generation,
+                                                _changed_at(body, now), self.state.entitlement(read.tenant, now),
+                                                self.cfg.source))
+        if phase is Phase.EXPIRED:
+            end = read.grace_ends
+            self._append(records.license_record(name, uid, read.tenant, "expired", format_time(end), end,
+                                                self.state.entitlement(read.tenant, end), self.cfg.source))
+
+    def _seed_bursts(self, tenant: str, lic: License) -> None:
+        from entitle.domain.bursts import BurstClock
+
+        status = lic.status
+        for pool in ("instances", "seats"):
+            ps = getattr(status, pool)
+            if ps is not None and status.burst_month:
+                self.state.seed_burst(tenant, pool, BurstClock(
+                    status.burst_month, ps.burst_used_seconds, ps.over_since))
+
+    # -- status ------------------------------------------------------------------------------
+    def _queue_workload_status(self, ns: str, name: str, now: datetime) -> dict | None:
+        entry = self.state.workloads.get((ns, name))
+        if entry is None or entry.workload is None:
+            return None
+        tenant = entry.tenant
+        ent = self.state.entitlement(tenant, now) if tenant else None
+        usage = self.state.usage[tenant] if tenant else None
+        bursts = {p: c for (t, p), c in self.state.bursts.items() if t == tenant}
+        fp = footprint(entry.workload.spec, self.state.table)
+        ok, reason, message = entitled(tenant, fp, ent, usage, bursts, now)
+        gen = entry.workload.metadata.generation
+        previous = self._workload_status.get((ns, name), {}).get("conditions") or \
+            [c.model_dump(by_alias=True, mode="json") for c in
+             (entry.workload.status.conditions if entry.workload.status else [])]
+        from entitle.domain.status import condition
+        status = {
+            "observedGeneration": gen, "replicas": fp.replicas, "units": fp.units, "tenant": tenant,
+            "licenses": list(ent.licenses) if ent and ok else [],
+            "conditions": [condition("Entitled", ok, reason, message, gen, previous, now)],
+        }
+        if self._workload_status.get((ns, name)) == status:
+            return None
+        self._workload_status[(ns, name)] = status
+        return status
+
+    def refresh(self, tenants: set[str], now: datetime) -> list[tuple[str, Any]]:
+        """Compute the status patches for ``tenants``; returns (kind, args) writes to make."""
+        writes: list[tuple[str, Any]] = []
+        for tenant in sorted(tenants):
+            self.state.observe_bursts(tenant, now)
+            ent = self.state.entitlement(tenant, now)
+            usage = self.state.usage[tenant]
+            bursts = {p: c for (t, p), c in self.state.bursts.items() if t == tenant}
+            for lic in self.state.licenses_of(tenant):
+                status = license_status(lic, ent, usage, bursts, now, self._license_conditions.get(lic.name, []))
+                comparable = {k: v for k, v in status.items() if k not in ("instances", "seats")}
+                # Burst time is persisted (so a restart keeps the budget) at minute resolution,
+                # not on every tick.
+                comparable["pools"] = {p: {**status[p], "burstUsedSeconds": int(status[p]["burstUsedSeconds"] // 60)}
+                                       for p in ("instances", "seats")}
+                if self._license_status.get(lic.name) != comparable:
+                    self._license_status[lic.name] = comparable
+                    self._license_conditions[lic.name] = status["conditions"]
+                    writes.append(("license", (lic.name, status)))
+                self._license_records(lic.name, now)
+            for (ns, name), entry in list(self.state.workloads.items()):
+                if entry.tenant == tenant:
+                    status = self._queue_workload_status(ns, name, now)
+                    if status is not None:
+                        writes.append(("workload", (ns, name, status)))
+        return writes
+
+    async def status_loop(self) -> None:
+        """Expire reservations, follow the clock, and write status for tenants that changed."""
+        await self.ready.wait()
+        ticks = 0
+        while True:
+            now = self.now()
+            released = self.state.expire_reservations(now)
+            if released:
+                log.info("released %d expired reservations", released)
+            ticks += 1
+            if ticks % 10 == 0:   # time-driven transitions: expiry, grace, trials, bursts
+                self.dirty.update(self.state.tenants())
+            tenants, self.dirty = self.dirty, set()
+            writes = self.refresh(tenants, now) if tenants else []
+            for kind, args in writes:
+                try:
+                    if kind == "license":
+                        await asyncio.to_thread(self.api.patch_license_status, *args)
+                    else:
+                        await asyncio.to_thread(self.api.patch_workload_status, *args)
+                except Exception as exc:  # keep going; the next tick retries
+                    log.warning("status write failed: %s", exc)
+                    self._license_status.clear()
+                    self._workload_status.clear()
+            await asyncio.sleep(self.cfg.status_interval_seconds)

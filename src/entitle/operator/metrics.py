@@ -1,0 +1,12 @@
+"""Prometheus metrics."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DECISIONS = Counter("entitle_admission_decisions_total", "Admission decisions",
+                    ["tenant", "reason", "allowed"])
+ADMISSION_LATENCY = Histogram("entitle_admission_duration_seconds", "Time to decide an admission request",
+                              buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+USAGE = Gauge("entitle_tenant_usage", "Tenant usage per pool", ["tenant", "pool"])
+ENTITLEMENT = Gauge("entitle_tenant_entitlement", "Tenant effective max per pool (-1 = unlimited)",
+                    ["tenant", "pool"])
+LEDGER_RECORDS = Gauge("entitle_ledger_records", "Records in the usage ledger")
