@@ -105,7 +105,9 @@ class PoolStatus(ApiModel):
     burst_used_seconds: float = Field(
         default=0, alias="burstUsedSeconds", description="Over-max time used this month, in seconds.")
     over_since: Timestamp | None = Field(
-        default=None, alias="overSince", description="When the pool last went above max, while it still is.")
+        default=None, alias="overSince",
+        description="Set while the pool is above max: the moment burstUsedSeconds was counted up to; "
+                    "over-max time keeps accruing from here (so a restart resumes the budget exactly).")
 
 
 class LicenseStatus(ApiModel):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from entitle.api import License, LicenseSpec
 from entitle.api.common import format_time, parse_duration
-from entitle.domain.rules import CompiledRule, RuleCompileError, compile_rule
+from entitle.domain.rules import CompiledRule, RuleCompileError, compile_rule, license_context
 
 
 class Phase(str, enum.Enum):
@@ -30,6 +31,9 @@ class ReadLicense:
     invalid_reason: str | None = None
     # The spec as CEL's ``license`` variable sees it, built once per license version.
     view: dict = field(default_factory=dict, compare=False)
+    # A CEL evaluation context holding ``license`` already converted: converting the spec is
+    # the expensive part of an evaluation, so it happens once per license version.
+    cel_context: Any = field(default=None, compare=False, repr=False)
 
     @property
     def tenant(self) -> str:
@@ -77,4 +81,5 @@ def read_license(license: License) -> ReadLicense:
             compiled.append(compile_rule(name, rule.name, rule.expression, rule.message))
     except RuleCompileError as exc:
         return ReadLicense(name, license.spec, license.metadata.generation, (), str(exc), view)
-    return ReadLicense(name, license.spec, license.metadata.generation, tuple(compiled), None, view)
+    return ReadLicense(name, license.spec, license.metadata.generation, tuple(compiled), None, view,
+                       license_context(view) if compiled else None)

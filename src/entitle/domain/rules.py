@@ -24,8 +24,11 @@ class CompiledRule:
     message: str | None
     program: Any
 
-    def evaluate(self, variables: dict[str, Any]) -> tuple[bool, str | None]:
-        """Return (holds, error). A rule that errors or is not boolean does not hold."""
+    def evaluate(self, variables: Any) -> tuple[bool, str | None]:
+        """Return (holds, error) for a dict or ``cel.Context`` of variables.
+
+        A rule that errors (e.g. a missing key) or is not boolean does not hold: fail closed.
+        """
         try:
             result = self.program.execute(variables)
         except Exception as exc:  # the extension raises plain RuntimeError/ValueError
@@ -48,3 +51,8 @@ def compile_rule(license_name: str, name: str, expression: str, message: str | N
     except Exception as exc:
         raise RuleCompileError(f"rule {name!r}: {exc}") from None
     return CompiledRule(license_name, name, expression, message, program)
+
+
+def license_context(view: dict) -> Any:
+    """A reusable evaluation context with the ``license`` variable converted once."""
+    return cel.Context({"license": view})

@@ -79,6 +79,9 @@ class ClusterState:
         self._licenses_by_tenant: dict[str, set[str]] = defaultdict(set)
         self.usage: dict[str, TenantUsage] = defaultdict(TenantUsage)
         self.bursts: dict[tuple[str, str], BurstClock] = {}
+        # tenant -> (entitlement, computed at, valid until): stacking is recomputed only when
+        # a license of the tenant changes or the clock crosses one of their transitions.
+        self._entitlements: dict[str, tuple[Entitlement, datetime, datetime | None]] = {}
 
     # --- namespaces -------------------------------------------------------------------
     def set_namespace(self, name: str, labels: dict[str, str] | None) -> None:
@@ -103,19 +106,30 @@ class ClusterState:
         read = read_license(license)
         self.licenses[name] = read
         self._licenses_by_tenant[read.tenant].add(name)
+        self._entitlements.pop(read.tenant, None)
+        if previous is not None:
+            self._entitlements.pop(previous.tenant, None)
         return read
 
     def delete_license(self, name: str) -> ReadLicense | None:
         read = self.licenses.pop(name, None)
         if read is not None:
             self._licenses_by_tenant[read.tenant].discard(name)
+            self._entitlements.pop(read.tenant, None)
         return read
 
     def licenses_of(self, tenant: str) -> list[ReadLicense]:
         return [self.licenses[n] for n in sorted(self._licenses_by_tenant.get(tenant, ()))]
 
     def entitlement(self, tenant: str, now: datetime) -> Entitlement:
-        return effective_entitlement(tenant, self.licenses_of(tenant), now)
+        cached = self._entitlements.get(tenant)
+        if cached is not None and cached[1] <= now and (cached[2] is None or now < cached[2]):
+            return cached[0]
+        licenses = self.licenses_of(tenant)
+        ent = effective_entitlement(tenant, licenses, now)
+        until = min((t for t in (lic.next_transition(now) for lic in licenses) if t is not None), default=None)
+        self._entitlements[tenant] = (ent, now, until)
+        return ent
 
     def tenants(self) -> list[str]:
         names = {t for t in self.namespaces.values() if t}

@@ -22,6 +22,8 @@ def condition(ctype: str, ok: bool, reason: str, message: str, generation: int |
 
 
 def _pool(used: int, cap: PoolEntitlement, clock: BurstClock | None, now: datetime) -> dict:
+    # The controller folds the clock up to ``now`` before writing, so (used, overSince) is the
+    # clock's exact state and can be restored as is after a restart.
     out = {"used": used, "max": cap.max, "burstExtra": cap.burst_extra,
            "burstUsedSeconds": round((clock or BurstClock()).used_at(now), 3)}
     if cap.burst_window:

@@ -42,6 +42,9 @@ class Controller:
         self.api = api
         self.ready = asyncio.Event()
         self.dirty: set[str] = set()
+        # Kubernetes Events to post (denials, condition changes); flushed by the status loop so
+        # the webhook never waits on an API write.
+        self.events: list[dict[str, Any]] = []
         self._license_status: dict[str, dict] = {}
         self._license_conditions: dict[str, list] = {}
         self._workload_status: dict[tuple[str, str], dict] = {}
@@ -197,8 +200,24 @@ class Controller:
         }
         if self._workload_status.get((ns, name)) == status:
             return None
+        self._note_condition_changes("Workload", name, ns, previous, status["conditions"], now)
         self._workload_status[(ns, name)] = status
         return status
+
+    def _note_condition_changes(self, kind: str, name: str, ns: str | None, before: list[dict],
+                                after: list[dict], now: datetime) -> None:
+        old = {c.get("type"): c.get("status") for c in before}
+        for cond in after:
+            if old.get(cond["type"], "Unknown") != cond["status"] and (cond["type"] in old or cond["status"] != "False"):
+                bad = (cond["type"] in ("Valid", "Active", "Entitled")) != (cond["status"] == "True")
+                self.event(kind, name, ns, "Warning" if bad else "Normal",
+                           f"{cond['type']}{cond['status']}", cond.get("message") or cond["reason"], now)
+
+    def event(self, kind: str, name: str, ns: str | None, event_type: str, reason: str, message: str,
+              now: datetime, uid: str | None = None) -> None:
+        if len(self.events) < 10_000:  # never grow without bound if the API is unreachable
+            self.events.append({"kind": kind, "name": name, "namespace": ns, "uid": uid, "event_type": event_type,
+                                "reason": reason, "message": message, "time": format_time(now)})
 
     def refresh(self, tenants: set[str], now: datetime) -> list[tuple[str, Any]]:
         """Compute the status patches for ``tenants``; returns (kind, args) writes to make."""
@@ -216,6 +235,8 @@ class Controller:
                 comparable["pools"] = {p: {**status[p], "burstUsedSeconds": int(status[p]["burstUsedSeconds"] // 60)}
                                        for p in ("instances", "seats")}
                 if self._license_status.get(lic.name) != comparable:
+                    self._note_condition_changes("License", lic.name, None,
+                                                 self._license_conditions.get(lic.name, []), status["conditions"], now)
                     self._license_status[lic.name] = comparable
                     self._license_conditions[lic.name] = status["conditions"]
                     writes.append(("license", (lic.name, status)))
@@ -251,4 +272,10 @@ class Controller:
                     log.warning("status write failed: %s", exc)
                     self._license_status.clear()
                     self._workload_status.clear()
+            events, self.events = self.events, []
+            for ev in events:
+                try:
+                    await asyncio.to_thread(self.api.post_event, **ev)
+                except Exception as exc:
+                    log.warning("event post failed: %s", exc)
             await asyncio.sleep(self.cfg.status_interval_seconds)

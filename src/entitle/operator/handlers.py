@@ -55,8 +55,9 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         warnings.extend(decision.warnings)
         if not decision.allowed:
             log.info("denied %s %s/%s: %s", operation, request.namespace, request.name, decision.message)
-            if not dryrun and decision.tenant:
-                controller.dirty.add(decision.tenant)
+            if not dryrun:
+                controller.event("Workload", request.name, request.namespace, "Warning", decision.reason,
+                                 f"denied {operation.lower()}: {decision.message}", controller.now())
             raise kopf.AdmissionError(f"{decision.reason}: {decision.message}", code=403)
         if decision.tenant and not dryrun:
             controller.dirty.add(decision.tenant)

@@ -29,8 +29,14 @@ def check(ctx: CheckContext) -> Finding | None:
     if not ctx.entitlement.rules:
         return None
     base = {"workload": ctx.workload, "tenant": tenant_variable(ctx), "now": ctx.now}
+    prepared: set[str] = set()
     for rule in ctx.entitlement.rules:
-        holds, error = rule.evaluate({**base, "license": ctx.licenses[rule.license].view})
+        variables = ctx.licenses[rule.license].cel_context
+        if rule.license not in prepared:
+            # Per-request variables go into the license's context once, for all its rules.
+            variables.update(base)
+            prepared.add(rule.license)
+        holds, error = rule.evaluate(variables)
         if not holds:
             detail = error or rule.message or f"{rule.expression} is false"
             return Finding(RULE_VIOLATION, f"tenant {ctx.tenant}: rule {rule.name} of license "
