@@ -58,6 +58,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return devcli.main(args)
 
 
+def cmd_usage_export(args: argparse.Namespace) -> int:
+    from entitle.adapters.export_cli import main as export_main
+
+    return export_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="entitle", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--dir", help="state directory (default: ./.entitle/dev)")
     p.set_defaults(func=cmd_dev)
 
+    p = sub.add_parser("usage", help="usage records")
+    usub = p.add_subparsers(dest="usage_command", required=True)
+    ex = usub.add_parser("export", help="per-tenant usage totals for [from, to)")
+    src = ex.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ledger", help="the operator's ledger (SQLite file)")
+    src.add_argument("--events", help="CloudEvents JSON-lines file ('-' for stdin)")
+    ex.add_argument("--from", dest="start", required=True, help="RFC 3339 start (inclusive)")
+    ex.add_argument("--to", dest="end", required=True, help="RFC 3339 end (exclusive)")
+    ex.add_argument("--tenant", help="only this tenant")
+    ex.add_argument("--format", choices=["csv", "json"], default="json")
+    ex.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.set_defaults(func=cmd_usage_export)
     return parser
 
 

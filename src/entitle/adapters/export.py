@@ -1,0 +1,194 @@
+"""``entitle usage export``: records from a ledger or a JSON-lines file -> per-tenant totals.
+
+It streams. Records are reduced to compact events, sorted by time with an external merge sort
+(sorted runs of ``RUN_SIZE`` events spilled to temporary files, then merged), deduplicated on
+``(source, id)`` as they come out of the merge (duplicates are the same record, so they sort
+next to each other), and integrated by :class:`entitle.domain.meters.Metering`. Memory holds
+one run plus the tenants' live state, however large the input.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+from entitle.adapters.ledger import open_readonly
+from entitle.domain.meters import BadRecord, Event, Metering, parse_time, to_event
+
+RUN_SIZE = 200_000
+
+
+class ExportError(Exception):
+    """The export's input or arguments are unusable; the message names where."""
+
+
+class Progress:
+    """A one-line progress bar on a terminal (stderr); silent otherwise."""
+
+    def __init__(self, stream: IO[str] | None, total: int | None, label: str) -> None:
+        self.stream, self.total, self.label = stream, total, label
+        self.done = 0
+        self._last = 0.0
+
+    def advance(self, amount: int) -> None:
+        self.done += amount
+        if self.stream is None:
+            return
+        now = time.monotonic()
+        if now - self._last >= 0.2:
+            self._last = now
+            self._draw()
+
+    def _draw(self) -> None:
+        if self.total:
+            frac = min(1.0, self.done / self.total)
+            bar = "#" * int(frac * 30)
+            self.stream.write(f"\r{self.label} [{bar:<30}] {frac * 100:5.1f}%")
+        else:
+            self.stream.write(f"\r{self.label} {self.done:,}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self._draw()
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _events_from_lines(lines: Iterable[bytes], name: str, progress: Progress) -> Iterator[Event]:
+    for number, line in enumerate(lines, 1):
+        progress.advance(len(line))
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise ExportError(f"{name}:{number}: not valid JSON: {exc}") from None
+        if not isinstance(record, dict):
+            raise ExportError(f"{name}:{number}: expected a JSON object")
+        try:
+            event = to_event(record)
+        except BadRecord as exc:
+            raise ExportError(f"{name}:{number}: bad record {record.get('id')!r}: {exc}") from None
+        if event is not None:
+            yield event
+
+
+def events_from_file(path: str, progress_stream: IO[str] | None) -> Iterator[Event]:
+    if path == "-":
+        progress = Progress(progress_stream, None, "reading records")
+        yield from _events_from_lines(sys.stdin.buffer, "<stdin>", progress)
+        progress.close()
+        return
+    try:
+        size = os.path.getsize(path)
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    progress = Progress(progress_stream, size, "reading records")
+    with handle:
+        yield from _events_from_lines(handle, path, progress)
+    progress.close()
+
+
+def events_from_ledger(path: str, progress_stream: IO[str] | None) -> Iterator[Event]:
+    try:
+        db = open_readonly(path)
+        total = db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    except Exception as exc:
+        raise ExportError(f"{path}: cannot open the ledger: {exc}") from None
+    progress = Progress(progress_stream, total, "reading ledger")
+    try:
+        for number, (body,) in enumerate(db.execute("SELECT body FROM records"), 1):
+            progress.advance(1)
+            try:
+                event = to_event(json.loads(body))
+            except (BadRecord, ValueError) as exc:
+                raise ExportError(f"{path}: record {number}: {exc}") from None
+            if event is not None:
+                yield event
+    finally:
+        db.close()
+        progress.close()
+
+
+def _spill(run: list[Event], directory: str) -> str:
+    run.sort(key=Event.sort_key)
+    fd, path = tempfile.mkstemp(dir=directory, suffix=".run")
+    with os.fdopen(fd, "w") as out:
+        for event in run:
+            out.write(json.dumps(event.to_row(), separators=(",", ":")))
+            out.write("\n")
+    return path
+
+
+def _read_run(path: str) -> Iterator[Event]:
+    with open(path) as handle:
+        for line in handle:
+            yield Event.from_row(json.loads(line))
+
+
+def sorted_unique(events: Iterable[Event], run_size: int = RUN_SIZE) -> Iterator[Event]:
+    """Events in time order, each (source, id) once, with bounded memory."""
+    with tempfile.TemporaryDirectory(prefix="entitle-export-") as directory:
+        runs: list[str] = []
+        run: list[Event] = []
+        for event in events:
+            run.append(event)
+            if len(run) >= run_size:
+                runs.append(_spill(run, directory))
+                run = []
+        run.sort(key=Event.sort_key)
+        streams = [_read_run(p) for p in runs] + [iter(run)]
+        seen_at: int | None = None
+        seen: set[tuple[str, str]] = set()
+        for event in heapq.merge(*streams, key=Event.sort_key):
+            # Duplicates are the same record and so the same second: remember ids per second only.
+            if event.time != seen_at:
+                seen_at, seen = event.time, set()
+            ident = (event.source, event.id)
+            if ident in seen:
+                continue
+            seen.add(ident)
+            yield event
+
+
+def export(events: Iterable[Event], start: int, end: int, tenant: str | None) -> dict[str, dict[str, Any]]:
+    metering = Metering(start, end, tenant)
+    for event in sorted_unique(events):
+        metering.feed(event)
+    return metering.finish()
+
+
+def render_json(start: str, end: str, tenants: dict[str, dict[str, Any]]) -> str:
+    return json.dumps({"from": start, "to": end, "tenants": tenants}, indent=2)
+
+
+def render_csv(tenants: dict[str, dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["tenant", "meter", "quantity"])
+    for tenant, meters in tenants.items():
+        for meter, value in meters.items():
+            if isinstance(value, dict):
+                for feature, quantity in value.items():
+                    writer.writerow([tenant, f"{meter}:{feature}", quantity])
+            else:
+                writer.writerow([tenant, meter, value])
+    return out.getvalue()
+
+
+def parse_bound(flag: str, text: str) -> int:
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise ExportError(f"{flag} {text!r}: not an RFC 3339 timestamp with a time zone "
+                          "(e.g. 2026-11-01T00:00:00Z)") from None

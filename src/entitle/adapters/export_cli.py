@@ -1,0 +1,25 @@
+"""Argument handling for ``entitle usage export``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from entitle.adapters.export import (
+    ExportError, events_from_file, events_from_ledger, export, parse_bound, render_csv, render_json,
+)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        start, end = parse_bound("--from", args.start), parse_bound("--to", args.end)
+        if end < start:
+            raise ExportError(f"--to {args.end} is before --from {args.start}")
+        progress = sys.stderr if sys.stderr.isatty() and not args.no_progress else None
+        events = events_from_ledger(args.ledger, progress) if args.ledger else events_from_file(args.events, progress)
+        tenants = export(events, start, end, args.tenant)
+    except ExportError as exc:
+        print(f"entitle usage export: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render_csv(tenants) if args.format == "csv" else render_json(args.start, args.end, tenants) + "\n")
+    return 0
