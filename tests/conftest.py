@@ -28,7 +28,8 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.2, message: str
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+    text = message() if callable(message) else message
+    raise AssertionError(f"timed out after {timeout}s waiting for {text} (last: {last!r})")
 
 
 @dataclass
@@ -165,4 +166,5 @@ def operator(cluster, tmp_path):
     op.stop()
     # The webhook configuration points at this operator only: remove it so later tests
     # (and a failed run) don't leave the apiserver calling a dead endpoint.
-    cluster.kubectl("delete", "validatingwebhookconfiguration", "entitle.dev", "--ignore-not-found", check=False)
+    cluster.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "entitle.dev",
+                    "--ignore-not-found", check=False)

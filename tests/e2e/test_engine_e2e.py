@@ -103,8 +103,13 @@ def test_downgrade_flags_running_workloads(cluster, operator):
     wait_for(lambda: (_condition(cluster, "workload", "db", "Entitled", ns) or {}).get("status") == "True",
              message="entitled again after scaling down")
     # Events record the transitions.
-    events = cluster.kubectl("get", "events", "-n", ns, "-o", "jsonpath={.items[*].reason}").stdout.split()
-    assert "EntitledFalse" in events and "InstanceCapExceeded" in events
+    seen: list[str] = []
+
+    def reasons():
+        seen[:] = cluster.kubectl("get", "events", "-n", ns, "-o", "jsonpath={.items[*].reason}").stdout.split()
+        return {"EntitledFalse", "InstanceCapExceeded", "EntitledTrue"} <= set(seen)
+
+    wait_for(reasons, message=lambda: f"Entitled transitions and the denial as Kubernetes Events (seen: {seen})")
 
 
 def test_burst_budget_survives_an_operator_restart(cluster, operator):

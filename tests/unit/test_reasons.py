@@ -162,3 +162,19 @@ def test_dry_run_decides_but_changes_nothing():
     assert apply(state, wl("a", replicas=2), dry_run=True).allowed
     assert state.usage["acme"].units == 0
     assert apply(state, wl("a", replicas=2)).allowed
+
+
+def test_metadata_only_and_terminating_updates_are_allowed_even_unseen():
+    from entitle.domain.admission import UPDATE
+    from entitle.domain.state import WorkloadRequest
+
+    state = state_with(lic("base", instances={"max": 1}))
+    old = wl("gone", replicas=5)
+    new = wl("gone", replicas=5)
+    new.metadata.labels = {"x": "y"}
+    # The state never saw this object (e.g. it already forgot a terminating one): still allowed.
+    assert state.admit(WorkloadRequest(UPDATE, "team-a", "gone", new, old), NOW).allowed
+    raised = wl("gone", replicas=6)
+    raised.metadata.deletion_timestamp = NOW
+    assert state.decide(WorkloadRequest(UPDATE, "team-a", "gone", raised, old), NOW).allowed
+    assert not state.decide(WorkloadRequest(UPDATE, "team-a", "gone", wl("gone", replicas=6), old), NOW).allowed

@@ -11,6 +11,9 @@ from kubernetes.client.rest import ApiException
 from entitle.api import GROUP, VERSION
 
 WEBHOOK_CONFIGURATION = "entitle.dev"
+# Our writes are attributed to this manager, so a Workload's own change time can be told from
+# the operator's bookkeeping (status, finalizer) in managedFields.
+FIELD_MANAGER = "entitle"
 
 
 class KubeApi:
@@ -38,7 +41,8 @@ class KubeApi:
     # -- status --------------------------------------------------------------------------
     def patch_license_status(self, name: str, status: dict[str, Any]) -> None:
         try:
-            self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "licenses", name, {"status": status})
+            self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "licenses", name, {"status": status},
+                                                          field_manager=FIELD_MANAGER)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -46,9 +50,37 @@ class KubeApi:
     def patch_workload_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, "workloads", name, {"status": status})
+                GROUP, VERSION, namespace, "workloads", name, {"status": status}, field_manager=FIELD_MANAGER)
         except ApiException as exc:
             if exc.status != 404:
+                raise
+
+    # -- finalizers ------------------------------------------------------------------------
+    def add_workload_finalizer(self, namespace: str, name: str, finalizer: str, current: list[str],
+                               resource_version: str) -> None:
+        """Add ``finalizer`` unless the object changed since we looked (then the next event retries)."""
+        ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}]
+        if current:
+            ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": finalizer})
+        else:
+            ops.append({"op": "add", "path": "/metadata/finalizers", "value": [finalizer]})
+        self._json_patch(namespace, name, ops)
+
+    def remove_workload_finalizer(self, namespace: str, name: str, finalizer: str, current: list[str]) -> None:
+        if finalizer not in current:
+            return
+        index = current.index(finalizer)
+        self._json_patch(namespace, name, [
+            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+            {"op": "remove", "path": f"/metadata/finalizers/{index}"}])
+
+    def _json_patch(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, "workloads", name, ops,
+                                                       field_manager=FIELD_MANAGER,
+                                                       _content_type="application/json-patch+json")
+        except ApiException as exc:
+            if exc.status not in (404, 409, 422):  # gone, or changed under us: the next event retries
                 raise
 
     # -- events --------------------------------------------------------------------------
@@ -68,6 +100,40 @@ class KubeApi:
         self.core.create_namespaced_event(ns, body)
 
     # -- webhook registration (development / out-of-cluster mode) ------------------------
+    def ensure_webhooks(self, url: str, ca_pem: bytes, timeout_seconds: int = 5,
+                        failure_policy: str = "Fail") -> None:
+        """Register both Workload webhooks (the Helm chart renders the same objects in-cluster)."""
+        self.ensure_validating_webhook(url, ca_pem, timeout_seconds, failure_policy)
+        self.ensure_mutating_webhook(url, ca_pem, timeout_seconds, failure_policy)
+
+    def ensure_mutating_webhook(self, url: str, ca_pem: bytes, timeout_seconds: int = 5,
+                                failure_policy: str = "Fail") -> None:
+        """The CREATE-only mutating webhook that puts the usage-record finalizer on new Workloads."""
+        body = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": WEBHOOK_CONFIGURATION},
+            "webhooks": [{
+                "name": "finalizer.workloads.entitle.dev",
+                "clientConfig": {"url": url.rstrip("/") + "/workloads-finalizer",
+                                 "caBundle": base64.b64encode(ca_pem).decode()},
+                "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["workloads"],
+                           "operations": ["CREATE"], "scope": "Namespaced"}],
+                "namespaceSelector": {"matchExpressions": [{
+                    "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]},
+                "failurePolicy": failure_policy, "sideEffects": "None", "timeoutSeconds": timeout_seconds,
+                "admissionReviewVersions": ["v1"], "matchPolicy": "Equivalent", "reinvocationPolicy": "Never",
+            }],
+        }
+        try:
+            existing = self.admission.read_mutating_webhook_configuration(WEBHOOK_CONFIGURATION)
+            body["metadata"]["resourceVersion"] = existing.metadata.resource_version
+            self.admission.replace_mutating_webhook_configuration(WEBHOOK_CONFIGURATION, body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.admission.create_mutating_webhook_configuration(body)
+
     def ensure_validating_webhook(self, url: str, ca_pem: bytes, timeout_seconds: int = 5,
                                   failure_policy: str = "Fail") -> None:
         """Register the Workload webhook: every namespace but kube-system, never by tenant label

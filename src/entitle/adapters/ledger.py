@@ -24,6 +24,14 @@ CREATE TABLE IF NOT EXISTS records (
     UNIQUE (source, id)
 );
 CREATE INDEX IF NOT EXISTS records_time ON records (time);
+-- The last record of every object not yet recorded as deleted: what start-up reconciles
+-- against the cluster (an object that vanished while the operator was down).
+CREATE TABLE IF NOT EXISTS live (
+    kind TEXT NOT NULL,
+    key  TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
 CREATE TABLE IF NOT EXISTS cursors (
     sink TEXT PRIMARY KEY,
     seq  INTEGER NOT NULL
@@ -46,22 +54,47 @@ class Ledger:
 
     def append(self, records: Iterable[dict]) -> int:
         """Append records; ones already present (same source and id) are ignored. Returns new count."""
+        records_list = list(records)
         rows = [(r["source"], r["id"], r["type"], r.get("subject", ""), r["time"],
-                 json.dumps(r, sort_keys=True, separators=(",", ":"))) for r in records]
+                 json.dumps(r, sort_keys=True, separators=(",", ":"))) for r in records_list]
         if not rows:
             return 0
         with self._lock:
-            before = self._db.total_changes
+            added = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO records (source, id, type, subject, time, body) VALUES (?,?,?,?,?,?)",
-                    rows)
+                for row, record in zip(rows, records_list):
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO records (source, id, type, subject, time, body) VALUES (?,?,?,?,?,?)",
+                        row)
+                    if cur.rowcount != 1:
+                        continue
+                    added += 1
+                    self._track_live(record, row[5])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            return self._db.total_changes - before
+            return added
+
+    def _track_live(self, record: dict, body: str) -> None:
+        data = record.get("data") or {}
+        kind = {"dev.entitle.workload.v1": "workload", "dev.entitle.license.v1": "license"}.get(record.get("type"))
+        if kind is None:
+            return
+        key = data.get("uid") if kind == "workload" else data.get("name")
+        if not key:
+            return
+        if data.get("operation") in ("deleted",):
+            self._db.execute("DELETE FROM live WHERE kind=? AND key=?", (kind, key))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO live (kind, key, body) VALUES (?,?,?)", (kind, key, body))
+
+    def live(self, kind: str) -> dict[str, dict]:
+        """{key: last record} of objects of ``kind`` whose last record is not a deletion."""
+        with self._lock:
+            return {key: json.loads(body) for key, body in
+                    self._db.execute("SELECT key, body FROM live WHERE kind=?", (kind,))}
 
     def has(self, source: str, id_: str) -> bool:
         with self._lock:

@@ -42,6 +42,8 @@ def decide(ctx: CheckContext, operation: str) -> Decision:
     # Never block a decrease: an update that raises no pool (scale down, removing users or
     # features, label edits) is allowed whatever the tenant's state. Switching to an unknown
     # instance kind is not a decrease: its units cannot be known.
+    if operation == UPDATE and ctx.metadata_only:
+        return Decision(True, tenant=ctx.tenant, licenses=_licenses(ctx), warnings=warnings, change=ctx.change)
     kind_changed = ctx.old is None or ctx.old.instance_kind != ctx.new.instance_kind
     if operation == UPDATE and ctx.change is not None and not ctx.change.raises_any \
             and (ctx.new.known_kind or not kind_changed):

@@ -53,3 +53,10 @@ def license_record(name: str, uid: str, tenant: str, operation: str, key: object
     """``dev.entitle.license.v1``; ``key`` pins what changed (generation, or the moment of expiry)."""
     data = {"tenant": tenant, "name": name, "operation": operation, "entitlement": entitlement.as_record()}
     return _event(LICENSE_TYPE, record_id("license", uid, operation, key), tenant, time, data, source)
+
+
+def vanished_workload_record(last: dict, time: datetime) -> dict:
+    """``deleted`` for a workload that disappeared while nobody watched, from its last record."""
+    data = dict(last["data"], operation="deleted")
+    return _event(WORKLOAD_TYPE, record_id("workload", data["uid"], "deleted", "deleted"), last["subject"],
+                  time, data, last["source"])

@@ -189,6 +189,10 @@ class ClusterState:
         held = entry.held if entry is not None and entry.tenant == tenant else None
         new = footprint(request.workload.spec, self.table) if request.workload else EMPTY
         ctx = CheckContext(tenant=tenant, namespace=ns, name=name, now=now, new=new, old=old)
+        if request.operation == UPDATE and request.workload is not None:
+            terminating = request.workload.metadata.deletion_timestamp is not None
+            unchanged = request.old is not None and footprint(request.old.spec, self.table) == new
+            ctx.metadata_only = terminating or unchanged
         if tenant is None:
             return ctx
         usage = self.usage[tenant]

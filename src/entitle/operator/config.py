@@ -34,6 +34,8 @@ class OperatorConfig(BaseModel):
     source: str = "entitle.dev/operator"
     reservation_seconds: float = Field(30.0, alias="reservationSeconds")
     status_interval_seconds: float = Field(1.0, alias="statusIntervalSeconds")
+    # Where ledger records go next: [{type: jsonl, path}, {type: http, url, headers}, {type: kafka, ...}].
+    sinks: list[dict] = Field(default_factory=list)
     metrics_port: int | None = Field(8080, alias="metricsPort")
     # Tests inject time: when set and the file exists, its RFC 3339 content is "now".
     clock_file: str | None = Field(None, alias="clockFile")

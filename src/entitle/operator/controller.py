@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from entitle.adapters.kube import FIELD_MANAGER
 from entitle.adapters.ledger import Ledger
 from entitle.api import License, Workload
 from entitle.api.common import format_time
@@ -25,10 +26,19 @@ from entitle.operator.config import OperatorConfig
 
 log = logging.getLogger("entitle.controller")
 
+# Held on every Workload so that a deletion that happens while the operator is down still
+# reaches it, with the object's last state and its deletionTimestamp: the `deleted` record is
+# exact (and any change not yet recorded is recorded first). Removed once the record is durable.
+USAGE_FINALIZER = "entitle.dev/usage-record"
+
 
 def _changed_at(body: dict[str, Any], fallback: datetime) -> datetime:
-    """When the object last changed, from its own timestamps (managedFields), else ``fallback``."""
-    times = [m.get("time") for m in (body.get("metadata") or {}).get("managedFields") or [] if m.get("time")]
+    """When the object's spec last changed, from its own timestamps (managedFields), else ``fallback``.
+
+    The operator's own writes (status, finalizer; manager ``entitle``) are not changes of the object.
+    """
+    times = [m.get("time") for m in (body.get("metadata") or {}).get("managedFields") or []
+             if m.get("time") and m.get("manager") != FIELD_MANAGER and m.get("subresource") != "status"]
     if not times:
         return fallback
     return datetime.fromisoformat(max(times).replace("Z", "+00:00"))
@@ -49,6 +59,7 @@ class Controller:
         self._license_conditions: dict[str, list] = {}
         self._workload_status: dict[tuple[str, str], dict] = {}
         self._license_meta: dict[str, dict] = {}
+        self.pumps: list[Any] = []
 
     def now(self) -> datetime:
         return self.cfg.now()
@@ -60,11 +71,27 @@ class Controller:
             self.on_namespace(ns)
         for lic in self.api.list_licenses():
             self.on_license(lic)
-        for wl in self.api.list_workloads():
-            self.on_workload(wl)
+        workloads = self.api.list_workloads()
+        for wl in workloads:
+            self.apply_finalizer_actions(self.on_workload(wl))
+        self._reconcile_vanished({(w.get("metadata") or {}).get("uid") for w in workloads})
         self.ready.set()
         log.info("state primed", extra={"licenses": len(self.state.licenses),
                                         "workloads": len(self.state.workloads)})
+
+    def _reconcile_vanished(self, present_uids: set[str | None]) -> None:
+        """Objects the ledger holds as live but the cluster no longer has were deleted while the
+        operator was down: record each deletion once (deterministic id), at the time it is noticed."""
+        now = self.now()
+        for uid, last in self.ledger.live("workload").items():
+            if uid not in present_uids:
+                self._append(records.vanished_workload_record(last, now))
+        for name, last in self.ledger.live("license").items():
+            if name not in self.state.licenses:
+                tenant = last["data"]["tenant"]
+                self._append(records.license_record(name, last["data"].get("uid") or name, tenant, "deleted",
+                                                    "deleted", now, self.state.entitlement(tenant, now),
+                                                    self.cfg.source))
 
     # -- watch events ----------------------------------------------------------------------
     def on_namespace(self, body: dict[str, Any], deleted: bool = False) -> None:
@@ -106,7 +133,8 @@ class Controller:
         self._license_records(name, now)
         self.dirty.add(read.tenant)
 
-    def on_workload(self, body: dict[str, Any], deleted: bool = False) -> None:
+    def on_workload(self, body: dict[str, Any], deleted: bool = False) -> list[tuple]:
+        """Apply a watch event; returns the finalizer writes to make (outside the event loop)."""
         meta = body.get("metadata") or {}
         ns, name = meta.get("namespace"), meta.get("name")
         now = self.now()
@@ -114,8 +142,19 @@ class Controller:
             workload = Workload.model_validate(body)
         except ValidationError as exc:
             log.error("workload %s/%s is not valid: %s", ns, name, exc.errors()[0].get("msg"))
-            return
+            return []
         tenant = self.state.tenant_of(ns)
+        finalizers = list(meta.get("finalizers") or [])
+        actions: list[tuple] = []
+        if not deleted and workload.metadata.deletion_timestamp is not None:
+            # Terminating: record the last state (if new) and the deletion, then let it go.
+            # Setting deletionTimestamp bumped metadata.generation by one; the spec we see is
+            # the one of the generation before.
+            self._record_stored(workload, body, tenant, now, generation=max(1, (workload.metadata.generation or 1) - 1))
+            deleted = True
+            actions.append(("remove", ns, name, finalizers))
+        elif not deleted and USAGE_FINALIZER not in finalizers:
+            actions.append(("add", ns, name, finalizers, meta.get("resourceVersion")))
         if deleted:
             self.state.forget_workload(ns, name)
             self._workload_status.pop((ns, name), None)
@@ -126,23 +165,44 @@ class Controller:
                     self.state.entitlement(tenant, now).licenses, self.cfg.source))
         else:
             self.state.observe_workload(workload)
-            if tenant:
-                generation = workload.metadata.generation or 1
-                operation = "created" if generation == 1 else "updated"
-                when = (workload.metadata.creation_timestamp or now) if operation == "created" \
-                    else _changed_at(body, now)
-                self._append(records.workload_record(
-                    workload, operation, tenant, when, self.state.table,
-                    self.state.entitlement(tenant, now).licenses, self.cfg.source))
+            self._record_stored(workload, body, tenant, now)
         if tenant:
             self.state.observe_bursts(tenant, now)
             self.dirty.add(tenant)
         elif not deleted:
             self._queue_workload_status(ns, name, now)
+        return actions
+
+    def _record_stored(self, workload: Workload, body: dict[str, Any], tenant: str | None, now: datetime,
+                       generation: int | None = None) -> None:
+        if not tenant:
+            return
+        generation = generation or workload.metadata.generation or 1
+        if generation != workload.metadata.generation:
+            workload = workload.model_copy(deep=True)
+            workload.metadata.generation = generation
+        operation = "created" if generation == 1 else "updated"
+        when = (workload.metadata.creation_timestamp or now) if operation == "created" else _changed_at(body, now)
+        self._append(records.workload_record(
+            workload, operation, tenant, when, self.state.table,
+            self.state.entitlement(tenant, now).licenses, self.cfg.source))
+
+    def apply_finalizer_actions(self, actions: list[tuple]) -> None:
+        """Blocking API writes; run in a thread."""
+        for action in actions:
+            try:
+                if action[0] == "add":
+                    self.api.add_workload_finalizer(action[1], action[2], USAGE_FINALIZER, action[3], action[4])
+                else:
+                    self.api.remove_workload_finalizer(action[1], action[2], USAGE_FINALIZER, action[3])
+            except Exception as exc:
+                log.warning("finalizer %s on %s/%s failed: %s", action[0], action[1], action[2], exc)
 
     # -- records -----------------------------------------------------------------------------
     def _append(self, record: dict) -> None:
-        self.ledger.append([record])
+        if self.ledger.append([record]):
+            for pump in self.pumps:
+                pump.notify()
 
     def _license_records(self, name: str, now: datetime) -> None:
         read = self.state.licenses.get(name)
@@ -215,6 +275,7 @@ class Controller:
 
     def event(self, kind: str, name: str, ns: str | None, event_type: str, reason: str, message: str,
               now: datetime, uid: str | None = None) -> None:
+        log.info("event %s on %s %s/%s: %s", reason, kind, ns or "", name, message)
         if len(self.events) < 10_000:  # never grow without bound if the API is unreachable
             self.events.append({"kind": kind, "name": name, "namespace": ns, "uid": uid, "event_type": event_type,
                                 "reason": reason, "message": message, "time": format_time(now)})

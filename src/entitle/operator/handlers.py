@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -9,7 +10,7 @@ import kopf
 
 from entitle.adapters.admission import RequestNotUnderstood, review
 from entitle.api import GROUP, VERSION
-from entitle.operator.controller import Controller
+from entitle.operator.controller import USAGE_FINALIZER, Controller
 from entitle.operator.metrics import ADMISSION_LATENCY, DECISIONS
 
 log = logging.getLogger("entitle.webhook")
@@ -30,7 +31,18 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
 
     @kopf.on.event(GROUP, VERSION, "workloads", registry=registry)
     async def workload_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        controller.on_workload(dict(body), deleted=type == "DELETED")
+        actions = controller.on_workload(dict(body), deleted=type == "DELETED")
+        if actions:
+            await asyncio.to_thread(controller.apply_finalizer_actions, actions)
+
+    # A new Workload carries the usage-record finalizer from birth, so even a deletion while the
+    # operator is down reaches it with the object's last state and its deletionTimestamp.
+    @kopf.on.mutate(GROUP, VERSION, "workloads", id="workloads-finalizer", operations=["CREATE"],
+                    registry=registry)
+    async def add_usage_finalizer(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        finalizers = list((body.get("metadata") or {}).get("finalizers") or [])
+        if USAGE_FINALIZER not in finalizers:
+            patch.metadata["finalizers"] = finalizers + [USAGE_FINALIZER]
 
     # One validating handler for the kind: its own endpoint (/workloads), for CREATE, UPDATE
     # and the scale subresource. It is async and never awaits between deciding and

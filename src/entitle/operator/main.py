@@ -19,19 +19,9 @@ from entitle.domain.state import ClusterState
 from entitle.operator import config as configmod
 from entitle.operator.controller import Controller
 from entitle.operator.handlers import register
+from entitle.operator.logs import setup_logging
 
 log = logging.getLogger("entitle")
-
-
-def setup_logging() -> None:
-    from pythonjsonlogger.json import JsonFormatter
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                       rename_fields={"asctime": "time", "levelname": "level"}))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("ENTITLE_LOG_LEVEL", "INFO"))
 
 
 def webhook_certificates(cfg: configmod.OperatorConfig) -> tuple[str, str, bytes]:
@@ -76,11 +66,20 @@ def run(args: argparse.Namespace) -> int:
         settings.persistence.finalizer = "entitle.dev/finalizer"
         await asyncio.to_thread(controller.prime)
         if cfg.webhook.register_url:
-            await asyncio.to_thread(api.ensure_validating_webhook, cfg.webhook.register_url, ca_pem,
+            await asyncio.to_thread(api.ensure_webhooks, cfg.webhook.register_url, ca_pem,
                                     cfg.webhook.timeout_seconds, cfg.webhook.failure_policy)
         if cfg.metrics_port:
             from prometheus_client import start_http_server
             start_http_server(cfg.metrics_port, addr="0.0.0.0")
+        from entitle.adapters.pump import SinkPump
+        from entitle.adapters.sinks import build_sink
+        from entitle.operator.metrics import LEDGER_LAG, SINK_ERRORS
+
+        for spec in cfg.sinks:
+            controller.pumps.append(SinkPump(
+                ledger, build_sink(spec),
+                on_error=lambda name: SINK_ERRORS.labels(sink=name).inc(),
+                on_lag=lambda name, lag: LEDGER_LAG.labels(sink=name).set(lag)).start())
         asyncio.get_running_loop().create_task(controller.status_loop())
         log.info("entitle operator started", extra={"webhook_port": cfg.webhook.port,
                                                     "ledger": cfg.ledger_path})

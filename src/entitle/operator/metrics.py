@@ -10,3 +10,6 @@ USAGE = Gauge("entitle_tenant_usage", "Tenant usage per pool", ["tenant", "pool"
 ENTITLEMENT = Gauge("entitle_tenant_entitlement", "Tenant effective max per pool (-1 = unlimited)",
                     ["tenant", "pool"])
 LEDGER_RECORDS = Gauge("entitle_ledger_records", "Records in the usage ledger")
+SINK_ERRORS = Counter("entitle_sink_errors_total", "Failed sink deliveries (retried)", ["sink"])
+LEDGER_LAG = Gauge("entitle_ledger_lag_records", "Ledger records not yet delivered to a sink", ["sink"])
+BURST_USED = Gauge("entitle_burst_used_seconds", "Burst budget used this month", ["tenant", "pool"])

@@ -34,6 +34,9 @@ class CheckContext:
     bursts: dict[str, BurstClock] = field(default_factory=dict)
     licenses: dict[str, ReadLicense] = field(default_factory=dict)
     workload: dict[str, Any] = field(default_factory=dict)
+    # An UPDATE that leaves the spec as it was (labels, annotations, finalizers) or that touches
+    # an object already being deleted: never a raise, whatever the state believes.
+    metadata_only: bool = False
     # Checks append non-blocking warnings here (soft limits, bursts).
     warnings: list[str] = field(default_factory=list)
 

@@ -1,0 +1,10 @@
+"""Usage sinks: where ledger records go after the ledger, at least once and in order.
+
+One interface (:class:`Sink`), a real implementation per destination and an in-memory one for
+tests, the way httpx pairs a transport with a mock transport.
+"""
+
+from entitle.adapters.sinks.base import Sink, SinkError, build_sink
+from entitle.adapters.sinks.memory import MemorySink
+
+__all__ = ["Sink", "SinkError", "MemorySink", "build_sink"]
