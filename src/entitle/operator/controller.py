@@ -268,8 +268,12 @@ class Controller:
                                 after: list[dict], now: datetime) -> None:
         old = {c.get("type"): c.get("status") for c in before}
         for cond in after:
-            if old.get(cond["type"], "Unknown") != cond["status"] and (cond["type"] in old or cond["status"] != "False"):
-                bad = (cond["type"] in ("Valid", "Active", "Entitled")) != (cond["status"] == "True")
+            bad = (cond["type"] in ("Valid", "Active", "Entitled")) != (cond["status"] == "True")
+            # A change of status, or a first status that is bad news (e.g. a Workload that is
+            # not Entitled from the start); a first "all is well" is news only for Entitled/Active.
+            first = cond["type"] not in old
+            if (first and (bad or cond["type"] in ("Entitled", "Active"))) or \
+                    (not first and old[cond["type"]] != cond["status"]):
                 self.event(kind, name, ns, "Warning" if bad else "Normal",
                            f"{cond['type']}{cond['status']}", cond.get("message") or cond["reason"], now)
 
