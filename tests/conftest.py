@@ -91,20 +91,21 @@ def free_port() -> int:
 class Operator:
     """``entitle run`` as a real subprocess, with its webhook on loopback."""
 
-    def __init__(self, cluster: Cluster, workdir: Path, extra_config: dict | None = None) -> None:
+    def __init__(self, cluster: Cluster, workdir: Path, extra_config: dict | None = None,
+                 webhook: dict | None = None, port: int | None = None) -> None:
         import yaml
 
         self.cluster = cluster
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
         self.metrics_port = free_port()
         self.ledger = workdir / "ledger.db"
         self.clock_file = workdir / "clock"
         config = {
             "ledgerPath": str(self.ledger), "metricsPort": self.metrics_port,
-            "statusIntervalSeconds": 0.3, "clockFile": str(self.clock_file),
+            "statusIntervalSeconds": 0.3, "clockFile": str(self.clock_file), "leaseSeconds": 3,
             "webhook": {"listenHost": "127.0.0.1", "port": self.port,
-                        "registerURL": f"https://127.0.0.1:{self.port}"},
+                        "registerURL": f"https://127.0.0.1:{self.port}", **(webhook or {})},
         }
         config.update(extra_config or {})
         self.config = workdir / "config.yaml"

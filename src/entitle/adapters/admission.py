@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from entitle.domain import reasons
+
 from entitle.api import Workload
 from entitle.domain.admission import CREATE, DELETE, UPDATE, Decision
 from entitle.domain.state import ClusterState, WorkloadRequest
@@ -58,3 +60,58 @@ def review(state: ClusterState, now: datetime, reserve_for: timedelta, **request
     """Decide one admission request and, when allowed, reserve what it raises."""
     parsed = to_request(state, **request)
     return parsed, state.admit(parsed, now, reserve_for=reserve_for)
+
+
+class SharedAdmission:
+    """Decide with capacity held in the apiserver, so any number of webhook replicas never
+    over-admit (the ResourceQuota pattern; see ``entitle.adapters.holds``).
+
+    Per tenant: read the hold object (cached), count its holds in the state, decide; when the
+    request raises usage, write the new hold with the resourceVersion the decision was made
+    against. On a conflict: re-read and decide again, up to ``retries`` times, then deny.
+    """
+
+    def __init__(self, state: ClusterState, store: Any, ttl: timedelta, retries: int = 10) -> None:
+        import asyncio
+
+        self.state, self.store, self.ttl, self.retries = state, store, ttl, retries
+        self._cache: dict[str, Any] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._asyncio = asyncio
+
+    def _lock(self, tenant: str):
+        lock = self._locks.get(tenant)
+        if lock is None:
+            lock = self._locks[tenant] = self._asyncio.Lock()
+        return lock
+
+    async def review(self, now: datetime, **request: Any) -> tuple[WorkloadRequest, Decision]:
+        from entitle.adapters.holds import HoldConflict
+
+        parsed = to_request(self.state, **request)
+        tenant = self.state.tenant_of(parsed.namespace)
+        if tenant is None or parsed.operation == DELETE:
+            return parsed, self.state.decide(parsed, now)
+        # One request per tenant at a time in this process: they would only conflict.
+        async with self._lock(tenant):
+            for _ in range(self.retries):
+                holds = self._cache.get(tenant)
+                if holds is None:
+                    holds = self._cache[tenant] = await self._asyncio.to_thread(self.store.read, tenant)
+                self.state.replace_reservations(tenant, holds.entries, now)
+                decision = self.state.decide(parsed, now)
+                if not decision.needs_hold or parsed.dry_run:
+                    return parsed, decision
+                key = (parsed.namespace, parsed.name)
+                entries = holds.with_hold(key, self.state.reservation_for(parsed, now + self.ttl), now)
+                try:
+                    written = await self._asyncio.to_thread(self.store.write, holds, entries)
+                except HoldConflict:
+                    self._cache.pop(tenant, None)
+                    continue
+                self._cache[tenant] = written
+                self.state.replace_reservations(tenant, written.entries, now)
+                return parsed, decision
+        return parsed, Decision(False, reasons.RESERVATION_CONFLICT,
+                                f"tenant {tenant}: could not reserve capacity after {self.retries} concurrent "
+                                "attempts; retry", tenant=tenant)

@@ -25,6 +25,11 @@ class Decision:
     licenses: tuple[str, ...] = ()
     change: Change | None = None
 
+    @property
+    def needs_hold(self) -> bool:
+        """Allowed and raising some pool: capacity must be reserved before answering."""
+        return self.allowed and self.change is not None and self.change.raises_any
+
     @classmethod
     def deny(cls, finding: Finding, ctx: CheckContext, warnings: list[str]) -> Decision:
         return cls(False, finding.reason, finding.message, warnings, [], ctx.tenant, _licenses(ctx), ctx.change)
@@ -43,7 +48,8 @@ def decide(ctx: CheckContext, operation: str) -> Decision:
     # features, label edits) is allowed whatever the tenant's state. Switching to an unknown
     # instance kind is not a decrease: its units cannot be known.
     if operation == UPDATE and ctx.metadata_only:
-        return Decision(True, tenant=ctx.tenant, licenses=_licenses(ctx), warnings=warnings, change=ctx.change)
+        # change=None: nothing to reserve for a change that holds no new capacity.
+        return Decision(True, tenant=ctx.tenant, licenses=_licenses(ctx), warnings=warnings)
     kind_changed = ctx.old is None or ctx.old.instance_kind != ctx.new.instance_kind
     if operation == UPDATE and ctx.change is not None and not ctx.change.raises_any \
             and (ctx.new.known_kind or not kind_changed):

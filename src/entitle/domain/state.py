@@ -43,8 +43,17 @@ class WorkloadRequest:
 
 @dataclass
 class Reservation:
+    """Capacity held for an admitted change until the watch shows it stored (or it expires).
+
+    ``uid``/``generation`` identify the change: the object's uid (assigned before admission)
+    and the generation the change will be stored with. A replica stops counting the
+    reservation once its own watch has seen that uid at that generation or later (or gone).
+    """
+
     footprint: Footprint
     expires: datetime
+    uid: str | None = None
+    generation: int | None = None
 
 
 @dataclass
@@ -56,6 +65,13 @@ class WorkloadEntry:
     reservations: list[Reservation] = field(default_factory=list)
     held: Footprint = EMPTY                   # what the tenant's usage counts for it
     tenant: str | None = None                 # the tenant ``held`` is counted in
+
+    def satisfied(self, reservation: Reservation) -> bool:
+        """The stored object already reflects the reserved change."""
+        if reservation.uid is None or self.workload is None or self.stored is None:
+            return False
+        meta = self.workload.metadata
+        return meta.uid == reservation.uid and (meta.generation or 0) >= (reservation.generation or 0)
 
     def wanted(self) -> Footprint:
         held = self.stored or EMPTY
@@ -82,6 +98,10 @@ class ClusterState:
         # tenant -> (entitlement, computed at, valid until): stacking is recomputed only when
         # a license of the tenant changes or the clock crosses one of their transitions.
         self._entitlements: dict[str, tuple[Entitlement, datetime, datetime | None]] = {}
+        # tenant -> workload keys holding a reservation synced from the shared hold object.
+        self._held_keys: dict[str, set[Key]] = defaultdict(set)
+        # uids of workloads seen deleted (bounded: oldest dropped first).
+        self._gone: dict[str, int] = {}
 
     # --- namespaces -------------------------------------------------------------------
     def set_namespace(self, name: str, labels: dict[str, str] | None) -> None:
@@ -143,13 +163,16 @@ class ClusterState:
         entry = self._entry(ns, name)
         entry.workload = workload
         entry.stored = footprint(workload.spec, self.table)
-        entry.reservations = [r for r in entry.reservations if r.footprint != entry.stored]
+        entry.reservations = [r for r in entry.reservations if not entry.satisfied(r)]
         self._rehome(entry)
 
     def forget_workload(self, namespace: str, name: str) -> None:
         entry = self.workloads.pop((namespace, name), None)
         if entry is None:
             return
+        if entry.workload is not None and entry.workload.metadata.uid:
+            # Holds for this object (any generation) are settled: it is gone.
+            self._gone[entry.workload.metadata.uid] = entry.workload.metadata.generation or 0
         self._by_namespace[namespace].discard((namespace, name))
         if entry.tenant is not None:
             self.usage[entry.tenant].remove(entry.held)
@@ -167,6 +190,35 @@ class ClusterState:
             else:
                 self._rehome(entry)
         return released
+
+    def replace_reservations(self, tenant: str, holds: dict[Key, Reservation], now: datetime) -> None:
+        """Make the tenant's reservations exactly ``holds`` (the shared hold object's content),
+        dropping expired ones and ones this state's watch has already seen stored or deleted.
+        Cost: proportional to the reservations, not to the tenant."""
+        if len(self._gone) > 100_000:
+            for uid in list(self._gone)[:50_000]:
+                del self._gone[uid]
+        live = {}
+        for key, held in holds.items():
+            if held.expires <= now or (held.uid in self._gone):
+                continue
+            entry = self.workloads.get(key)
+            if entry is not None and entry.satisfied(held):
+                continue
+            live[key] = held
+        for key in self._held_keys[tenant] - set(live):
+            entry = self.workloads.get(key)
+            if entry is not None:
+                entry.reservations = []
+                if entry.stored is None:
+                    self.forget_workload(*key)
+                else:
+                    self._rehome(entry)
+        for key, held in live.items():
+            entry = self._entry(*key)
+            entry.reservations = [held]
+            self._rehome(entry)
+        self._held_keys[tenant] = set(live)
 
     def workload(self, namespace: str, name: str) -> Workload | None:
         entry = self.workloads.get((namespace, name))
@@ -225,12 +277,23 @@ class ClusterState:
             self.observe_workload(request.workload)
         elif decision.change is not None and decision.change.raises_any:
             entry = self._entry(request.namespace, request.name)
-            entry.reservations.append(
-                Reservation(footprint(request.workload.spec, self.table), now + reserve_for))
+            entry.reservations.append(self.reservation_for(request, now + reserve_for))
             self._rehome(entry)
         if decision.tenant:
             self.observe_bursts(decision.tenant, now)
         return decision
+
+    def reservation_for(self, request: WorkloadRequest, expires: datetime) -> Reservation:
+        """The reservation an admitted raising request needs, tagged with the change it is for."""
+        meta = request.workload.metadata
+        stored = self.workload(request.namespace, request.name)
+        if request.operation == CREATE:
+            generation = 1
+        else:
+            base = (stored.metadata.generation if stored is not None else None) or \
+                (request.old.metadata.generation if request.old is not None else None) or 0
+            generation = base + 1
+        return Reservation(footprint(request.workload.spec, self.table), expires, meta.uid, generation)
 
     # --- bursts -------------------------------------------------------------------------
     def observe_bursts(self, tenant: str, now: datetime) -> None:

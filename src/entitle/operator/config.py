@@ -18,6 +18,8 @@ class WebhookConfig(BaseModel):
     port: int = 9443
     cert_file: str | None = Field(None, alias="certFile")
     key_file: str | None = Field(None, alias="keyFile")
+    # CA bundle the apiserver verifies the serving certificate with (registerURL mode).
+    ca_file: str | None = Field(None, alias="caFile")
     # Out-of-cluster (development, tests): register a ValidatingWebhookConfiguration pointing
     # at this URL, with a CA the operator generates. In-cluster the Helm chart owns it.
     register_url: str | None = Field(None, alias="registerURL")
@@ -30,8 +32,16 @@ class OperatorConfig(BaseModel):
 
     normalization: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    # The operator's own namespace: reservation holds (one ConfigMap per tenant) and the
+    # controller Lease live here.
+    namespace: str = "entitle-system"
+    # Controller leadership (status, events, sinks): a replica that stops renewing for this
+    # long is replaced.
+    lease_seconds: float = Field(15.0, alias="leaseSeconds")
     ledger_path: str = Field("/var/lib/entitle/ledger.db", alias="ledgerPath")
     source: str = "entitle.dev/operator"
+    # How long a capacity hold outlives its admission: longer than the webhook timeout plus the
+    # watch lag, so an admitted object is counted from the watch before its hold lapses.
     reservation_seconds: float = Field(30.0, alias="reservationSeconds")
     status_interval_seconds: float = Field(1.0, alias="statusIntervalSeconds")
     # Where ledger records go next: [{type: jsonl, path}, {type: http, url, headers}, {type: kafka, ...}].

@@ -60,6 +60,22 @@ class Controller:
         self._workload_status: dict[tuple[str, str], dict] = {}
         self._license_meta: dict[str, dict] = {}
         self.pumps: list[Any] = []
+        self.pump_factory: Any = lambda: []
+        self.leader = False
+        self.admission: Any = None
+
+    def set_leader(self, leader: bool) -> None:
+        self.leader = leader
+        if leader:
+            # Recompute everything: a new leader owes status for every tenant.
+            self._license_status.clear()
+            self._workload_status.clear()
+            self.dirty.update(self.state.tenants())
+            self.pumps = [pump.start() for pump in self.pump_factory()]
+        else:
+            for pump in self.pumps:
+                pump.stop(timeout=1)
+            self.pumps = []
 
     def now(self) -> datetime:
         return self.cfg.now()
@@ -278,11 +294,13 @@ class Controller:
                            f"{cond['type']}{cond['status']}", cond.get("message") or cond["reason"], now)
 
     def event(self, kind: str, name: str, ns: str | None, event_type: str, reason: str, message: str,
-              now: datetime, uid: str | None = None) -> None:
+              now: datetime, uid: str | None = None, own: bool = False) -> None:
+        """Queue an Event. ``own``: about a request this replica decided (posted by any replica);
+        otherwise about shared state (posted by the leader only, so never twice)."""
         log.info("event %s on %s %s/%s: %s", reason, kind, ns or "", name, message)
         if len(self.events) < 10_000:  # never grow without bound if the API is unreachable
             self.events.append({"kind": kind, "name": name, "namespace": ns, "uid": uid, "event_type": event_type,
-                                "reason": reason, "message": message, "time": format_time(now)})
+                                "reason": reason, "message": message, "time": format_time(now), "own": own})
 
     def refresh(self, tenants: set[str], now: datetime) -> list[tuple[str, Any]]:
         """Compute the status patches for ``tenants``; returns (kind, args) writes to make."""
@@ -325,6 +343,14 @@ class Controller:
             ticks += 1
             if ticks % 10 == 0:   # time-driven transitions: expiry, grace, trials, bursts
                 self.dirty.update(self.state.tenants())
+            if not self.leader:
+                # Standby: keep the picture (bursts folded) but leave status and events to the leader.
+                for tenant in self.dirty:
+                    self.state.observe_bursts(tenant, now)
+                self.dirty = set()
+                await self._flush_events(only_own=True)
+                await asyncio.sleep(self.cfg.status_interval_seconds)
+                continue
             tenants, self.dirty = self.dirty, set()
             writes = self.refresh(tenants, now) if tenants else []
             for kind, args in writes:
@@ -337,10 +363,16 @@ class Controller:
                     log.warning("status write failed: %s", exc)
                     self._license_status.clear()
                     self._workload_status.clear()
-            events, self.events = self.events, []
-            for ev in events:
-                try:
-                    await asyncio.to_thread(self.api.post_event, **ev)
-                except Exception as exc:
-                    log.warning("event post failed: %s", exc)
+            await self._flush_events(only_own=False)
             await asyncio.sleep(self.cfg.status_interval_seconds)
+
+    async def _flush_events(self, only_own: bool) -> None:
+        events, self.events = self.events, []
+        for ev in events:
+            if only_own and not ev["own"]:
+                continue
+            body = {k: v for k, v in ev.items() if k != "own"}
+            try:
+                await asyncio.to_thread(self.api.post_event, **body)
+            except Exception as exc:
+                log.warning("event post failed: %s", exc)

@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from entitle.adapters.admission import RequestNotUnderstood, review
+from entitle.adapters.admission import RequestNotUnderstood
 from entitle.api import GROUP, VERSION
 from entitle.operator.controller import USAGE_FINALIZER, Controller
 from entitle.operator.metrics import ADMISSION_LATENCY, DECISIONS
@@ -17,10 +17,6 @@ log = logging.getLogger("entitle.webhook")
 
 
 def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
-    from datetime import timedelta
-
-    reserve_for = timedelta(seconds=controller.cfg.reservation_seconds)
-
     @kopf.on.event("", "v1", "namespaces", registry=registry)
     async def namespace_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.on_namespace(dict(body), deleted=type == "DELETED")
@@ -55,8 +51,8 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         await controller.ready.wait()
         with ADMISSION_LATENCY.time():
             try:
-                request, decision = review(
-                    controller.state, controller.now(), reserve_for, operation=operation,
+                request, decision = await controller.admission.review(
+                    controller.now(), operation=operation,
                     subresource=subresource, body=dict(body) if body is not None else None,
                     old=dict(old) if old is not None else None, dry_run=dryrun)
             except RequestNotUnderstood as exc:
@@ -69,7 +65,7 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
             log.info("denied %s %s/%s: %s", operation, request.namespace, request.name, decision.message)
             if not dryrun:
                 controller.event("Workload", request.name, request.namespace, "Warning", decision.reason,
-                                 f"denied {operation.lower()}: {decision.message}", controller.now())
+                                 f"denied {operation.lower()}: {decision.message}", controller.now(), own=True)
             raise kopf.AdmissionError(f"{decision.reason}: {decision.message}", code=403)
         if decision.tenant and not dryrun:
             controller.dirty.add(decision.tenant)

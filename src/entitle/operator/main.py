@@ -6,14 +6,18 @@ import argparse
 import asyncio
 import logging
 import os
-import sys
+import socket
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import kopf
 
+from entitle.adapters.admission import SharedAdmission
+from entitle.adapters.holds import HoldStore
 from entitle.adapters.kube import KubeApi
+from entitle.adapters.lease import LeaseElector
 from entitle.adapters.ledger import Ledger
 from entitle.domain.state import ClusterState
 from entitle.operator import config as configmod
@@ -27,7 +31,7 @@ log = logging.getLogger("entitle")
 def webhook_certificates(cfg: configmod.OperatorConfig) -> tuple[str, str, bytes]:
     """(cert file, key file, CA PEM): configured ones, or generated for loopback development."""
     if cfg.webhook.cert_file and cfg.webhook.key_file:
-        ca = Path(cfg.webhook.cert_file).read_bytes()
+        ca = Path(cfg.webhook.ca_file or cfg.webhook.cert_file).read_bytes()
         return cfg.webhook.cert_file, cfg.webhook.key_file, ca
     from entitle.devenv.certs import CertificateAuthority
 
@@ -40,6 +44,21 @@ def webhook_certificates(cfg: configmod.OperatorConfig) -> tuple[str, str, bytes
     return str(directory / "tls.crt"), str(directory / "tls.key"), ca.cert_pem
 
 
+async def leadership(controller: Controller, elector: LeaseElector, period: float = 2.0) -> None:
+    """Hold (or wait for) the controller Lease; the leader writes status and events and runs
+    the sinks. Every replica watches, records its own ledger and serves the webhook."""
+    while True:
+        try:
+            leader = await asyncio.to_thread(elector.try_acquire_or_renew)
+        except Exception as exc:  # API unreachable: step down until renewed
+            log.warning("lease renewal failed: %s", exc)
+            leader = False
+        if leader != controller.leader:
+            log.info("controller leadership %s", "acquired" if leader else "lost")
+            controller.set_leader(leader)
+        await asyncio.sleep(period)
+
+
 def run(args: argparse.Namespace) -> int:
     setup_logging()
     cfg = configmod.load(args.config)
@@ -47,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     ledger = Ledger(cfg.ledger_path)
     state = ClusterState(cfg.instance_table())
     controller = Controller(cfg, state, ledger, api)
+    holds = HoldStore(api.api_client, cfg.namespace)
+    controller.admission = SharedAdmission(state, holds, timedelta(seconds=cfg.reservation_seconds))
     registry = kopf.OperatorRegistry()
     register(registry, controller)
     certfile, keyfile, ca_pem = webhook_certificates(cfg)
@@ -75,12 +96,17 @@ def run(args: argparse.Namespace) -> int:
         from entitle.adapters.sinks import build_sink
         from entitle.operator.metrics import LEDGER_LAG, SINK_ERRORS
 
-        for spec in cfg.sinks:
-            controller.pumps.append(SinkPump(
-                ledger, build_sink(spec),
-                on_error=lambda name: SINK_ERRORS.labels(sink=name).inc(),
-                on_lag=lambda name, lag: LEDGER_LAG.labels(sink=name).set(lag)).start())
-        asyncio.get_running_loop().create_task(controller.status_loop())
+        controller.pump_factory = lambda: [SinkPump(
+            ledger, build_sink(spec),
+            on_error=lambda name: SINK_ERRORS.labels(sink=name).inc(),
+            on_lag=lambda name, lag: LEDGER_LAG.labels(sink=name).set(lag)) for spec in cfg.sinks]
+        await asyncio.to_thread(holds.ensure_namespace)
+        loop = asyncio.get_running_loop()
+        loop.create_task(controller.status_loop())
+        loop.create_task(leadership(controller, LeaseElector(api.api_client, cfg.namespace, "entitle-controller",
+                                                              f"{socket.gethostname()}-{os.getpid()}",
+                                                              timedelta(seconds=cfg.lease_seconds)),
+                                    period=max(0.5, cfg.lease_seconds / 5)))
         log.info("entitle operator started", extra={"webhook_port": cfg.webhook.port,
                                                     "ledger": cfg.ledger_path})
 

@@ -1,0 +1,140 @@
+"""Capacity holds shared by every webhook replica: one ConfigMap per tenant, updated with a
+resourceVersion precondition — the ResourceQuota pattern (see docs/admission-concurrency.md).
+
+An admission that raises a tenant's usage is allowed only once its hold is written with the
+resourceVersion it was decided against. Two replicas deciding on the same headroom cannot both
+write: the second gets 409 Conflict, re-reads, decides again with the first one's hold counted,
+and is denied if nothing is left. Holds expire after a TTL longer than any webhook call plus
+the watch lag, by which time the admitted object is stored and counted from the watch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from entitle.domain.state import Reservation
+from entitle.domain.usage import Footprint
+
+LABEL = "entitle.dev/holds"
+Key = tuple[str, str]
+
+
+class HoldConflict(Exception):
+    """The tenant's hold object changed since it was read (or appeared meanwhile)."""
+
+
+def object_name(tenant: str) -> str:
+    """A valid ConfigMap name for any tenant label value (which may hold '_' or capitals)."""
+    slug = re.sub(r"[^a-z0-9-]", "-", tenant.lower()).strip("-")[:40] or "tenant"
+    return f"entitle-holds-{slug}-{hashlib.sha256(tenant.encode()).hexdigest()[:8]}"
+
+
+@dataclass
+class Holds:
+    tenant: str
+    resource_version: str | None                 # None: the object does not exist yet
+    entries: dict[Key, Reservation]
+
+    def with_hold(self, key: Key, hold: Reservation, now: datetime) -> dict[Key, Reservation]:
+        """Expired holds pruned, ``hold`` added (merged with an earlier one for the same object)."""
+        entries = {k: v for k, v in self.entries.items() if v.expires > now}
+        previous = entries.get(key)
+        if previous is not None and previous.uid == hold.uid:
+            hold = Reservation(previous.footprint.union(hold.footprint), max(hold.expires, previous.expires),
+                               hold.uid, max(hold.generation or 0, previous.generation or 0))
+        entries[key] = hold
+        return entries
+
+
+def _encode(entries: dict[Key, Reservation]) -> str:
+    return json.dumps({f"{ns}/{name}": {"k": h.footprint.instance_kind, "r": h.footprint.replicas,
+                                         "u": h.footprint.units, "s": sorted(h.footprint.users),
+                                         "f": sorted(h.footprint.features), "x": h.footprint.known_kind,
+                                         "e": h.expires.timestamp(), "id": h.uid, "g": h.generation}
+                       for (ns, name), h in sorted(entries.items())}, separators=(",", ":"))
+
+
+def _decode(text: str | None) -> dict[Key, Reservation]:
+    out = {}
+    for key, v in (json.loads(text) if text else {}).items():
+        ns, name = key.split("/", 1)
+        fp = Footprint(v["k"], v["r"], v["u"], frozenset(v["s"]), frozenset(v["f"]), v.get("x", True))
+        out[(ns, name)] = Reservation(fp, datetime.fromtimestamp(v["e"], timezone.utc), v.get("id"), v.get("g"))
+    return out
+
+
+class HoldStore:
+    """Reads and compare-and-swaps the hold ConfigMaps in the operator's namespace."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.namespace = namespace
+
+    def ensure_namespace(self) -> None:
+        try:
+            self.core.create_namespace({"metadata": {"name": self.namespace}})
+        except ApiException as exc:
+            if exc.status not in (409, 403):
+                raise
+
+    def read(self, tenant: str) -> Holds:
+        try:
+            cm = self.core.read_namespaced_config_map(object_name(tenant), self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return Holds(tenant, None, {})
+            raise
+        return Holds(tenant, cm.metadata.resource_version, _decode((cm.data or {}).get("holds")))
+
+    def write(self, holds: Holds, entries: dict[Key, Reservation]) -> Holds:
+        """Replace the holds if the object is still at ``holds.resource_version``."""
+        body = {"metadata": {"name": object_name(holds.tenant), "namespace": self.namespace,
+                             "labels": {LABEL: "true"}, "annotations": {"entitle.dev/tenant": holds.tenant}},
+                "data": {"holds": _encode(entries)}}
+        try:
+            if holds.resource_version is None:
+                cm = self.core.create_namespaced_config_map(self.namespace, body)
+            else:
+                body["metadata"]["resourceVersion"] = holds.resource_version
+                cm = self.core.replace_namespaced_config_map(object_name(holds.tenant), self.namespace, body)
+        except ApiException as exc:
+            if exc.status in (409,) or (exc.status == 404 and holds.resource_version is not None):
+                raise HoldConflict(holds.tenant) from None
+            raise
+        return Holds(holds.tenant, cm.metadata.resource_version, entries)
+
+
+class MemoryHoldStore:
+    """The same compare-and-swap contract in memory, for tests (what two replicas share)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._objects: dict[str, tuple[int, dict]] = {}
+        self._lock = threading.Lock()
+        self.conflicts = 0
+
+    def read(self, tenant: str) -> Holds:
+        with self._lock:
+            if tenant not in self._objects:
+                return Holds(tenant, None, {})
+            version, entries = self._objects[tenant]
+            return Holds(tenant, str(version), dict(entries))
+
+    def write(self, holds: Holds, entries: dict) -> Holds:
+        with self._lock:
+            current = self._objects.get(holds.tenant)
+            current_version = None if current is None else str(current[0])
+            if current_version != holds.resource_version:
+                self.conflicts += 1
+                raise HoldConflict(holds.tenant)
+            version = 1 if current is None else current[0] + 1
+            self._objects[holds.tenant] = (version, dict(entries))
+            return Holds(holds.tenant, str(version), dict(entries))

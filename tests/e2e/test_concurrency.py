@@ -1,0 +1,190 @@
+"""Race-free admission with two operator processes behind the webhook (a round-robin TCP
+proxy spreads the apiserver's calls over both), against the real apiserver."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from entitle.devenv.certs import CertificateAuthority
+from tests.conftest import Operator, free_port, wait_for
+from tests.e2e.helpers import api_client, apply, get, license, namespace, unique, workload
+
+pytestmark = pytest.mark.e2e
+GROUP, VERSION = "entitle.dev", "v1alpha1"
+
+
+class RoundRobinProxy:
+    """TLS passes through untouched; each connection goes to the next live backend."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self.port = free_port()
+        self._cycle = itertools.cycle(range(len(ports)))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    async def _pipe(self, reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, client_reader, client_writer):
+        for _ in range(len(self.ports)):
+            port = self.ports[next(self._cycle)]
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                continue
+        else:
+            client_writer.close()
+            return
+        await asyncio.gather(self._pipe(client_reader, writer), self._pipe(reader, client_writer))
+
+    def start(self) -> RoundRobinProxy:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", self.port), self.loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture
+def replicas(cluster, tmp_path):
+    ca = CertificateAuthority("entitle-test-ca")
+    pair = ca.issue("entitle-webhook", hosts=["127.0.0.1"])
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    (tmp_path / "tls.crt").write_bytes(pair.cert_pem)
+    (tmp_path / "tls.key").write_bytes(pair.key_pem)
+    ports = [free_port(), free_port()]
+    proxy = RoundRobinProxy(ports).start()
+    ops = []
+    for i, port in enumerate(ports):
+        (tmp_path / f"r{i}").mkdir()
+        ops.append(Operator(cluster, tmp_path / f"r{i}", port=port, webhook={
+            "port": port, "certFile": str(tmp_path / "tls.crt"), "keyFile": str(tmp_path / "tls.key"),
+            "caFile": str(tmp_path / "ca.crt"), "registerURL": f"https://127.0.0.1:{proxy.port}"}).start())
+    yield ops
+    for op in ops:
+        op.stop()
+    proxy.stop()
+    cluster.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "entitle.dev",
+                    "--ignore-not-found", check=False)
+
+
+def _setup(cluster, **spec):
+    tenant, ns, lic = unique("race"), unique("ns"), unique("lic")
+    apply(cluster, namespace(ns, tenant), license(lic, tenant, **spec))
+    wait_for(lambda: ((get(cluster, "license", lic) or {}).get("status") or {}).get("summary"), message="license")
+    return tenant, ns, lic
+
+
+def _create_all(cluster, ns, bodies, workers=50, dry_run=False, retry_failed_calls=False):
+    api = api_client(cluster)
+
+    def create(body):
+        for _ in range(50):
+            try:
+                api.create_namespaced_custom_object(GROUP, VERSION, ns, "workloads", body,
+                                                    **({"dry_run": "All"} if dry_run else {}))
+                return True
+            except ApiException as exc:
+                if exc.status == 500 and retry_failed_calls:
+                    # The webhook call failed (its replica was killed mid-request): nothing was
+                    # stored (failurePolicy Fail); a client retries, as kubectl users and CD tools do.
+                    continue
+                assert exc.status in (400, 403), exc.body   # denied, never an error
+                return False
+        raise AssertionError(f"{body['metadata']['name']}: the webhook kept failing")
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(create, bodies))
+
+
+def _used(cluster, lic, pool="instances"):
+    return ((get(cluster, "license", lic) or {}).get("status") or {}).get(pool, {}).get("used")
+
+
+def test_200_concurrent_creates_against_a_cap_of_50_admit_exactly_50(cluster, replicas):
+    tenant, ns, lic = _setup(cluster, instances={"max": 50})
+    # Dry runs first: decided, but they never consume capacity.
+    assert all(_create_all(cluster, ns, [workload(f"dry{i}", ns) for i in range(100)], dry_run=True))
+    results = _create_all(cluster, ns, [workload(f"w{i}", ns, replicas=1) for i in range(200)])
+    assert sum(results) == 50
+    items = api_client(cluster).list_namespaced_custom_object(GROUP, VERSION, ns, "workloads")["items"]
+    assert len(items) == 50
+    wait_for(lambda: _used(cluster, lic) == 50, message="status usage 50")
+
+
+def test_concurrent_kubectl_scale_races(cluster, replicas):
+    tenant, ns, lic = _setup(cluster, instances={"max": 20})
+    _create_all(cluster, ns, [workload(f"w{i}", ns, replicas=1) for i in range(10)])
+    wait_for(lambda: _used(cluster, lic) == 10, message="10 units used")
+
+    def scale(i):
+        return cluster.kubectl("scale", "workload", f"w{i}", "-n", ns, "--replicas=4", check=False).returncode == 0
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(scale, range(10)))
+    assert sum(results) == 3            # 10 units of headroom, 3 each
+    items = api_client(cluster).list_namespaced_custom_object(GROUP, VERSION, ns, "workloads")["items"]
+    total = sum(w["spec"]["replicas"] for w in items)
+    assert total == 19
+    wait_for(lambda: _used(cluster, lic) == total, message="status equals the sum")
+
+
+def test_concurrent_seat_additions_with_overlapping_users(cluster, replicas):
+    tenant, ns, lic = _setup(cluster, seats={"max": 5})
+    rnd = random.Random(5)
+    users = [f"u{i}" for i in range(12)]
+    _create_all(cluster, ns, [workload(f"w{i}", ns, users=rnd.sample(users, 2)) for i in range(40)])
+    items = api_client(cluster).list_namespaced_custom_object(GROUP, VERSION, ns, "workloads")["items"]
+    distinct = {u for w in items for u in w["spec"]["users"]}
+    assert 2 <= len(distinct) <= 5
+    wait_for(lambda: _used(cluster, lic, "seats") == len(distinct), message="seat usage in status")
+
+
+def test_sigkill_of_the_active_replica_mid_load(cluster, replicas):
+    tenant, ns, lic = _setup(cluster, instances={"max": 60})
+    leader = wait_for(lambda: next((op for op in replicas if '"controller leadership acquired"' in op.log.read_text()),
+                                   None), message="a leader")
+    survivor = next(op for op in replicas if op is not leader)
+    results: list[bool] = []
+    bodies = [workload(f"w{i}", ns, replicas=1) for i in range(120)]
+
+    def load():
+        results.extend(_create_all(cluster, ns, bodies, workers=20, retry_failed_calls=True))
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    wait_for(lambda: len(api_client(cluster).list_namespaced_custom_object(GROUP, VERSION, ns, "workloads")["items"]) >= 10,
+             message="load under way")
+    leader.stop(signal.SIGKILL)
+    thread.join(300)
+    assert len(results) == len(bodies) and sum(results) == 60
+    items = api_client(cluster).list_namespaced_custom_object(GROUP, VERSION, ns, "workloads")["items"]
+    assert len(items) == 60
+    admitted = sum(w["spec"]["replicas"] for w in items)
+    # The survivor takes over the controller duties: status equals what was admitted...
+    wait_for(lambda: _used(cluster, lic) == admitted, timeout=60, message="status after failover")
+    # ...and its own ledger holds every admitted workload exactly once.
+    def recorded():
+        names = [r["data"]["name"] for r in survivor.records()
+                 if r["type"] == "dev.entitle.workload.v1" and r["subject"] == tenant and r["data"]["operation"] == "created"]
+        return names if sorted(names) == sorted(w["metadata"]["name"] for w in items) else None
+
+    wait_for(recorded, timeout=60, message="survivor's ledger complete")
