@@ -188,3 +188,12 @@ def test_sigkill_of_the_active_replica_mid_load(cluster, replicas):
         return names if sorted(names) == sorted(w["metadata"]["name"] for w in items) else None
 
     wait_for(recorded, timeout=60, message="survivor's ledger complete")
+
+
+def test_burst_window_races_admit_exactly_max_plus_extra(cluster, replicas):
+    tenant, ns, lic = _setup(cluster, instances={"max": 10, "burst": {"extra": 5, "window": "24h"}})
+    results = _create_all(cluster, ns, [workload(f"w{i}", ns, replicas=1) for i in range(40)], workers=40)
+    assert sum(results) == 15
+    wait_for(lambda: ((get(cluster, "license", lic) or {}).get("status") or {}).get("conditions") and
+             any(c["type"] == "InBurst" and c["status"] == "True" for c in get(cluster, "license", lic)["status"]["conditions"]),
+             message="InBurst")

@@ -107,3 +107,24 @@ def test_tenant_without_license_is_denied(cluster, operator):
 
     stderr = wait_for(denied_for_license, message="NoActiveLicense denial")
     assert f"NoActiveLicense: tenant {tenant}: no license is active now" in stderr
+
+
+def test_metrics_endpoint_reports_decisions_and_usage(cluster, operator):
+    import urllib.request
+
+    tenant, ns, lic = unique("m"), unique("ns"), unique("lic")
+    apply(cluster, namespace(ns, tenant), license(lic, tenant, instances={"max": 1}))
+    wait_for(lambda: (get(cluster, "license", lic) or {}).get("status", {}).get("summary"), message="license status")
+    apply(cluster, workload("a", ns))
+    assert apply(cluster, workload("b", ns), check=False).returncode != 0
+
+    def scrape():
+        with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        wanted = [f'entitle_admission_decisions_total{{allowed="false",reason="InstanceCapExceeded",tenant="{tenant}"}} 1.0',
+                  f'entitle_tenant_usage{{pool="instances",tenant="{tenant}"}} 1.0',
+                  f'entitle_tenant_entitlement{{pool="instances",tenant="{tenant}"}} 1.0',
+                  "entitle_admission_duration_seconds_bucket"]
+        return all(w in text for w in wanted) and text
+
+    wait_for(scrape, message="metrics")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from hypothesis import given, settings
@@ -46,9 +47,19 @@ def test_check_and_webhook_agree(docs):
         state.set_namespace(ns["metadata"]["name"], ns["metadata"].get("labels"))
     state.set_license(License.model_validate(LICENSE))
     online = []
+    incarnation = 0
     for doc in docs:
         ns, name = doc["metadata"]["namespace"], doc["metadata"]["name"]
         stored = state.workload(ns, name)
+        # What the apiserver adds: a uid per object, a generation bumped by spec changes.
+        doc = json.loads(json.dumps(doc))
+        if stored is not None:
+            doc["metadata"]["uid"] = stored.metadata.uid
+            changed = stored.spec.model_dump(by_alias=True) != Workload.model_validate(doc).spec.model_dump(by_alias=True)
+            doc["metadata"]["generation"] = stored.metadata.generation + (1 if changed else 0)
+        else:
+            incarnation += 1
+            doc["metadata"]["uid"], doc["metadata"]["generation"] = f"uid-{incarnation}", 1
         if doc["metadata"].get("annotations"):
             request, decision = review(state, NOW, timedelta(seconds=30), operation="DELETE", subresource=None,
                                        body=None, old=stored.model_dump(by_alias=True, mode="json") if stored else doc,

@@ -11,8 +11,18 @@ from entitle.adapters.holds import MemoryHoldStore
 from tests.unit.builders import NOW, lic, state_with, wl
 
 
-def _replicas(store, **spec):
-    return [SharedAdmission(state_with(lic("base", **spec)), store, timedelta(seconds=30)) for _ in range(2)]
+class Clock:
+    def __init__(self):
+        self.now = NOW
+
+    def __call__(self):
+        return self.now
+
+
+def _replicas(store, clock=None, **spec):
+    clock = clock or Clock()
+    return [SharedAdmission(state_with(lic("base", **spec)), store, timedelta(seconds=30), wall_clock=clock)
+            for _ in range(2)]
 
 
 async def _create(replica, name, **spec):
@@ -71,14 +81,28 @@ def test_dry_run_never_writes_a_hold():
 
 def test_expired_holds_release_capacity():
     store = MemoryHoldStore()
-    a, b = _replicas(store, instances={"max": 1})
+    clock = Clock()
+    a, b = _replicas(store, clock, instances={"max": 1})
 
     async def run():
         assert (await _create(a, "never-stored", replicas=1)).allowed
         assert not (await _create(b, "other", replicas=1)).allowed
-        _, late = await b.review(NOW + timedelta(seconds=31), operation="CREATE", subresource=None,
+        clock.now = NOW + timedelta(seconds=31)
+        _, late = await b.review(NOW, operation="CREATE", subresource=None,
                                  body=wl("other", replicas=1).model_dump(by_alias=True, mode="json"),
                                  old=None, dry_run=False)
         return late
 
     assert asyncio.run(run()).allowed
+
+
+def test_burst_races_admit_exactly_max_plus_extra():
+    store = MemoryHoldStore()
+    replicas = _replicas(store, instances={"max": 10, "burst": {"extra": 5, "window": "1h"}})
+
+    async def run():
+        return await asyncio.gather(*[_create(replicas[i % 2], f"w{i}", replicas=1) for i in range(40)])
+
+    decisions = asyncio.run(run())
+    assert sum(d.allowed for d in decisions) == 15
+    assert sum(any("bursting" in w for w in d.warnings) for d in decisions if d.allowed) == 5

@@ -71,9 +71,11 @@ class SharedAdmission:
     against. On a conflict: re-read and decide again, up to ``retries`` times, then deny.
     """
 
-    def __init__(self, state: ClusterState, store: Any, ttl: timedelta, retries: int = 10) -> None:
+    def __init__(self, state: ClusterState, store: Any, ttl: timedelta, retries: int = 10,
+                 wall_clock: Any = None) -> None:
         import asyncio
 
+        self.wall_clock = wall_clock
         self.state, self.store, self.ttl, self.retries = state, store, ttl, retries
         self._cache: dict[str, Any] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -88,29 +90,34 @@ class SharedAdmission:
     async def review(self, now: datetime, **request: Any) -> tuple[WorkloadRequest, Decision]:
         from entitle.adapters.holds import HoldConflict
 
+        from datetime import timezone
+
         parsed = to_request(self.state, **request)
         tenant = self.state.tenant_of(parsed.namespace)
         if tenant is None or parsed.operation == DELETE:
             return parsed, self.state.decide(parsed, now)
+        # Holds live in real time whatever clock decides entitlements (tests inject one):
+        # their TTL covers webhook calls and watch lag, which happen in real time.
+        wall = self.wall_clock() if self.wall_clock else datetime.now(timezone.utc)
         # One request per tenant at a time in this process: they would only conflict.
         async with self._lock(tenant):
             for _ in range(self.retries):
                 holds = self._cache.get(tenant)
                 if holds is None:
                     holds = self._cache[tenant] = await self._asyncio.to_thread(self.store.read, tenant)
-                self.state.replace_reservations(tenant, holds.entries, now)
+                self.state.replace_reservations(tenant, holds.entries, wall)
                 decision = self.state.decide(parsed, now)
                 if not decision.needs_hold or parsed.dry_run:
                     return parsed, decision
                 key = (parsed.namespace, parsed.name)
-                entries = holds.with_hold(key, self.state.reservation_for(parsed, now + self.ttl), now)
+                entries = holds.with_hold(key, self.state.reservation_for(parsed, wall + self.ttl), wall)
                 try:
                     written = await self._asyncio.to_thread(self.store.write, holds, entries)
                 except HoldConflict:
                     self._cache.pop(tenant, None)
                     continue
                 self._cache[tenant] = written
-                self.state.replace_reservations(tenant, written.entries, now)
+                self.state.replace_reservations(tenant, written.entries, wall)
                 return parsed, decision
         return parsed, Decision(False, reasons.RESERVATION_CONFLICT,
                                 f"tenant {tenant}: could not reserve capacity after {self.retries} concurrent "

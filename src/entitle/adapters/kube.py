@@ -102,67 +102,45 @@ class KubeApi:
     # -- webhook registration (development / out-of-cluster mode) ------------------------
     def ensure_webhooks(self, url: str, ca_pem: bytes, timeout_seconds: int = 5,
                         failure_policy: str = "Fail") -> None:
-        """Register both Workload webhooks (the Helm chart renders the same objects in-cluster)."""
-        self.ensure_validating_webhook(url, ca_pem, timeout_seconds, failure_policy)
-        self.ensure_mutating_webhook(url, ca_pem, timeout_seconds, failure_policy)
+        """Register both Workload webhooks (the Helm chart renders the same objects in-cluster).
 
-    def ensure_mutating_webhook(self, url: str, ca_pem: bytes, timeout_seconds: int = 5,
-                                failure_policy: str = "Fail") -> None:
-        """The CREATE-only mutating webhook that puts the usage-record finalizer on new Workloads."""
-        body = {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": WEBHOOK_CONFIGURATION},
-            "webhooks": [{
-                "name": "finalizer.workloads.entitle.dev",
-                "clientConfig": {"url": url.rstrip("/") + "/workloads-finalizer",
-                                 "caBundle": base64.b64encode(ca_pem).decode()},
-                "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["workloads"],
-                           "operations": ["CREATE"], "scope": "Namespaced"}],
-                "namespaceSelector": {"matchExpressions": [{
-                    "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]},
-                "failurePolicy": failure_policy, "sideEffects": "None", "timeoutSeconds": timeout_seconds,
-                "admissionReviewVersions": ["v1"], "matchPolicy": "Equivalent", "reinvocationPolicy": "Never",
-            }],
+        Both see every namespace but kube-system, never selected by tenant label: a
+        label-scoped webhook would let Workloads in unlabeled namespaces skip NoTenant.
+        """
+        common = {
+            "namespaceSelector": {"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]},
+            "failurePolicy": failure_policy, "timeoutSeconds": timeout_seconds,
+            "admissionReviewVersions": ["v1"], "matchPolicy": "Equivalent",
         }
+
+        def client_config(path: str) -> dict[str, Any]:
+            return {"url": url.rstrip("/") + path, "caBundle": base64.b64encode(ca_pem).decode()}
+
+        self._ensure("ValidatingWebhookConfiguration", {
+            "name": "workloads.entitle.dev", "clientConfig": client_config("/workloads"),
+            "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["workloads", "workloads/scale"],
+                       "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
+            "sideEffects": "NoneOnDryRun", **common})
+        # CREATE only: puts the usage-record finalizer on every new Workload.
+        self._ensure("MutatingWebhookConfiguration", {
+            "name": "finalizer.workloads.entitle.dev", "clientConfig": client_config("/workloads-finalizer"),
+            "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["workloads"],
+                       "operations": ["CREATE"], "scope": "Namespaced"}],
+            "sideEffects": "None", "reinvocationPolicy": "Never", **common})
+
+    def _ensure(self, kind: str, webhook: dict[str, Any]) -> None:
+        body = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+                "metadata": {"name": WEBHOOK_CONFIGURATION}, "webhooks": [webhook]}
+        snake = "validating" if kind.startswith("Validating") else "mutating"
+        read = getattr(self.admission, f"read_{snake}_webhook_configuration")
+        replace = getattr(self.admission, f"replace_{snake}_webhook_configuration")
+        create = getattr(self.admission, f"create_{snake}_webhook_configuration")
         try:
-            existing = self.admission.read_mutating_webhook_configuration(WEBHOOK_CONFIGURATION)
-            body["metadata"]["resourceVersion"] = existing.metadata.resource_version
-            self.admission.replace_mutating_webhook_configuration(WEBHOOK_CONFIGURATION, body)
+            body["metadata"]["resourceVersion"] = read(WEBHOOK_CONFIGURATION).metadata.resource_version
+            replace(WEBHOOK_CONFIGURATION, body)
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            self.admission.create_mutating_webhook_configuration(body)
-
-    def ensure_validating_webhook(self, url: str, ca_pem: bytes, timeout_seconds: int = 5,
-                                  failure_policy: str = "Fail") -> None:
-        """Register the Workload webhook: every namespace but kube-system, never by tenant label
-        (a label-scoped webhook would let Workloads in unlabeled namespaces skip NoTenant)."""
-        body = {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": WEBHOOK_CONFIGURATION},
-            "webhooks": [{
-                "name": "workloads.entitle.dev",
-                "clientConfig": {"url": url.rstrip("/") + "/workloads",
-                                 "caBundle": base64.b64encode(ca_pem).decode()},
-                "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION],
-                           "resources": ["workloads", "workloads/scale"],
-                           "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
-                "namespaceSelector": {"matchExpressions": [{
-                    "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]},
-                "failurePolicy": failure_policy,
-                "sideEffects": "NoneOnDryRun",
-                "timeoutSeconds": timeout_seconds,
-                "admissionReviewVersions": ["v1"],
-                "matchPolicy": "Equivalent",
-            }],
-        }
-        try:
-            existing = self.admission.read_validating_webhook_configuration(WEBHOOK_CONFIGURATION)
-            body["metadata"]["resourceVersion"] = existing.metadata.resource_version
-            self.admission.replace_validating_webhook_configuration(WEBHOOK_CONFIGURATION, body)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            self.admission.create_validating_webhook_configuration(body)
+            body["metadata"].pop("resourceVersion", None)
+            create(body)

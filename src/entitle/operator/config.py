@@ -42,7 +42,7 @@ class OperatorConfig(BaseModel):
     source: str = "entitle.dev/operator"
     # How long a capacity hold outlives its admission: longer than the webhook timeout plus the
     # watch lag, so an admitted object is counted from the watch before its hold lapses.
-    reservation_seconds: float = Field(30.0, alias="reservationSeconds")
+    reservation_seconds: float = Field(15.0, alias="reservationSeconds")
     status_interval_seconds: float = Field(1.0, alias="statusIntervalSeconds")
     # Where ledger records go next: [{type: jsonl, path}, {type: http, url, headers}, {type: kafka, ...}].
     sinks: list[dict] = Field(default_factory=list)

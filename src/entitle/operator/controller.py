@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,6 +22,7 @@ from entitle.domain.licenses import Phase
 from entitle.domain.state import ClusterState
 from entitle.domain.status import entitled, license_status
 from entitle.domain.usage import footprint
+from entitle.operator import metrics
 from entitle.operator.config import OperatorConfig
 
 log = logging.getLogger("entitle.controller")
@@ -310,6 +311,7 @@ class Controller:
             ent = self.state.entitlement(tenant, now)
             usage = self.state.usage[tenant]
             bursts = {p: c for (t, p), c in self.state.bursts.items() if t == tenant}
+            metrics.observe_tenant(tenant, usage, ent, bursts, now)
             for lic in self.state.licenses_of(tenant):
                 status = license_status(lic, ent, usage, bursts, now, self._license_conditions.get(lic.name, []))
                 comparable = {k: v for k, v in status.items() if k not in ("instances", "seats")}
@@ -337,7 +339,8 @@ class Controller:
         ticks = 0
         while True:
             now = self.now()
-            released = self.state.expire_reservations(now)
+            # Reservations expire in real time (see SharedAdmission), not on an injected clock.
+            released = self.state.expire_reservations(datetime.now(timezone.utc))
             if released:
                 log.info("released %d expired reservations", released)
             ticks += 1

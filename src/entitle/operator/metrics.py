@@ -1,4 +1,4 @@
-"""Prometheus metrics."""
+"""Prometheus metrics (served on ``metricsPort``, default 8080, at /metrics)."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -13,3 +13,15 @@ LEDGER_RECORDS = Gauge("entitle_ledger_records", "Records in the usage ledger")
 SINK_ERRORS = Counter("entitle_sink_errors_total", "Failed sink deliveries (retried)", ["sink"])
 LEDGER_LAG = Gauge("entitle_ledger_lag_records", "Ledger records not yet delivered to a sink", ["sink"])
 BURST_USED = Gauge("entitle_burst_used_seconds", "Burst budget used this month", ["tenant", "pool"])
+
+
+def observe_tenant(tenant, usage, entitlement, bursts, now) -> None:
+    """Usage, effective entitlement and burst budget of one tenant, per pool."""
+    for pool, used, cap in (("instances", usage.units, entitlement.instances), ("seats", usage.seats, entitlement.seats)):
+        USAGE.labels(tenant=tenant, pool=pool).set(used)
+        ENTITLEMENT.labels(tenant=tenant, pool=pool).set(-1 if cap.max is None else cap.max)
+        clock = bursts.get(pool)
+        if clock is not None:
+            BURST_USED.labels(tenant=tenant, pool=pool).set(clock.used_at(now))
+    for feature, count in usage.features().items():
+        USAGE.labels(tenant=tenant, pool=f"feature:{feature}").set(count)

@@ -1,0 +1,178 @@
+"""Admission cost, all measured in one run on the same local control plane.
+
+    python bench/admission.py [--creates 300] [--reviews 2000]
+
+1. Workload creates through the apiserver at 1, 10 and 50 concurrent clients, three ways:
+   with the entitle webhooks; with no webhook; with a built-in ResourceQuota on
+   count/workloads.entitle.dev instead. The ratios to "no webhook" are the figures.
+2. The webhook alone: AdmissionReview requests posted straight to it (no apiserver) at 1, 10
+   and 100 concurrency, both dry-run (decision only) and real (decision + the hold's
+   compare-and-swap write to the apiserver).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import yaml  # noqa: E402
+from kubernetes import client, config  # noqa: E402
+from kubernetes.client.rest import ApiException  # noqa: E402
+
+from entitle.devenv.assets import assets_dir  # noqa: E402
+from entitle.devenv.controlplane import ControlPlane, free_port  # noqa: E402
+
+G, V = "entitle.dev", "v1alpha1"
+
+
+def pct(samples, q):
+    return statistics.quantiles(samples, n=100)[q - 1] if len(samples) >= 2 else samples[0]
+
+
+def kubectl(kubeconfig, *args, input=None):
+    subprocess.run([str(assets_dir() / "kubectl"), f"--kubeconfig={kubeconfig}", *args], input=input, text=True,
+                   check=True, capture_output=True)
+
+
+def create_load(api, ns, count, concurrency):
+    def one(i):
+        body = {"apiVersion": f"{G}/{V}", "kind": "Workload", "metadata": {"name": f"b-{uuid.uuid4().hex[:10]}"},
+                "spec": {"replicas": 1}}
+        start = time.perf_counter()
+        try:
+            api.create_namespaced_custom_object(G, V, ns, "workloads", body)
+        except ApiException as exc:
+            raise SystemExit(f"create failed: {exc.status} {exc.body}")
+        return (time.perf_counter() - start) * 1000
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        samples = list(pool.map(one, range(count)))
+    return samples, count / (time.perf_counter() - start)
+
+
+async def review_load(port, ca_file, count, concurrency, ns, dry_run):
+    import aiohttp
+
+    ctx = ssl.create_default_context(cafile=ca_file)
+    sem = asyncio.Semaphore(concurrency)
+    samples = []
+
+    async def one(session, i):
+        name = f"r-{uuid.uuid4().hex[:10]}"
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": str(uuid.uuid4()), "kind": {"group": G, "version": V, "kind": "Workload"},
+            "resource": {"group": G, "version": V, "resource": "workloads"}, "operation": "CREATE",
+            "namespace": ns, "name": name, "dryRun": dry_run, "userInfo": {"username": "bench"},
+            "object": {"apiVersion": f"{G}/{V}", "kind": "Workload",
+                       "metadata": {"name": name, "namespace": ns, "uid": str(uuid.uuid4())},
+                       "spec": {"replicas": 1, "users": [f"u{i % 50}"]}}}}
+        async with sem:
+            start = time.perf_counter()
+            async with session.post(f"https://127.0.0.1:{port}/workloads", json=review, ssl=ctx) as resp:
+                body = await resp.json()
+            samples.append((time.perf_counter() - start) * 1000)
+        assert body["response"]["allowed"], body
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        start = time.perf_counter()
+        await asyncio.gather(*[one(session, i) for i in range(count)])
+        elapsed = time.perf_counter() - start
+    return samples, count / elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--creates", type=int, default=300)
+    parser.add_argument("--reviews", type=int, default=2000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="entitle-bench-admission-"))
+    plane = ControlPlane.create(work / "cp").start()
+    kc = str(plane.kubeconfig)
+    op = None
+    try:
+        kubectl(kc, "apply", "-f", str(ROOT / "crds"))
+        kubectl(kc, "wait", "--for=condition=established", "crd/workloads.entitle.dev", "crd/licenses.entitle.dev")
+        api = client.CustomObjectsApi(config.new_client_from_config(kc))
+        docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": {"entitle.dev/tenant": "bench"}}}
+                for n in ("with-webhook", "no-webhook", "with-quota", "reviews")]
+        docs.append({"apiVersion": f"{G}/{V}", "kind": "License", "metadata": {"name": "bench"},
+                     "spec": {"tenant": "bench", "instances": {"max": 10_000_000}, "seats": {"max": 1000}}})
+        docs.append({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "wl", "namespace": "with-quota"},
+                     "spec": {"hard": {"count/workloads.entitle.dev": "100000"}}})
+        kubectl(kc, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
+
+        rows = []
+        levels = (1, 10, 50)
+        # No webhook (the operator is not running yet) and ResourceQuota.
+        for label, ns in (("no webhook", "no-webhook"), ("ResourceQuota", "with-quota")):
+            for c in levels:
+                create_load(api, ns, 20, c)  # warm-up
+                samples, rps = create_load(api, ns, args.creates, c)
+                rows.append((label, c, pct(samples, 50), pct(samples, 99), rps))
+        # With entitle.
+        port = free_port()
+        cfg = {"ledgerPath": str(work / "ledger.db"), "metricsPort": None, "namespace": "entitle-system",
+               "webhook": {"listenHost": "127.0.0.1", "port": port, "registerURL": f"https://127.0.0.1:{port}"}}
+        (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+        env = {**os.environ, "KUBECONFIG": kc, "ENTITLE_LOG_LEVEL": "WARNING"}
+        op = subprocess.Popen([sys.executable, "-m", "entitle.cli", "run", "--config", str(work / "config.yaml")],
+                              env=env, stdout=open(work / "operator.log", "w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                create_load(api, "with-webhook", 1, 1)
+                break
+            except SystemExit:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        for c in levels:
+            create_load(api, "with-webhook", 20, c)
+            samples, rps = create_load(api, "with-webhook", args.creates, c)
+            rows.append(("entitle webhook", c, pct(samples, 50), pct(samples, 99), rps))
+
+        print("Workload creates through the apiserver")
+        print(f"{'variant':<16} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'creates/s':>10} {'p50 vs none':>12}")
+        base = {c: p50 for label, c, p50, _, _ in rows if label == "no webhook"}
+        for label, c, p50, p99, rps in rows:
+            print(f"{label:<16} {c:>7} {p50:>8.1f} {p99:>8.1f} {rps:>10.0f} {p50 / base[c]:>11.2f}x")
+
+        # The webhook alone. The serving certificate is the operator's own (generated); read
+        # the CA it registered from the webhook configuration.
+        adm = client.AdmissionregistrationV1Api(config.new_client_from_config(kc))
+        import base64
+        ca = base64.b64decode(adm.read_validating_webhook_configuration("entitle.dev").webhooks[0].client_config.ca_bundle)
+        (work / "ca.crt").write_bytes(ca)
+        print("\nAdmissionReview posted straight to the webhook")
+        print(f"{'mode':<22} {'concurrency':>11} {'p50 ms':>8} {'p99 ms':>8} {'reviews/s':>10}")
+        for dry_run, label in ((True, "dry-run (decision)"), (False, "real (decision+hold)")):
+            for c in (1, 10, 100):
+                asyncio.run(review_load(port, str(work / "ca.crt"), 50, c, "reviews", dry_run))
+                samples, rps = asyncio.run(review_load(port, str(work / "ca.crt"), args.reviews, c, "reviews", dry_run))
+                print(f"{label:<22} {c:>11} {pct(samples, 50):>8.1f} {pct(samples, 99):>8.1f} {rps:>10.0f}")
+    finally:
+        if op is not None:
+            op.send_signal(signal.SIGTERM)
+            op.wait(20)
+        plane.stop()
+
+
+if __name__ == "__main__":
+    main()
