@@ -134,14 +134,17 @@ def main():
         env = {**os.environ, "KUBECONFIG": kc, "ENTITLE_LOG_LEVEL": "WARNING"}
         op = subprocess.Popen([sys.executable, "-m", "entitle.cli", "run", "--config", str(work / "config.yaml")],
                               env=env, stdout=open(work / "operator.log", "w"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
+        adm = client.AdmissionregistrationV1Api(config.new_client_from_config(kc))
+        deadline = time.monotonic() + 90
+        while True:   # until the operator has registered its webhooks and serves them
             try:
+                adm.read_validating_webhook_configuration("entitle.dev")
+                adm.read_mutating_webhook_configuration("entitle.dev")
                 create_load(api, "with-webhook", 1, 1)
                 break
-            except SystemExit:
-                if time.monotonic() > deadline:
-                    raise
+            except (ApiException, SystemExit):
+                if time.monotonic() > deadline or op.poll() is not None:
+                    raise SystemExit(f"operator not ready; see {work / 'operator.log'}")
                 time.sleep(0.5)
         for c in levels:
             create_load(api, "with-webhook", 20, c)
@@ -156,7 +159,6 @@ def main():
 
         # The webhook alone. The serving certificate is the operator's own (generated); read
         # the CA it registered from the webhook configuration.
-        adm = client.AdmissionregistrationV1Api(config.new_client_from_config(kc))
         import base64
         ca = base64.b64decode(adm.read_validating_webhook_configuration("entitle.dev").webhooks[0].client_config.ca_bundle)
         (work / "ca.crt").write_bytes(ca)

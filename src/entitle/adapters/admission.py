@@ -66,59 +66,92 @@ class SharedAdmission:
     """Decide with capacity held in the apiserver, so any number of webhook replicas never
     over-admit (the ResourceQuota pattern; see ``entitle.adapters.holds``).
 
-    Per tenant: read the hold object (cached), count its holds in the state, decide; when the
+    Per tenant: read the hold object (cached), count its holds in the state, decide; when a
     request raises usage, write the new hold with the resourceVersion the decision was made
     against. On a conflict: re-read and decide again, up to ``retries`` times, then deny.
+
+    Group commit: requests of a tenant that arrive while its hold write is in flight are
+    decided together, one after the other against the state (each counting the holds of those
+    before it), and committed with a single compare-and-swap write.
     """
 
     def __init__(self, state: ClusterState, store: Any, ttl: timedelta, retries: int = 10,
                  wall_clock: Any = None) -> None:
         import asyncio
 
-        self.wall_clock = wall_clock
         self.state, self.store, self.ttl, self.retries = state, store, ttl, retries
+        self.wall_clock = wall_clock
         self._cache: dict[str, Any] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._queues: dict[str, list] = {}
         self._asyncio = asyncio
 
-    def _lock(self, tenant: str):
-        lock = self._locks.get(tenant)
-        if lock is None:
-            lock = self._locks[tenant] = self._asyncio.Lock()
-        return lock
-
-    async def review(self, now: datetime, **request: Any) -> tuple[WorkloadRequest, Decision]:
-        from entitle.adapters.holds import HoldConflict
-
+    def _wall(self) -> datetime:
         from datetime import timezone
 
+        # Holds live in real time whatever clock decides entitlements (tests inject one):
+        # their TTL covers webhook calls and watch lag, which happen in real time.
+        return self.wall_clock() if self.wall_clock else datetime.now(timezone.utc)
+
+    async def review(self, now: datetime, **request: Any) -> tuple[WorkloadRequest, Decision]:
         parsed = to_request(self.state, **request)
         tenant = self.state.tenant_of(parsed.namespace)
         if tenant is None or parsed.operation == DELETE:
             return parsed, self.state.decide(parsed, now)
-        # Holds live in real time whatever clock decides entitlements (tests inject one):
-        # their TTL covers webhook calls and watch lag, which happen in real time.
-        wall = self.wall_clock() if self.wall_clock else datetime.now(timezone.utc)
-        # One request per tenant at a time in this process: they would only conflict.
-        async with self._lock(tenant):
-            for _ in range(self.retries):
-                holds = self._cache.get(tenant)
-                if holds is None:
-                    holds = self._cache[tenant] = await self._asyncio.to_thread(self.store.read, tenant)
-                self.state.replace_reservations(tenant, holds.entries, wall)
-                decision = self.state.decide(parsed, now)
-                if not decision.needs_hold or parsed.dry_run:
-                    return parsed, decision
-                key = (parsed.namespace, parsed.name)
-                entries = holds.with_hold(key, self.state.reservation_for(parsed, wall + self.ttl), wall)
+        future = self._asyncio.get_running_loop().create_future()
+        queue = self._queues.get(tenant)
+        if queue is None:
+            self._queues[tenant] = [(parsed, now, future)]
+            self._asyncio.get_running_loop().create_task(self._drain(tenant))
+        else:
+            queue.append((parsed, now, future))
+        return parsed, await future
+
+    async def _drain(self, tenant: str) -> None:
+        try:
+            while self._queues.get(tenant):
+                batch, self._queues[tenant] = self._queues[tenant], []
                 try:
-                    written = await self._asyncio.to_thread(self.store.write, holds, entries)
+                    await self._commit(tenant, batch)
+                except Exception as exc:  # e.g. the apiserver is unreachable: fail these requests
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+        finally:
+            self._queues.pop(tenant, None)
+
+    async def _commit(self, tenant: str, batch: list) -> None:
+        from entitle.adapters.holds import HoldConflict, merge_hold
+
+        decisions: list[Decision] = []
+        for _ in range(self.retries):
+            holds = self._cache.get(tenant)
+            if holds is None:
+                holds = self._cache[tenant] = await self._asyncio.to_thread(self.store.read, tenant)
+            wall = self._wall()
+            self.state.replace_reservations(tenant, holds.entries, wall)
+            entries = {k: v for k, v in holds.entries.items() if v.expires > wall}
+            decisions, changed = [], False
+            for parsed, now, _ in batch:
+                decision = self.state.decide(parsed, now)
+                if decision.needs_hold and not parsed.dry_run:
+                    key = (parsed.namespace, parsed.name)
+                    hold = merge_hold(entries.get(key), self.state.reservation_for(parsed, wall + self.ttl))
+                    entries[key] = hold
+                    self.state.add_reservation(tenant, key, hold)
+                    changed = True
+                decisions.append(decision)
+            if changed:
+                try:
+                    self._cache[tenant] = await self._asyncio.to_thread(self.store.write, holds, entries)
                 except HoldConflict:
                     self._cache.pop(tenant, None)
                     continue
-                self._cache[tenant] = written
-                self.state.replace_reservations(tenant, written.entries, wall)
-                return parsed, decision
-        return parsed, Decision(False, reasons.RESERVATION_CONFLICT,
-                                f"tenant {tenant}: could not reserve capacity after {self.retries} concurrent "
-                                "attempts; retry", tenant=tenant)
+            for (_, _, future), decision in zip(batch, decisions):
+                future.set_result(decision)
+            return
+        for (parsed, _, future), decision in zip(batch, decisions):
+            if decision.needs_hold and not parsed.dry_run:
+                decision = Decision(False, reasons.RESERVATION_CONFLICT,
+                                    f"tenant {tenant}: could not reserve capacity after {self.retries} "
+                                    "concurrent attempts; retry", tenant=tenant)
+            future.set_result(decision)

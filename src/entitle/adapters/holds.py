@@ -45,12 +45,15 @@ class Holds:
     def with_hold(self, key: Key, hold: Reservation, now: datetime) -> dict[Key, Reservation]:
         """Expired holds pruned, ``hold`` added (merged with an earlier one for the same object)."""
         entries = {k: v for k, v in self.entries.items() if v.expires > now}
-        previous = entries.get(key)
-        if previous is not None and previous.uid == hold.uid:
-            hold = Reservation(previous.footprint.union(hold.footprint), max(hold.expires, previous.expires),
-                               hold.uid, max(hold.generation or 0, previous.generation or 0))
-        entries[key] = hold
+        entries[key] = merge_hold(entries.get(key), hold)
         return entries
+
+
+def merge_hold(previous: Reservation | None, hold: Reservation) -> Reservation:
+    if previous is None or previous.uid != hold.uid:
+        return hold
+    return Reservation(previous.footprint.union(hold.footprint), max(hold.expires, previous.expires),
+                       hold.uid, max(hold.generation or 0, previous.generation or 0))
 
 
 def _encode(entries: dict[Key, Reservation]) -> str:

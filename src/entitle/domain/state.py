@@ -216,9 +216,18 @@ class ClusterState:
                     self._rehome(entry)
         for key, held in live.items():
             entry = self._entry(*key)
+            if entry.reservations == [held]:
+                continue
             entry.reservations = [held]
             self._rehome(entry)
         self._held_keys[tenant] = set(live)
+
+    def add_reservation(self, tenant: str, key: Key, reservation: Reservation) -> None:
+        """Count one more reservation at once (the rest of a batch is decided with it)."""
+        entry = self._entry(*key)
+        entry.reservations = [reservation]
+        self._rehome(entry)
+        self._held_keys[tenant].add(key)
 
     def workload(self, namespace: str, name: str) -> Workload | None:
         entry = self.workloads.get((namespace, name))

@@ -306,6 +306,10 @@ class Controller:
     def refresh(self, tenants: set[str], now: datetime) -> list[tuple[str, Any]]:
         """Compute the status patches for ``tenants``; returns (kind, args) writes to make."""
         writes: list[tuple[str, Any]] = []
+        by_tenant: dict[str | None, list[tuple[str, str]]] = {}
+        for key, entry in self.state.workloads.items():
+            if entry.tenant in tenants:
+                by_tenant.setdefault(entry.tenant, []).append(key)
         for tenant in sorted(tenants):
             self.state.observe_bursts(tenant, now)
             ent = self.state.entitlement(tenant, now)
@@ -326,11 +330,10 @@ class Controller:
                     self._license_conditions[lic.name] = status["conditions"]
                     writes.append(("license", (lic.name, status)))
                 self._license_records(lic.name, now)
-            for (ns, name), entry in list(self.state.workloads.items()):
-                if entry.tenant == tenant:
-                    status = self._queue_workload_status(ns, name, now)
-                    if status is not None:
-                        writes.append(("workload", (ns, name, status)))
+            for ns, name in by_tenant.get(tenant, ()):
+                status = self._queue_workload_status(ns, name, now)
+                if status is not None:
+                    writes.append(("workload", (ns, name, status)))
         return writes
 
     async def status_loop(self) -> None:

@@ -67,5 +67,3 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
                 controller.event("Workload", request.name, request.namespace, "Warning", decision.reason,
                                  f"denied {operation.lower()}: {decision.message}", controller.now(), own=True)
             raise kopf.AdmissionError(f"{decision.reason}: {decision.message}", code=403)
-        if decision.tenant and not dryrun:
-            controller.dirty.add(decision.tenant)

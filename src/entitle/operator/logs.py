@@ -32,3 +32,7 @@ def setup_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("ENTITLE_LOG_LEVEL", "INFO"))
+    # One line per admission request (aiohttp's access log, Kopf's "Webhook succeeded") costs
+    # more than the decision itself; decisions are counted in metrics, denials logged by entitle.
+    for noisy in ("aiohttp.access", "kopf.objects"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
