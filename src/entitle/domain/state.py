@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from entitle.api import License, Workload, WorkloadSpec
+from entitle.api import License, Workload
 from entitle.api.common import TENANT_LABEL
 from entitle.domain.admission import CREATE, DELETE, UPDATE, Decision, decide
 from entitle.domain.bursts import BurstClock
