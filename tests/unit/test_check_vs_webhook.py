@@ -8,7 +8,10 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entitle.adapters.admission import review
+import asyncio
+
+from entitle.adapters.admission import SharedAdmission
+from entitle.adapters.holds import MemoryHoldStore
 from entitle.adapters.check import DELETE_ANNOTATION, Document, run_check
 from entitle.api import License, Workload
 from entitle.domain.state import ClusterState
@@ -46,6 +49,12 @@ def test_check_and_webhook_agree(docs):
     for ns in NAMESPACES:
         state.set_namespace(ns["metadata"]["name"], ns["metadata"].get("labels"))
     state.set_license(License.model_validate(LICENSE))
+    # The operator's own admission path: holds in a (here in-memory) compare-and-swap store.
+    admission = SharedAdmission(state, MemoryHoldStore(), timedelta(seconds=30), wall_clock=lambda: NOW)
+
+    def review(**request):
+        return asyncio.run(admission.review(NOW, **request))
+
     online = []
     incarnation = 0
     for doc in docs:
@@ -61,14 +70,13 @@ def test_check_and_webhook_agree(docs):
             incarnation += 1
             doc["metadata"]["uid"], doc["metadata"]["generation"] = f"uid-{incarnation}", 1
         if doc["metadata"].get("annotations"):
-            request, decision = review(state, NOW, timedelta(seconds=30), operation="DELETE", subresource=None,
+            request, decision = review(operation="DELETE", subresource=None,
                                        body=None, old=stored.model_dump(by_alias=True, mode="json") if stored else doc,
                                        dry_run=False)
             if decision.allowed and stored is not None:
                 state.forget_workload(ns, name)
         else:
-            request, decision = review(state, NOW, timedelta(seconds=30),
-                                       operation="UPDATE" if stored else "CREATE", subresource=None, body=doc,
+            request, decision = review(operation="UPDATE" if stored else "CREATE", subresource=None, body=doc,
                                        old=stored.model_dump(by_alias=True, mode="json") if stored else None,
                                        dry_run=False)
             if decision.allowed:

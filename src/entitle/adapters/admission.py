@@ -56,12 +56,6 @@ def to_request(state: ClusterState, *, operation: str, subresource: str | None,
     return WorkloadRequest(operation, namespace, name, _workload(body, namespace), _workload(old, namespace), dry_run)
 
 
-def review(state: ClusterState, now: datetime, reserve_for: timedelta, **request: Any) -> tuple[WorkloadRequest, Decision]:
-    """Decide one admission request and, when allowed, reserve what it raises."""
-    parsed = to_request(state, **request)
-    return parsed, state.admit(parsed, now, reserve_for=reserve_for)
-
-
 class SharedAdmission:
     """Decide with capacity held in the apiserver, so any number of webhook replicas never
     over-admit (the ResourceQuota pattern; see ``entitle.adapters.holds``).

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from entitle.api import License, Workload
 from entitle.api.common import TENANT_LABEL
@@ -269,25 +269,17 @@ class ClusterState:
     def decide(self, request: WorkloadRequest, now: datetime) -> Decision:
         return decide(self.context(request, now), request.operation)
 
-    def admit(self, request: WorkloadRequest, now: datetime,
-              reserve_for: timedelta | None = None) -> Decision:
-        """Decide, and when allowed (and not a dry run) apply the change to usage.
-
-        ``reserve_for`` set: the change is held as a reservation until the stored object
-        is observed or the reservation expires (the webhook). Unset: the change is applied
-        as stored at once (``entitle check``).
-        """
+    def admit(self, request: WorkloadRequest, now: datetime) -> Decision:
+        """Decide, and when allowed (and not a dry run) apply the change as stored at once
+        (``entitle check``; the webhook reserves through holds instead, see
+        ``entitle.adapters.admission.SharedAdmission``)."""
         decision = self.decide(request, now)
         if not decision.allowed or request.dry_run:
             return decision
         if request.operation == DELETE:
             self.forget_workload(request.namespace, request.name)
-        elif reserve_for is None:
+        else:
             self.observe_workload(request.workload)
-        elif decision.change is not None and decision.change.raises_any:
-            entry = self._entry(request.namespace, request.name)
-            entry.reservations.append(self.reservation_for(request, now + reserve_for))
-            self._rehome(entry)
         if decision.tenant:
             self.observe_bursts(decision.tenant, now)
         return decision
