@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,7 +21,8 @@ from entitle.api.common import format_time
 from entitle.domain import records
 from entitle.domain.licenses import Phase
 from entitle.domain.state import ClusterState
-from entitle.domain.status import entitled, license_status
+from entitle.domain.bursts import BurstClock
+from entitle.domain.status import condition, entitled, license_status
 from entitle.domain.usage import footprint
 from entitle.operator import metrics
 from entitle.operator.config import OperatorConfig
@@ -61,6 +63,7 @@ class Controller:
         self._workload_status: dict[tuple[str, str], dict] = {}
         self._license_meta: dict[str, dict] = {}
         self.pumps: list[Any] = []
+        self._appended: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.pump_factory: Any = lambda: []
         self.leader = False
         self.admission: Any = None
@@ -217,9 +220,17 @@ class Controller:
 
     # -- records -----------------------------------------------------------------------------
     def _append(self, record: dict) -> None:
+        # Status ticks and echo events re-derive the same records; skip the ledger transaction
+        # (an fsync) for ids this process already appended. The ledger still deduplicates.
+        key = (record["source"], record["id"])
+        if key in self._appended:
+            return
         if self.ledger.append([record]):
             for pump in self.pumps:
                 pump.notify()
+        self._appended[key] = None
+        if len(self._appended) > 100_000:
+            self._appended.popitem(last=False)
 
     def _license_records(self, name: str, now: datetime) -> None:
         read = self.state.licenses.get(name)
@@ -233,7 +244,7 @@ class Controller:
         if phase in (Phase.ACTIVE, Phase.GRACE, Phase.EXPIRED):
             start = max(created, read.spec.not_before) if read.spec.not_before else created
             self._append(records.license_record(name, uid, read.tenant, "activated", "activated", start,
-                                                self.state.entitlement(read.tenant, max(start, min(now, start))),
+                                                self.state.entitlement(read.tenant, start),
                                                 self.cfg.source))
         if (read.generation or 1) > 1:
             self._append(records.license_record(name, uid, read.tenant, "updated", read.generation,
@@ -245,8 +256,6 @@ class Controller:
                                                 self.state.entitlement(read.tenant, end), self.cfg.source))
 
     def _seed_bursts(self, tenant: str, lic: License) -> None:
-        from entitle.domain.bursts import BurstClock
-
         status = lic.status
         for pool in ("instances", "seats"):
             ps = getattr(status, pool)
@@ -269,7 +278,6 @@ class Controller:
         previous = self._workload_status.get((ns, name), {}).get("conditions") or \
             [c.model_dump(by_alias=True, mode="json") for c in
              (entry.workload.status.conditions if entry.workload.status else [])]
-        from entitle.domain.status import condition
         status = {
             "observedGeneration": gen, "replicas": fp.replicas, "units": fp.units, "tenant": tenant,
             "licenses": list(ent.licenses) if ent and ok else [],
