@@ -137,8 +137,8 @@ def main():
         deadline = time.monotonic() + 90
         while True:   # until the operator has registered its webhooks and serves them
             try:
-                adm.read_validating_webhook_configuration("entitle.dev")
-                adm.read_mutating_webhook_configuration("entitle.dev")
+                adm.read_validating_webhook_configuration("entitle")
+                adm.read_mutating_webhook_configuration("entitle")
                 create_load(api, "with-webhook", 1, 1)
                 break
             except (ApiException, SystemExit):
@@ -159,7 +159,7 @@ def main():
         # The webhook alone. The serving certificate is the operator's own (generated); read
         # the CA it registered from the webhook configuration.
         import base64
-        ca = base64.b64decode(adm.read_validating_webhook_configuration("entitle.dev").webhooks[0].client_config.ca_bundle)
+        ca = base64.b64decode(adm.read_validating_webhook_configuration("entitle").webhooks[0].client_config.ca_bundle)
         (work / "ca.crt").write_bytes(ca)
         print("\nAdmissionReview posted straight to the webhook")
         print(f"{'mode':<22} {'concurrency':>11} {'p50 ms':>8} {'p99 ms':>8} {'reviews/s':>10}")

@@ -36,6 +36,11 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.2, message: str
 class Cluster:
     kubeconfig: str
     kubectl_bin: str
+    # The operator runs as the Helm chart's ServiceAccount (token), never as cluster-admin, so
+    # every end-to-end test proves the chart's RBAC sufficient. See ``install_chart_identity``.
+    operator_kubeconfig: str = ""
+    # The chart's two webhook configurations (URL mode), created before an operator starts.
+    webhook_manifests: str = ""
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
@@ -70,11 +75,61 @@ def cluster(tmp_path_factory):
     c.kubectl("apply", "-f", str(ROOT / "crds"))
     c.kubectl("wait", "--for=condition=established", "--timeout=60s",
               "crd/licenses.entitle.dev", "crd/workloads.entitle.dev")
+    install_chart_identity(c, tmp_path_factory.mktemp("identity"))
     failed_before = getattr(pytest, "_entitle_failed", 0)
     yield c
     if plane is not None:
         # Keep the logs (etcd, kube-apiserver, ...) when the session had failures.
         plane.stop(keep=bool(os.environ.get("ENTITLE_KEEP_LOGS")) or failed_before != getattr(pytest, "_entitle_failed", 0))
+
+
+OPERATOR_NAMESPACE = "entitle-system"
+# Release "entitle" in entitle-system: objects named "entitle" (ServiceAccount, roles, the
+# webhook configurations), as a user's `helm install entitle charts/entitle` makes them.
+RELEASE = "entitle"
+
+
+def helm_binary() -> str:
+    """helm built from its Go module (hack/build-helm.sh; cached per version)."""
+    out = subprocess.run(["bash", str(ROOT / "hack" / "build-helm.sh")], capture_output=True, text=True,
+                         timeout=900)
+    if out.returncode != 0:
+        raise AssertionError(f"building helm failed: {out.stderr[-2000:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def render_chart(*args: str, release: str = RELEASE, namespace: str = OPERATOR_NAMESPACE) -> list[dict]:
+    import yaml
+
+    out = subprocess.run([helm_binary(), "template", release, str(ROOT / "charts" / "entitle"),
+                          "--namespace", namespace, *args], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise AssertionError(f"helm template failed: {out.stderr}")
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def install_chart_identity(c: Cluster, workdir: Path) -> None:
+    """Apply the chart's ServiceAccount and RBAC, and write a kubeconfig holding a token of
+    that ServiceAccount: what the operator can do in the tests is what the chart grants."""
+    import yaml
+
+    docs = render_chart("--set", "webhook.url=https://127.0.0.1:9")
+    identity = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                                                   "RoleBinding")]
+    c.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+    c.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(identity))
+    c.webhook_manifests = yaml.safe_dump_all([d for d in docs if d["kind"].endswith("WebhookConfiguration")])
+    token = c.kubectl("create", "token", RELEASE, "-n", OPERATOR_NAMESPACE, "--duration=24h").stdout.strip()
+    admin = yaml.safe_load(Path(c.kubeconfig).read_text())
+    current = next(x for x in admin["contexts"] if x["name"] == admin["current-context"])["context"]
+    server = next(x for x in admin["clusters"] if x["name"] == current["cluster"])
+    path = workdir / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "clusters": [{"name": "cluster", "cluster": server["cluster"]}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "cluster", "user": "operator"}}]}))
+    c.operator_kubeconfig = str(path)
 
 
 def pytest_runtest_logreport(report):
@@ -108,13 +163,18 @@ class Operator:
                         "registerURL": f"https://127.0.0.1:{self.port}", **(webhook or {})},
         }
         config.update(extra_config or {})
+        self.register_url = config["webhook"].get("registerURL") or ""
         self.config = workdir / "config.yaml"
         self.config.write_text(yaml.safe_dump(config))
         self.log = workdir / "operator.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Operator:
-        env = {**os.environ, "KUBECONFIG": self.cluster.kubeconfig}
+        # The chart owns the webhook configurations; the operator (URL mode) only updates them.
+        created = self.cluster.kubectl("create", "-f", "-", input=self.cluster.webhook_manifests, check=False)
+        if created.returncode != 0 and "AlreadyExists" not in created.stderr:
+            raise AssertionError(f"creating the webhook configurations failed: {created.stderr}")
+        env = {**os.environ, "KUBECONFIG": self.cluster.operator_kubeconfig or self.cluster.kubeconfig}
         log = open(self.log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "entitle.cli", "run", "--config", str(self.config)],
                                      stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.workdir))
@@ -130,6 +190,15 @@ class Operator:
                 return False
 
         wait_for(listening, timeout=60, message="the operator's webhook to listen")
+        url = self.register_url.rstrip("/") + "/workloads"
+
+        def registered():
+            listening()
+            got = self.cluster.kubectl("get", "validatingwebhookconfiguration", RELEASE, "-o",
+                                       "jsonpath={.webhooks[0].clientConfig.url}", check=False)
+            return got.stdout.strip() == url
+
+        wait_for(registered, timeout=60, message=f"the webhook configuration to point at {url}")
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -167,5 +236,5 @@ def operator(cluster, tmp_path):
     op.stop()
     # The webhook configuration points at this operator only: remove it so later tests
     # (and a failed run) don't leave the apiserver calling a dead endpoint.
-    cluster.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "entitle.dev",
+    cluster.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", RELEASE,
                     "--ignore-not-found", check=False)

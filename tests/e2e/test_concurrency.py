@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from kubernetes.client.rest import ApiException
 
-from entitle.devenv.certs import CertificateAuthority
+from entitle.adapters.certs import CertificateAuthority
 from tests.conftest import Operator, free_port, wait_for
 from tests.e2e.helpers import api_client, apply, get, license, namespace, unique, workload
 
@@ -82,7 +82,7 @@ def replicas(cluster, tmp_path):
     for op in ops:
         op.stop()
     proxy.stop()
-    cluster.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "entitle.dev",
+    cluster.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "entitle",
                     "--ignore-not-found", check=False)
 
 

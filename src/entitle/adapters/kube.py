@@ -10,7 +10,6 @@ from kubernetes.client.rest import ApiException
 
 from entitle.api import GROUP, VERSION
 
-WEBHOOK_CONFIGURATION = "entitle.dev"
 # Our writes are attributed to this manager, so a Workload's own change time can be told from
 # the operator's bookkeeping (status, finalizer) in managedFields.
 FIELD_MANAGER = "entitle"
@@ -100,7 +99,7 @@ class KubeApi:
         self.core.create_namespaced_event(ns, body)
 
     # -- webhook registration (development / out-of-cluster mode) ------------------------
-    def ensure_webhooks(self, url: str, ca_pem: bytes, timeout_seconds: int = 5,
+    def ensure_webhooks(self, name: str, url: str, ca_pem: bytes, timeout_seconds: int = 5,
                         failure_policy: str = "Fail") -> None:
         """Register both Workload webhooks (the Helm chart renders the same objects in-cluster).
 
@@ -117,28 +116,28 @@ class KubeApi:
         def client_config(path: str) -> dict[str, Any]:
             return {"url": url.rstrip("/") + path, "caBundle": base64.b64encode(ca_pem).decode()}
 
-        self._ensure("ValidatingWebhookConfiguration", {
+        self._ensure(name, "ValidatingWebhookConfiguration", {
             "name": "workloads.entitle.dev", "clientConfig": client_config("/workloads"),
             "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["workloads", "workloads/scale"],
                        "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
             "sideEffects": "NoneOnDryRun", **common})
         # CREATE only: puts the usage-record finalizer on every new Workload.
-        self._ensure("MutatingWebhookConfiguration", {
+        self._ensure(name, "MutatingWebhookConfiguration", {
             "name": "finalizer.workloads.entitle.dev", "clientConfig": client_config("/workloads-finalizer"),
             "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["workloads"],
                        "operations": ["CREATE"], "scope": "Namespaced"}],
             "sideEffects": "None", "reinvocationPolicy": "Never", **common})
 
-    def _ensure(self, kind: str, webhook: dict[str, Any]) -> None:
+    def _ensure(self, name: str, kind: str, webhook: dict[str, Any]) -> None:
         body = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
-                "metadata": {"name": WEBHOOK_CONFIGURATION}, "webhooks": [webhook]}
+                "metadata": {"name": name}, "webhooks": [webhook]}
         snake = "validating" if kind.startswith("Validating") else "mutating"
         read = getattr(self.admission, f"read_{snake}_webhook_configuration")
         replace = getattr(self.admission, f"replace_{snake}_webhook_configuration")
         create = getattr(self.admission, f"create_{snake}_webhook_configuration")
         try:
-            body["metadata"]["resourceVersion"] = read(WEBHOOK_CONFIGURATION).metadata.resource_version
-            replace(WEBHOOK_CONFIGURATION, body)
+            body["metadata"]["resourceVersion"] = read(name).metadata.resource_version
+            replace(name, body)
         except ApiException as exc:
             if exc.status != 404:
                 raise

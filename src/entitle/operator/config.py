@@ -11,17 +11,35 @@ from pydantic import BaseModel, ConfigDict, Field
 from entitle.domain.normalization import DEFAULT_WEIGHTS, InstanceTable
 
 
+class GeneratedCertificates(BaseModel):
+    """The operator makes and rotates its own serving certificate (no cert-manager)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    # Secret in the operator's namespace holding ca.crt, ca.key, tls.crt, tls.key.
+    secret_name: str = Field("entitle-webhook-tls", alias="secretName")
+    # DNS names of the webhook Service (the first is the certificate's common name).
+    hosts: list[str]
+    # How often every replica re-checks the Secret (rotation, a peer's new certificate).
+    check_seconds: float = Field(3600.0, alias="checkSeconds")
+
+
 class WebhookConfig(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     listen_host: str = Field("0.0.0.0", alias="listenHost")
     port: int = 9443
+    # Mounted certificate files (cert-manager): re-read when they change on disk.
     cert_file: str | None = Field(None, alias="certFile")
     key_file: str | None = Field(None, alias="keyFile")
     # CA bundle the apiserver verifies the serving certificate with (registerURL mode).
     ca_file: str | None = Field(None, alias="caFile")
-    # Out-of-cluster (development, tests): register a ValidatingWebhookConfiguration pointing
-    # at this URL, with a CA the operator generates. In-cluster the Helm chart owns it.
+    generated: GeneratedCertificates | None = None
+    # The Validating/MutatingWebhookConfiguration pair (both carry this name): the operator
+    # publishes its CA into them (generated certificates) or writes them (registerURL).
+    configuration_name: str = Field("entitle", alias="configurationName")
+    # Out-of-cluster (development, tests): register the webhook configurations pointing at
+    # this URL, with a CA the operator generates. In-cluster the Helm chart owns them.
     register_url: str | None = Field(None, alias="registerURL")
     timeout_seconds: int = Field(5, alias="timeoutSeconds")
     failure_policy: str = Field("Fail", alias="failurePolicy")

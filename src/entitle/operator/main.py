@@ -18,30 +18,80 @@ from entitle.adapters.admission import SharedAdmission
 from entitle.adapters.holds import HoldStore
 from entitle.adapters.kube import KubeApi
 from entitle.adapters.lease import LeaseElector
+from entitle.adapters.webhook_server import AdmissionServer, ReloadableTLS
 from entitle.adapters.ledger import Ledger
 from entitle.domain.state import ClusterState
 from entitle.operator import config as configmod
 from entitle.operator.controller import Controller
 from entitle.operator.handlers import register
 from entitle.operator.logs import setup_logging
+from entitle.operator.webhooks import routes as webhook_routes
 
 log = logging.getLogger("entitle")
 
 
-def webhook_certificates(cfg: configmod.OperatorConfig) -> tuple[str, str, bytes]:
-    """(cert file, key file, CA PEM): configured ones, or generated for loopback development."""
-    if cfg.webhook.cert_file and cfg.webhook.key_file:
-        ca = Path(cfg.webhook.ca_file or cfg.webhook.cert_file).read_bytes()
-        return cfg.webhook.cert_file, cfg.webhook.key_file, ca
-    from entitle.devenv.certs import CertificateAuthority
+class ServingCertificate:
+    """Where the webhook's certificate comes from, and how it is kept fresh while serving:
+    ``generated`` (the operator's own, in a Secret, rotated), mounted files (cert-manager;
+    re-read when they change), or — neither configured — a loopback certificate for development."""
 
-    ca = CertificateAuthority("entitle-webhook-ca")
-    pair = ca.issue("entitle-webhook", hosts=["127.0.0.1", "localhost"])
-    directory = Path(tempfile.mkdtemp(prefix="entitle-webhook-"))
-    (directory / "tls.crt").write_bytes(pair.cert_pem)
-    (directory / "tls.key").write_bytes(pair.key_pem)
-    os.chmod(directory / "tls.key", 0o600)
-    return str(directory / "tls.crt"), str(directory / "tls.key"), ca.cert_pem
+    def __init__(self, cfg: configmod.OperatorConfig, api: KubeApi) -> None:
+        self.cfg, self.directory = cfg, Path(tempfile.mkdtemp(prefix="entitle-webhook-"))
+        hook = cfg.webhook
+        self.keeper = None
+        if hook.generated is not None:
+            from entitle.adapters.webhook_certs import WebhookCertificates
+
+            self.keeper = WebhookCertificates(api.api_client, cfg.namespace, hook.generated.secret_name,
+                                              hook.generated.hosts, hook.configuration_name)
+            bundle = self.keeper.ensure()
+            self.certfile, self.keyfile = self._write(bundle.cert_pem, bundle.key_pem)
+            self.ca_pem = bundle.ca_bundle
+        elif hook.cert_file and hook.key_file:
+            self.certfile, self.keyfile = hook.cert_file, hook.key_file
+            self.ca_pem = Path(hook.ca_file or hook.cert_file).read_bytes()
+        else:
+            from entitle.adapters.certs import CertificateAuthority
+
+            ca = CertificateAuthority("entitle-webhook-ca")
+            pair = ca.issue("entitle-webhook", hosts=["127.0.0.1", "localhost"])
+            self.certfile, self.keyfile = self._write(pair.cert_pem, pair.key_pem)
+            self.ca_pem = ca.cert_pem
+        self.tls = ReloadableTLS(self.certfile, self.keyfile)
+        self._loaded = self._fingerprint()
+
+    def _write(self, cert: bytes, key: bytes) -> tuple[str, str]:
+        (self.directory / "tls.crt").write_bytes(cert)
+        (self.directory / "tls.key").write_bytes(key)
+        os.chmod(self.directory / "tls.key", 0o600)
+        return str(self.directory / "tls.crt"), str(self.directory / "tls.key")
+
+    def _fingerprint(self) -> bytes:
+        return Path(self.certfile).read_bytes() + Path(self.keyfile).read_bytes()
+
+    def refresh(self) -> bool:
+        """Re-check the source; reload the serving context when the certificate changed."""
+        if self.keeper is not None:
+            bundle = self.keeper.ensure()
+            if bundle.cert_pem + bundle.key_pem != self._loaded:
+                self._write(bundle.cert_pem, bundle.key_pem)
+        current = self._fingerprint()
+        if current == self._loaded:
+            return False
+        self.tls.load(self.certfile, self.keyfile)
+        self._loaded = current
+        log.info("webhook serving certificate reloaded")
+        return True
+
+    async def keep_fresh(self) -> None:
+        generated = self.cfg.webhook.generated
+        period = generated.check_seconds if generated else 30.0
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception as exc:  # keep serving the current certificate; try again later
+                log.warning("webhook certificate check failed: %s", exc)
 
 
 async def leadership(controller: Controller, elector: LeaseElector, period: float = 2.0) -> None:
@@ -70,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
     controller.admission = SharedAdmission(state, holds, timedelta(seconds=cfg.reservation_seconds))
     registry = kopf.OperatorRegistry()
     register(registry, controller)
-    certfile, keyfile, ca_pem = webhook_certificates(cfg)
+    certificate = ServingCertificate(cfg, api)
+    server = AdmissionServer(webhook_routes(controller), cfg.webhook.listen_host, cfg.webhook.port,
+                             certificate.tls, ready=controller.ready.is_set)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -80,15 +132,16 @@ def run(args: argparse.Namespace) -> int:
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.level = logging.WARNING
-        settings.admission.managed = None  # entitle registers its own configuration (see KubeApi)
-        settings.admission.server = kopf.WebhookServer(
-            addr=cfg.webhook.listen_host, port=cfg.webhook.port, certfile=certfile, pkeyfile=keyfile,
-            cadata=ca_pem)
         settings.persistence.finalizer = "entitle.dev/finalizer"
+        # Strict mode: serve the resources present at start (the chart installs the CRDs
+        # first) instead of watching CRDs, which would need a cluster-wide CRD read grant.
+        settings.scanning.disabled = True
+        # Serve at once (requests wait for the primed state), so readiness follows listening.
+        await server.start()
         await asyncio.to_thread(controller.prime)
         if cfg.webhook.register_url:
-            await asyncio.to_thread(api.ensure_webhooks, cfg.webhook.register_url, ca_pem,
-                                    cfg.webhook.timeout_seconds, cfg.webhook.failure_policy)
+            await asyncio.to_thread(api.ensure_webhooks, cfg.webhook.configuration_name, cfg.webhook.register_url,
+                                    certificate.ca_pem, cfg.webhook.timeout_seconds, cfg.webhook.failure_policy)
         if cfg.metrics_port:
             from prometheus_client import start_http_server
             start_http_server(cfg.metrics_port, addr="0.0.0.0")
@@ -103,12 +156,17 @@ def run(args: argparse.Namespace) -> int:
         await asyncio.to_thread(holds.ensure_namespace)
         loop = asyncio.get_running_loop()
         loop.create_task(controller.status_loop())
+        loop.create_task(certificate.keep_fresh())
         loop.create_task(leadership(controller, LeaseElector(api.api_client, cfg.namespace, "entitle-controller",
                                                               f"{socket.gethostname()}-{os.getpid()}",
                                                               timedelta(seconds=cfg.lease_seconds)),
                                     period=max(0.5, cfg.lease_seconds / 5)))
         log.info("entitle operator started", extra={"webhook_port": cfg.webhook.port,
                                                     "ledger": cfg.ledger_path})
+
+    @kopf.on.cleanup(registry=registry)
+    async def shutdown(**_: Any) -> None:
+        await server.stop()
 
     kopf.run(registry=registry, clusterwide=True, standalone=True,
              liveness_endpoint=os.environ.get("ENTITLE_LIVENESS"))

@@ -1,4 +1,4 @@
-"""Certificates for a local control plane and for the webhook, made with ``cryptography``."""
+"""Certificates made with ``cryptography``: the local control plane's, and the webhook's."""
 
 from __future__ import annotations
 
@@ -31,11 +31,12 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
 
 
 class CertificateAuthority:
-    """A throwaway CA that signs serving and client certificates."""
+    """A CA that signs serving and client certificates: throwaway for development, or the
+    webhook's own CA (kept in a Secret) in a cluster, restored with ``from_pem``."""
 
-    def __init__(self, cn: str = "entitle-dev-ca", days: int = 365) -> None:
+    def __init__(self, cn: str = "entitle-dev-ca", days: int = 365, now: datetime | None = None) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.now(timezone.utc)
+        now = now or datetime.now(timezone.utc)
         self.cert = (
             x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
             .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
@@ -45,14 +46,25 @@ class CertificateAuthority:
             .sign(self.key, hashes.SHA256())
         )
 
+    @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
+        ca = cls.__new__(cls)
+        ca.cert = x509.load_pem_x509_certificate(cert_pem)
+        ca.key = serialization.load_pem_private_key(key_pem, password=None)
+        return ca
+
     @property
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
+    @property
+    def key_pem(self) -> bytes:
+        return _key_pem(self.key)
+
     def issue(self, cn: str, *, org: str | None = None, hosts: list[str] | None = None,
-              client: bool = False, days: int = 365) -> KeyPair:
+              client: bool = False, days: int = 365, now: datetime | None = None) -> KeyPair:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.now(timezone.utc)
+        now = now or datetime.now(timezone.utc)
         builder = (
             x509.CertificateBuilder().subject_name(_name(cn, org)).issuer_name(self.cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())

@@ -1,0 +1,133 @@
+"""The admission webhook's HTTPS endpoint: AdmissionReview in, AdmissionReview out.
+
+entitle serves admission itself (aiohttp) instead of through Kopf's admission handlers:
+Kopf builds a full handler-invocation context (causes, settings, retries, per-request logging)
+for every review, which cost more than the decision itself (see docs/performance.md). This
+module knows HTTP, TLS and the AdmissionReview envelope; what to decide is a callback.
+
+The TLS context is reloadable in place: new handshakes use the new certificate, so certificate
+rotation (by the operator or cert-manager) never restarts the process or drops connections.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger("entitle.webhook")
+
+
+class AdmissionDenied(Exception):
+    """Raised by a review callback to deny the request with an HTTP-like ``code``."""
+
+    def __init__(self, message: str, code: int = 403, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason = code, reason
+
+
+@dataclass
+class Review:
+    """The parts of an ``admission.k8s.io/v1`` AdmissionRequest entitle uses."""
+
+    operation: str
+    subresource: str | None
+    namespace: str | None
+    name: str | None
+    body: dict[str, Any] | None
+    old: dict[str, Any] | None
+    dry_run: bool
+    warnings: list[str] = field(default_factory=list)
+    # Mutating callbacks fill this with RFC 6902 operations.
+    patch: list[dict[str, Any]] = field(default_factory=list)
+
+
+ReviewCallback = Callable[[Review], Awaitable[None]]
+
+
+def parse(request: dict[str, Any]) -> Review:
+    return Review(operation=request.get("operation") or "", subresource=request.get("subResource") or None,
+                  namespace=request.get("namespace"), name=request.get("name"),
+                  body=request.get("object"), old=request.get("oldObject"), dry_run=bool(request.get("dryRun")))
+
+
+def respond(uid: str, review: Review | None, error: AdmissionDenied | None) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": uid, "allowed": error is None}
+    if review is not None and review.warnings:
+        response["warnings"] = review.warnings
+    if error is not None:
+        response["status"] = {"code": error.code, "message": str(error),
+                              **({"reason": error.reason} if error.reason else {})}
+    elif review is not None and review.patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(review.patch).encode()).decode()
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+
+
+class ReloadableTLS:
+    """A server SSLContext whose certificate can be replaced while serving."""
+
+    def __init__(self, certfile: str, keyfile: str) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.load(certfile, keyfile)
+
+    def load(self, certfile: str, keyfile: str) -> None:
+        # load_cert_chain on a live context affects only handshakes that start afterwards.
+        self.context.load_cert_chain(certfile, keyfile)
+
+
+class AdmissionServer:
+    """Serves ``routes`` (path -> callback) over HTTPS until ``stop``."""
+
+    def __init__(self, routes: dict[str, ReviewCallback], host: str, port: int, tls: ReloadableTLS,
+                 ready: Callable[[], bool] = lambda: True) -> None:
+        self.routes, self.host, self.port, self.tls, self.ready = routes, host, port, tls, ready
+        self._runner: web.AppRunner | None = None
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        # The readiness probe: a replica takes traffic once it can decide from primed state.
+        return web.Response(text="ok") if self.ready() else web.Response(status=503, text="starting")
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        callback = self.routes.get(request.path)
+        if callback is None:
+            return web.Response(status=404, text="no such webhook")
+        try:
+            envelope = json.loads(await request.read())
+            admission = envelope["request"]
+            uid = admission["uid"]
+        except (ValueError, KeyError, TypeError):
+            return web.Response(status=400, text="not an admission.k8s.io/v1 AdmissionReview")
+        review = parse(admission)
+        try:
+            await callback(review)
+            error = None
+        except AdmissionDenied as exc:
+            error = exc
+        except Exception as exc:  # a bug or an unreachable apiserver: deny clearly, keep serving
+            log.exception("admission callback failed")
+            error = AdmissionDenied(f"entitle could not decide: {exc}", code=500)
+        return web.Response(body=json.dumps(respond(uid, review, error)).encode(),
+                            content_type="application/json")
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_post("/{path:.*}", self._handle)
+        # No per-request access log: at hundreds of reviews per second it costs more than deciding.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port, ssl_context=self.tls.context,
+                          backlog=1024).start()
+        log.info("admission webhook serving on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
