@@ -106,3 +106,35 @@ def test_burst_races_admit_exactly_max_plus_extra():
     decisions = asyncio.run(run())
     assert sum(d.allowed for d in decisions) == 15
     assert sum(any("bursting" in w for w in d.warnings) for d in decisions if d.allowed) == 5
+
+
+def test_settled_holds_leave_the_shared_object_after_the_settle_window_and_not_before():
+    store = MemoryHoldStore()
+    clock = Clock()
+    replica = SharedAdmission(state_with(lic("base", instances={"max": 50})), store, timedelta(seconds=30),
+                              wall_clock=clock, settle=timedelta(seconds=5))
+
+    async def create(name):
+        body = wl(name, replicas=1).model_dump(by_alias=True, mode="json")
+        body["metadata"]["uid"] = f"uid-{name}"  # the apiserver sets it before admission
+        return await replica.review(NOW, operation="CREATE", subresource=None, body=body, old=None, dry_run=False)
+
+    (_, first) = asyncio.run(create("w1"))
+    assert first.allowed and set(store.read("acme").entries) == {("team-a", "w1")}
+    # The watch delivers w1 as stored (same uid and generation as the hold).
+    held = store.read("acme").entries[("team-a", "w1")]
+    stored = wl("w1", replicas=1)
+    stored.metadata.uid, stored.metadata.generation = held.uid, held.generation
+    replica.state.observe_workload(stored)
+
+    asyncio.run(create("w2"))           # settled just now: still carried for peers
+    assert ("team-a", "w1") in store.read("acme").entries
+    clock.now += timedelta(seconds=4)
+    asyncio.run(create("w3"))
+    assert ("team-a", "w1") in store.read("acme").entries
+    clock.now += timedelta(seconds=2)   # settled for 6 s > 5 s
+    asyncio.run(create("w4"))
+    entries = store.read("acme").entries
+    assert ("team-a", "w1") not in entries
+    assert {("team-a", "w2"), ("team-a", "w3"), ("team-a", "w4")} <= set(entries), "unsettled holds stay"
+    assert replica.state.usage["acme"].units == 4

@@ -70,14 +70,27 @@ class SharedAdmission:
     """
 
     def __init__(self, state: ClusterState, store: Any, ttl: timedelta, retries: int = 10,
-                 wall_clock: Any = None) -> None:
+                 wall_clock: Any = None, settle: timedelta = timedelta(seconds=5)) -> None:
         import asyncio
 
         self.state, self.store, self.ttl, self.retries = state, store, ttl, retries
+        # A hold this replica has seen settled (stored per its watch) for ``settle`` is dropped
+        # from the shared object on the next write, instead of riding along until its TTL: the
+        # object's size -- and so every write's cost -- follows the admissions in flight, not
+        # the admission rate x TTL. Peers whose watch lags this one's by more than ``settle``
+        # would stop counting it early; see docs/admission-concurrency.md.
+        self.settle = settle
+        self._settled_since: dict[tuple, datetime] = {}
         self.wall_clock = wall_clock
         self._cache: dict[str, Any] = {}
         self._queues: dict[str, list] = {}
         self._asyncio = asyncio
+        # A store with coroutine read/write (AsyncHoldStore) runs on this loop; a blocking one
+        # (HoldStore, MemoryHoldStore) in a worker thread.
+        self._native = asyncio.iscoroutinefunction(getattr(store, "write", None))
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await fn(*args) if self._native else await self._asyncio.to_thread(fn, *args)
 
     def _wall(self) -> datetime:
         from datetime import timezone
@@ -85,6 +98,17 @@ class SharedAdmission:
         # Holds live in real time whatever clock decides entitlements (tests inject one):
         # their TTL covers webhook calls and watch lag, which happen in real time.
         return self.wall_clock() if self.wall_clock else datetime.now(timezone.utc)
+
+    def _settled(self, key: tuple[str, str], hold: Any, wall: datetime) -> bool:
+        """Settled on this replica for at least ``settle`` (then the hold can leave the object)."""
+        marker = (key, hold.uid, hold.generation)
+        if not self.state.hold_settled(key, hold):
+            return False
+        since = self._settled_since.setdefault(marker, wall)
+        if len(self._settled_since) > 50_000:  # markers of holds long gone
+            for old in list(self._settled_since)[:25_000]:
+                del self._settled_since[old]
+        return wall - since >= self.settle
 
     async def review(self, now: datetime, **request: Any) -> tuple[WorkloadRequest, Decision]:
         parsed = to_request(self.state, **request)
@@ -120,10 +144,10 @@ class SharedAdmission:
         for _ in range(self.retries):
             holds = self._cache.get(tenant)
             if holds is None:
-                holds = self._cache[tenant] = await self._asyncio.to_thread(self.store.read, tenant)
+                holds = self._cache[tenant] = await self._call(self.store.read, tenant)
             wall = self._wall()
             self.state.replace_reservations(tenant, holds.entries, wall)
-            entries = {k: v for k, v in holds.entries.items() if v.expires > wall}
+            entries = {k: v for k, v in holds.entries.items() if v.expires > wall and not self._settled(k, v, wall)}
             decisions, changed = [], False
             for parsed, now, _ in batch:
                 decision = self.state.decide(parsed, now)
@@ -136,7 +160,7 @@ class SharedAdmission:
                 decisions.append(decision)
             if changed:
                 try:
-                    self._cache[tenant] = await self._asyncio.to_thread(self.store.write, holds, entries)
+                    self._cache[tenant] = await self._call(self.store.write, holds, entries)
                 except HoldConflict:
                     self._cache.pop(tenant, None)
                     continue

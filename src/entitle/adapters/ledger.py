@@ -7,10 +7,13 @@ position (cursor) here too, so a crash at any point loses nothing and doubles no
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -145,3 +148,80 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such ledger")
     return sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+
+
+class LedgerWriter:
+    """Appends to a :class:`Ledger` from one background thread, in submission order, many
+    records per transaction (group commit: one fsync for everything that queued meanwhile).
+
+    The operator's event loop also serves the webhook; an fsync there would stall every
+    admission in flight. Callers that must not act before a record is durable -- removing the
+    usage-record finalizer after recording a deletion -- wait on :meth:`barrier`.
+    """
+
+    def __init__(self, ledger: Ledger, on_added: Any = None) -> None:
+        self.ledger, self.on_added = ledger, on_added
+        self._cond = threading.Condition()
+        self._pending: list[dict] = []
+        self._waiters: list[Any] = []
+        self._stopped = False
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: dict) -> None:
+        with self._cond:
+            self._pending.append(record)
+            self._cond.notify()
+
+    def barrier(self) -> Any:
+        """A ``concurrent.futures.Future`` done once every record submitted so far is committed."""
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        with self._cond:
+            if not self._pending and not self._busy:
+                future.set_result(None)
+            else:
+                self._waiters.append(future)
+                self._cond.notify()
+        return future
+
+    _busy = False
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._waiters and not self._stopped:
+                    self._cond.wait()
+                if self._stopped and not self._pending:
+                    for waiter in self._waiters:
+                        waiter.set_result(None)
+                    return
+                batch, self._pending = self._pending, []
+                waiters, self._waiters = self._waiters, []
+                self._busy = True
+            try:
+                added = self.ledger.append(batch) if batch else 0
+            except Exception as exc:  # disk full, I/O error: keep the records and retry
+                self.failures += 1
+                logging.getLogger("entitle.ledger").error("ledger append failed (will retry): %s", exc)
+                with self._cond:
+                    self._pending[:0] = batch
+                    self._waiters[:0] = waiters
+                    self._busy = False
+                time.sleep(min(5.0, 0.1 * self.failures))
+                continue
+            self.failures = 0
+            with self._cond:
+                self._busy = False
+            for waiter in waiters:
+                waiter.set_result(None)
+            if added and self.on_added is not None:
+                self.on_added(added)
+
+    def close(self, timeout: float = 10) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(timeout)

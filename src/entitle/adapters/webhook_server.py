@@ -12,13 +12,13 @@ rotation (by the operator or cert-manager) never restarts the process or drops c
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 log = logging.getLogger("entitle.webhook")
@@ -66,7 +66,7 @@ def respond(uid: str, review: Review | None, error: AdmissionDenied | None) -> d
                               **({"reason": error.reason} if error.reason else {})}
     elif review is not None and review.patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(review.patch).encode()).decode()
+        response["patch"] = base64.b64encode(orjson.dumps(review.patch)).decode()
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
@@ -100,7 +100,7 @@ class AdmissionServer:
         if callback is None:
             return web.Response(status=404, text="no such webhook")
         try:
-            envelope = json.loads(await request.read())
+            envelope = orjson.loads(await request.read())
             admission = envelope["request"]
             uid = admission["uid"]
         except (ValueError, KeyError, TypeError):
@@ -114,8 +114,7 @@ class AdmissionServer:
         except Exception as exc:  # a bug or an unreachable apiserver: deny clearly, keep serving
             log.exception("admission callback failed")
             error = AdmissionDenied(f"entitle could not decide: {exc}", code=500)
-        return web.Response(body=json.dumps(respond(uid, review, error)).encode(),
-                            content_type="application/json")
+        return web.Response(body=orjson.dumps(respond(uid, review, error)), content_type="application/json")
 
     async def start(self) -> None:
         app = web.Application(client_max_size=4 * 1024 * 1024)

@@ -222,6 +222,13 @@ class ClusterState:
             self._rehome(entry)
         self._held_keys[tenant] = set(live)
 
+    def hold_settled(self, key: Key, held: Reservation) -> bool:
+        """This state's watch has seen the held change stored (or the object deleted)."""
+        if held.uid in self._gone:
+            return True
+        entry = self.workloads.get(key)
+        return entry is not None and entry.satisfied(held)
+
     def add_reservation(self, tenant: str, key: Key, reservation: Reservation) -> None:
         """Count one more reservation at once (the rest of a batch is decided with it)."""
         entry = self._entry(*key)

@@ -61,6 +61,9 @@ class OperatorConfig(BaseModel):
     # How long a capacity hold outlives its admission: longer than the webhook timeout plus the
     # watch lag, so an admitted object is counted from the watch before its hold lapses.
     reservation_seconds: float = Field(15.0, alias="reservationSeconds")
+    # A hold this replica has seen stored leaves the shared hold object this long afterwards
+    # (peers' watches must catch up within it); keeps every hold write small.
+    hold_settle_seconds: float = Field(5.0, alias="holdSettleSeconds")
     status_interval_seconds: float = Field(1.0, alias="statusIntervalSeconds")
     # Where ledger records go next: [{type: jsonl, path}, {type: http, url, headers}, {type: kafka, ...}].
     sinks: list[dict] = Field(default_factory=list)

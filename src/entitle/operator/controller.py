@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from entitle.adapters.kube import FIELD_MANAGER
-from entitle.adapters.ledger import Ledger
+from entitle.adapters.ledger import Ledger, LedgerWriter
 from entitle.api import License, Workload
 from entitle.api.common import format_time
 from entitle.domain import records
@@ -64,6 +64,8 @@ class Controller:
         self._license_meta: dict[str, dict] = {}
         self.pumps: list[Any] = []
         self._appended: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # Appends leave the event loop (it serves the webhook too): one writer thread, group commit.
+        self.writer = LedgerWriter(ledger, on_added=lambda _: [pump.notify() for pump in self.pumps])
         self.pump_factory: Any = lambda: []
         self.leader = False
         self.admission: Any = None
@@ -209,6 +211,9 @@ class Controller:
 
     def apply_finalizer_actions(self, actions: list[tuple]) -> None:
         """Blocking API writes; run in a thread."""
+        if any(action[0] == "remove" for action in actions):
+            # The finalizer goes only once the deletion's record is durable in the ledger.
+            self.writer.barrier().result()
         for action in actions:
             try:
                 if action[0] == "add":
@@ -225,9 +230,7 @@ class Controller:
         key = (record["source"], record["id"])
         if key in self._appended:
             return
-        if self.ledger.append([record]):
-            for pump in self.pumps:
-                pump.notify()
+        self.writer.submit(record)
         self._appended[key] = None
         if len(self._appended) > 100_000:
             self._appended.popitem(last=False)

@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from entitle.adapters.admission import SharedAdmission
-from entitle.adapters.holds import HoldStore
+from entitle.adapters.holds import AsyncHoldStore, HoldStore
 from entitle.adapters.kube import KubeApi
 from entitle.adapters.lease import LeaseElector
 from entitle.adapters.webhook_server import AdmissionServer, ReloadableTLS
@@ -117,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
     state = ClusterState(cfg.instance_table())
     controller = Controller(cfg, state, ledger, api)
     holds = HoldStore(api.api_client, cfg.namespace)
-    controller.admission = SharedAdmission(state, holds, timedelta(seconds=cfg.reservation_seconds))
+    hold_writer = AsyncHoldStore(api.api_client.configuration, cfg.namespace)
+    controller.admission = SharedAdmission(state, hold_writer, timedelta(seconds=cfg.reservation_seconds),
+                                           settle=timedelta(seconds=cfg.hold_settle_seconds))
     registry = kopf.OperatorRegistry()
     register(registry, controller)
     certificate = ServingCertificate(cfg, api)
@@ -167,7 +169,16 @@ def run(args: argparse.Namespace) -> int:
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
         await server.stop()
+        await hold_writer.close()
+        await asyncio.to_thread(controller.writer.close)
 
-    kopf.run(registry=registry, clusterwide=True, standalone=True,
-             liveness_endpoint=os.environ.get("ENTITLE_LIVENESS"))
+    # uvloop, as Kopf's own CLI does when it is installed (kopf.run leaves the loop to us).
+    try:
+        import uvloop
+        factory = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        kopf.run(loop=runner.get_loop(), registry=registry, clusterwide=True, standalone=True,
+                 liveness_endpoint=os.environ.get("ENTITLE_LIVENESS"))
     return 0
