@@ -5,6 +5,8 @@
 1. Workload creates through the apiserver at 1, 10 and 50 concurrent clients, three ways:
    with the entitle webhooks; with no webhook; with a built-in ResourceQuota on
    count/workloads.entitle.dev instead. The ratios to "no webhook" are the figures.
+   Also dry-run creates (nothing persisted, no hold written) with and without entitle: the
+   cost of the two webhook round trips alone (ratio to the dry-run without a webhook).
 2. The webhook alone: AdmissionReview requests posted straight to it (no apiserver) at 1, 10
    and 100 concurrency, both dry-run (decision only) and real (decision + the hold's
    compare-and-swap write to the apiserver).
@@ -48,13 +50,13 @@ def kubectl(kubeconfig, *args, input=None):
                    check=True, capture_output=True)
 
 
-def create_load(api, ns, count, concurrency):
+def create_load(api, ns, count, concurrency, dry_run=False):
     def one(i):
         body = {"apiVersion": f"{G}/{V}", "kind": "Workload", "metadata": {"name": f"b-{uuid.uuid4().hex[:10]}"},
                 "spec": {"replicas": 1}}
         start = time.perf_counter()
         try:
-            api.create_namespaced_custom_object(G, V, ns, "workloads", body)
+            api.create_namespaced_custom_object(G, V, ns, "workloads", body, **({"dry_run": "All"} if dry_run else {}))
         except ApiException as exc:
             raise SystemExit(f"create failed: {exc.status} {exc.body}")
         return (time.perf_counter() - start) * 1000
@@ -63,6 +65,18 @@ def create_load(api, ns, count, concurrency):
     with ThreadPoolExecutor(concurrency) as pool:
         samples = list(pool.map(one, range(count)))
     return samples, count / (time.perf_counter() - start)
+
+
+def wait_quiet(api, ns, timeout=300):
+    """Until the operator has caught up with a phase (every Workload's status written), so the
+    next phase is not measured against the previous one's backlog."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        items = api.list_namespaced_custom_object(G, V, ns, "workloads")["items"]
+        if all((w.get("status") or {}).get("observedGeneration") == w["metadata"].get("generation") for w in items):
+            return
+        time.sleep(1)
+    raise SystemExit(f"operator did not catch up with {ns} in {timeout}s")
 
 
 async def review_load(port, ca_file, count, concurrency, ns, dry_run, warmup=100):
@@ -130,6 +144,12 @@ def main():
                 create_load(api, ns, 20, c)  # warm-up
                 samples, rps = create_load(api, ns, args.creates, c)
                 rows.append((label, c, pct(samples, 50), pct(samples, 99), rps))
+        # Dry-run creates (?dryRun=All): the apiserver runs admission but writes nothing, and
+        # entitle decides without writing a hold -- the webhook round trips' own cost.
+        for c in levels:
+            create_load(api, "no-webhook", 20, c, dry_run=True)
+            samples, rps = create_load(api, "no-webhook", args.creates, c, dry_run=True)
+            rows.append(("dry-run, none", c, pct(samples, 50), pct(samples, 99), rps))
         # With entitle.
         port = free_port()
         cfg = {"ledgerPath": str(work / "ledger.db"), "metricsPort": None, "namespace": "entitle-system",
@@ -154,12 +174,19 @@ def main():
             create_load(api, "with-webhook", 20, c)
             samples, rps = create_load(api, "with-webhook", args.creates, c)
             rows.append(("entitle webhook", c, pct(samples, 50), pct(samples, 99), rps))
+            wait_quiet(api, "with-webhook")
+        for c in levels:
+            create_load(api, "with-webhook", 20, c, dry_run=True)
+            samples, rps = create_load(api, "with-webhook", args.creates, c, dry_run=True)
+            rows.append(("dry-run, entitle", c, pct(samples, 50), pct(samples, 99), rps))
 
         print("Workload creates through the apiserver")
         print(f"{'variant':<16} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'creates/s':>10} {'p50 vs none':>12}")
         base = {c: p50 for label, c, p50, _, _ in rows if label == "no webhook"}
+        dry_base = {c: p50 for label, c, p50, _, _ in rows if label == "dry-run, none"}
         for label, c, p50, p99, rps in rows:
-            print(f"{label:<16} {c:>7} {p50:>8.1f} {p99:>8.1f} {rps:>10.0f} {p50 / base[c]:>11.2f}x")
+            ref = dry_base[c] if label.startswith("dry-run") else base[c]
+            print(f"{label:<16} {c:>7} {p50:>8.1f} {p99:>8.1f} {rps:>10.0f} {p50 / ref:>11.2f}x")
 
         # The webhook alone. The serving certificate is the operator's own (generated); read
         # the CA it registered from the webhook configuration.

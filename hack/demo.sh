@@ -32,7 +32,7 @@ echo "== run the operator (webhook on 127.0.0.1:$port)"
 entitle run --config "$work/config.yaml" >"$work/operator.log" 2>&1 &
 op_pid=$!
 for _ in $(seq 100); do
-  "$kubectl" get validatingwebhookconfiguration entitle.dev >/dev/null 2>&1 && \
+  "$kubectl" get validatingwebhookconfiguration entitle >/dev/null 2>&1 && \
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.2
 done

@@ -80,6 +80,25 @@ def license_status(lic: ReadLicense, ent: Entitlement, usage: TenantUsage,
     }
 
 
+def verdict_basis(tenant: str | None, ent: Entitlement | None, usage: TenantUsage | None,
+                  bursts: dict[str, BurstClock], now: datetime) -> tuple:
+    """Everything tenant-wide that :func:`entitled` reads, reduced to what can change its answer
+    or message. Equal bases and an equal footprint give an equal verdict, so a controller can
+    skip re-deciding the tenant's other workloads when one of them changes (O(changed), not
+    O(tenant) per status tick)."""
+    if tenant is None or ent is None or not ent.active:
+        return (tenant, None)
+    trials = tuple(sorted((name, grant.trial_ends is not None and now >= grant.trial_ends)
+                          for name, grant in ent.features.items()))
+    pools = []
+    for pool, used, cap in (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats)):
+        over = cap.max is not None and used > cap.max
+        budget_left = (bursts.get(pool) or BurstClock()).used_at(now) < cap.burst_window.total_seconds()
+        # The used figure is in the message only while over the max.
+        pools.append((cap.max, over, over and (used > (cap.hard_limit or 0) or not budget_left), used if over else None))
+    return (tenant, ent.licenses, trials, tuple(pools))
+
+
 def entitled(tenant: str | None, fp: Footprint, ent: Entitlement | None, usage: TenantUsage | None,
              bursts: dict[str, BurstClock], now: datetime) -> tuple[bool, str, str]:
     """Is a running workload entitled now? (False flags it; entitle never deletes or scales it.)"""

@@ -22,7 +22,7 @@ from entitle.domain import records
 from entitle.domain.licenses import Phase
 from entitle.domain.state import ClusterState
 from entitle.domain.bursts import BurstClock
-from entitle.domain.status import condition, entitled, license_status
+from entitle.domain.status import condition, entitled, license_status, verdict_basis
 from entitle.domain.usage import footprint
 from entitle.operator import metrics
 from entitle.operator.config import OperatorConfig
@@ -61,6 +61,8 @@ class Controller:
         self._license_status: dict[str, dict] = {}
         self._license_conditions: dict[str, list] = {}
         self._workload_status: dict[tuple[str, str], dict] = {}
+        # What each workload's last computed status was based on (see verdict_basis).
+        self._workload_basis: dict[tuple[str, str], tuple | None] = {}
         self._license_meta: dict[str, dict] = {}
         self.pumps: list[Any] = []
         self._appended: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -76,6 +78,7 @@ class Controller:
             # Recompute everything: a new leader owes status for every tenant.
             self._license_status.clear()
             self._workload_status.clear()
+            self._workload_basis.clear()
             self.dirty.update(self.state.tenants())
             self.pumps = [pump.start() for pump in self.pump_factory()]
         else:
@@ -180,6 +183,7 @@ class Controller:
         if deleted:
             self.state.forget_workload(ns, name)
             self._workload_status.pop((ns, name), None)
+            self._workload_basis.pop((ns, name), None)
             if tenant:
                 when = workload.metadata.deletion_timestamp or now
                 self._append(records.workload_record(
@@ -341,8 +345,14 @@ class Controller:
                     self._license_conditions[lic.name] = status["conditions"]
                     writes.append(("license", (lic.name, status)))
                 self._license_records(lic.name, now)
+            basis = verdict_basis(tenant, ent, usage, bursts, now)
             for ns, name in by_tenant.get(tenant, ()):
+                workload = self.state.workloads[(ns, name)].workload
+                marker = (basis, workload.metadata.uid, workload.metadata.generation) if workload else None
+                if marker is not None and self._workload_basis.get((ns, name)) == marker:
+                    continue  # nothing this workload's verdict reads has changed
                 status = self._queue_workload_status(ns, name, now)
+                self._workload_basis[(ns, name)] = marker
                 if status is not None:
                     writes.append(("workload", (ns, name, status)))
         return writes
@@ -380,6 +390,7 @@ class Controller:
                     log.warning("status write failed: %s", exc)
                     self._license_status.clear()
                     self._workload_status.clear()
+                    self._workload_basis.clear()
             await self._flush_events(only_own=False)
             await asyncio.sleep(self.cfg.status_interval_seconds)
 
