@@ -14,6 +14,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 import orjson
 from kubernetes import client
@@ -157,46 +158,21 @@ class MemoryHoldStore:
 
 
 class AsyncHoldStore:
-    """``HoldStore`` on the webhook's own event loop (aiohttp), for the hot path: no thread hop
-    and none of the generated client's per-call model (de)serialization. Same contract."""
+    """``HoldStore`` on the webhook's own event loop (``AsyncApi``), for the hot path: no thread
+    hop and none of the generated client's per-call model (de)serialization. Same contract."""
 
-    def __init__(self, configuration: client.Configuration, namespace: str) -> None:
-        self.configuration = configuration
+    def __init__(self, api: Any, namespace: str) -> None:
+        self.api = api
         self.namespace = namespace
-        self._session = None
-
-    def _session_for_loop(self):
-        import ssl
-
-        import aiohttp
-
-        if self._session is None or self._session.closed:
-            cfg = self.configuration
-            context = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.verify_ssl else None
-            if context is not None and cfg.cert_file:
-                context.load_cert_chain(cfg.cert_file, cfg.key_file)
-            self._session = aiohttp.ClientSession(
-                base_url=cfg.host.rstrip("/") + "/", connector=aiohttp.TCPConnector(ssl=context if context else False),
-                timeout=aiohttp.ClientTimeout(total=10))
-        return self._session
-
-    def _headers(self) -> dict[str, str]:
-        # Re-evaluated per call: in a pod the ServiceAccount token file is rotated by the
-        # kubelet, and the client configuration's refresh hook re-reads it when due.
-        auth = self.configuration.auth_settings().get("BearerToken")
-        return {"Authorization": auth["value"]} if auth and auth.get("value") else {}
 
     def _path(self, tenant: str | None = None) -> str:
         base = f"api/v1/namespaces/{self.namespace}/configmaps"
         return f"{base}/{object_name(tenant)}" if tenant else base
 
     async def read(self, tenant: str) -> Holds:
-        async with self._session_for_loop().get(self._path(tenant), headers=self._headers()) as resp:
-            if resp.status == 404:
-                return Holds(tenant, None, {})
-            if resp.status != 200:
-                raise ApiException(status=resp.status, reason=await resp.text())
-            cm = orjson.loads(await resp.read())
+        status, cm = await self.api.request("GET", self._path(tenant), ok=(200, 404))
+        if status == 404:
+            return Holds(tenant, None, {})
         return Holds(tenant, cm["metadata"]["resourceVersion"], _decode((cm.get("data") or {}).get("holds")))
 
     async def write(self, holds: Holds, entries: dict[Key, Reservation]) -> Holds:
@@ -204,21 +180,12 @@ class AsyncHoldStore:
                 "metadata": {"name": object_name(holds.tenant), "namespace": self.namespace,
                              "labels": {LABEL: "true"}, "annotations": {"entitle.dev/tenant": holds.tenant}},
                 "data": {"holds": _encode(entries)}}
-        session = self._session_for_loop()
-        headers = {**self._headers(), "Content-Type": "application/json"}
         if holds.resource_version is None:
-            call = session.post(self._path(), data=orjson.dumps(body), headers=headers)
+            method, path = "POST", self._path()
         else:
             body["metadata"]["resourceVersion"] = holds.resource_version
-            call = session.put(self._path(holds.tenant), data=orjson.dumps(body), headers=headers)
-        async with call as resp:
-            if resp.status == 409 or (resp.status == 404 and holds.resource_version is not None):
-                raise HoldConflict(holds.tenant)
-            if resp.status not in (200, 201):
-                raise ApiException(status=resp.status, reason=await resp.text())
-            cm = orjson.loads(await resp.read())
+            method, path = "PUT", self._path(holds.tenant)
+        status, cm = await self.api.request(method, path, body, ok=(200, 201, 409) + ((404,) if method == "PUT" else ()))
+        if status in (404, 409):  # changed, appeared, or vanished since it was read
+            raise HoldConflict(holds.tenant)
         return Holds(holds.tenant, cm["metadata"]["resourceVersion"], entries)
-
-    async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()

@@ -83,20 +83,9 @@ class KubeApi:
                 raise
 
     # -- events --------------------------------------------------------------------------
-    def post_event(self, *, kind: str, name: str, namespace: str | None, uid: str | None,
-                   event_type: str, reason: str, message: str, time: str) -> None:
-        """A core/v1 Event; cluster-scoped objects' events go to the ``default`` namespace."""
-        ns = namespace or "default"
-        body = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": ns},
-            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name,
-                               **({"namespace": namespace} if namespace else {}), **({"uid": uid} if uid else {})},
-            "type": event_type, "reason": reason, "message": message[:1024],
-            "firstTimestamp": time, "lastTimestamp": time, "count": 1,
-            "source": {"component": "entitle"}, "reportingComponent": "entitle.dev/operator",
-        }
-        self.core.create_namespaced_event(ns, body)
+    def post_event(self, **event: Any) -> None:
+        namespace, body = event_body(**event)
+        self.core.create_namespaced_event(namespace, body)
 
     # -- webhook registration (development / out-of-cluster mode) ------------------------
     def ensure_webhooks(self, name: str, url: str, ca_pem: bytes, timeout_seconds: int = 5,
@@ -143,3 +132,18 @@ class KubeApi:
                 raise
             body["metadata"].pop("resourceVersion", None)
             create(body)
+
+
+def event_body(*, kind: str, name: str, namespace: str | None, uid: str | None, event_type: str, reason: str,
+               message: str, time: str) -> tuple[str, dict[str, Any]]:
+    """(namespace, core/v1 Event); cluster-scoped objects' events go to the ``default`` namespace."""
+    ns = namespace or "default"
+    return ns, {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{name}.", "namespace": ns},
+        "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name,
+                           **({"namespace": namespace} if namespace else {}), **({"uid": uid} if uid else {})},
+        "type": event_type, "reason": reason, "message": message[:1024],
+        "firstTimestamp": time, "lastTimestamp": time, "count": 1,
+        "source": {"component": "entitle"}, "reportingComponent": "entitle.dev/operator",
+    }

@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 
 from entitle.adapters.admission import SharedAdmission
+from entitle.adapters.async_api import AsyncApi
 from entitle.adapters.holds import AsyncHoldStore, HoldStore
 from entitle.adapters.kube import KubeApi
 from entitle.adapters.lease import LeaseElector
@@ -117,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
     state = ClusterState(cfg.instance_table())
     controller = Controller(cfg, state, ledger, api)
     holds = HoldStore(api.api_client, cfg.namespace)
-    hold_writer = AsyncHoldStore(api.api_client.configuration, cfg.namespace)
+    async_api = AsyncApi(api.api_client.configuration)
+    controller.async_api = async_api
+    hold_writer = AsyncHoldStore(async_api, cfg.namespace)
     controller.admission = SharedAdmission(state, hold_writer, timedelta(seconds=cfg.reservation_seconds),
                                            settle=timedelta(seconds=cfg.hold_settle_seconds))
     registry = kopf.OperatorRegistry()
@@ -169,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
         await server.stop()
-        await hold_writer.close()
+        await async_api.close()
         await asyncio.to_thread(controller.writer.close)
 
     # uvloop, as Kopf's own CLI does when it is installed (kopf.run leaves the loop to us).
