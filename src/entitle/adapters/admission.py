@@ -56,6 +56,10 @@ def to_request(state: ClusterState, *, operation: str, subresource: str | None,
     return WorkloadRequest(operation, namespace, name, _workload(body, namespace), _workload(old, namespace), dry_run)
 
 
+def _first_expiry(entries: dict, wall: datetime) -> datetime:
+    return min((h.expires for h in entries.values() if h.expires > wall), default=datetime.max.replace(tzinfo=wall.tzinfo))
+
+
 class SharedAdmission:
     """Decide with capacity held in the apiserver, so any number of webhook replicas never
     over-admit (the ResourceQuota pattern; see ``entitle.adapters.holds``).
@@ -81,6 +85,9 @@ class SharedAdmission:
         # would stop counting it early; see docs/admission-concurrency.md.
         self.settle = settle
         self._settled_since: dict[tuple, datetime] = {}
+        # Per tenant: (resourceVersion of the hold object the state's reservations reflect,
+        # the first expiry among its holds -- re-apply from then on).
+        self._applied: dict[str, tuple[str | None, datetime]] = {}
         self.wall_clock = wall_clock
         self._cache: dict[str, Any] = {}
         self._queues: dict[str, list] = {}
@@ -146,12 +153,22 @@ class SharedAdmission:
             if holds is None:
                 holds = self._cache[tenant] = await self._call(self.store.read, tenant)
             wall = self._wall()
-            self.state.replace_reservations(tenant, holds.entries, wall)
-            entries = {k: v for k, v in holds.entries.items() if v.expires > wall and not self._settled(k, v, wall)}
+            # The state already counts this version of the holds (we applied or wrote it) and
+            # none has expired since: requests that write nothing -- dry runs, decreases,
+            # denials -- cost O(1) here, not O(holds).
+            applied = self._applied.get(tenant)
+            if holds.resource_version is None or applied is None or applied[0] != holds.resource_version \
+                    or wall >= applied[1]:
+                self.state.replace_reservations(tenant, holds.entries, wall)
+                self._applied[tenant] = (holds.resource_version, _first_expiry(holds.entries, wall))
+            entries: dict | None = None
             decisions, changed = [], False
             for parsed, now, _ in batch:
                 decision = self.state.decide(parsed, now)
                 if decision.needs_hold and not parsed.dry_run:
+                    if entries is None:
+                        entries = {k: v for k, v in holds.entries.items()
+                                   if v.expires > wall and not self._settled(k, v, wall)}
                     key = (parsed.namespace, parsed.name)
                     hold = merge_hold(entries.get(key), self.state.reservation_for(parsed, wall + self.ttl))
                     entries[key] = hold
@@ -160,10 +177,11 @@ class SharedAdmission:
                 decisions.append(decision)
             if changed:
                 try:
-                    self._cache[tenant] = await self._call(self.store.write, holds, entries)
+                    written = self._cache[tenant] = await self._call(self.store.write, holds, entries)
                 except HoldConflict:
                     self._cache.pop(tenant, None)
                     continue
+                self._applied[tenant] = (written.resource_version, _first_expiry(entries, wall))
             for (_, _, future), decision in zip(batch, decisions):
                 future.set_result(decision)
             return
