@@ -10,7 +10,7 @@ from cryptography import x509
 from entitle.adapters.certs import CertificateAuthority
 from entitle.adapters.webhook_server import AdmissionServer
 from entitle.operator.config import OperatorConfig
-from entitle.operator.main import ServingCertificate
+from entitle.operator.serving import ServingCertificate
 
 
 def write_pair(directory, ca):

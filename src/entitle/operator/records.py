@@ -1,0 +1,93 @@
+"""Usage records derived from watch events and license transitions, appended to the ledger.
+
+A mixin of :class:`entitle.operator.controller.Controller` (it shares its state, ledger writer
+and configuration). Records are deterministic: the same change always yields the same id, so
+replays, restarts and a second replica never duplicate one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from entitle.adapters.kube import FIELD_MANAGER
+from entitle.api import Workload
+from entitle.api.common import format_time
+from entitle.domain import records
+from entitle.domain.licenses import Phase
+
+
+def _changed_at(body: dict[str, Any], fallback: datetime) -> datetime:
+    """When the object's spec last changed, from its own timestamps (managedFields), else ``fallback``.
+
+    The operator's own writes (status, finalizer; manager ``entitle``) are not changes of the object.
+    """
+    times = [m.get("time") for m in (body.get("metadata") or {}).get("managedFields") or []
+             if m.get("time") and m.get("manager") != FIELD_MANAGER and m.get("subresource") != "status"]
+    if not times:
+        return fallback
+    return datetime.fromisoformat(max(times).replace("Z", "+00:00"))
+
+
+class RecordKeeping:
+    def _reconcile_vanished(self, present_uids: set[str | None]) -> None:
+        """Objects the ledger holds as live but the cluster no longer has were deleted while the
+        operator was down: record each deletion once (deterministic id), at the time it is noticed."""
+        now = self.now()
+        for uid, last in self.ledger.live("workload").items():
+            if uid not in present_uids:
+                self._append(records.vanished_workload_record(last, now))
+        for name, last in self.ledger.live("license").items():
+            if name not in self.state.licenses:
+                tenant = last["data"]["tenant"]
+                self._append(records.license_record(name, last["data"].get("uid") or name, tenant, "deleted",
+                                                    "deleted", now, self.state.entitlement(tenant, now),
+                                                    self.cfg.source))
+
+    def _record_stored(self, workload: Workload, body: dict[str, Any], tenant: str | None, now: datetime,
+                       generation: int | None = None) -> None:
+        if not tenant:
+            return
+        generation = generation or workload.metadata.generation or 1
+        if generation != workload.metadata.generation:
+            workload = workload.model_copy(deep=True)
+            workload.metadata.generation = generation
+        operation = "created" if generation == 1 else "updated"
+        when = (workload.metadata.creation_timestamp or now) if operation == "created" else _changed_at(body, now)
+        self._append(records.workload_record(
+            workload, operation, tenant, when, self.state.table,
+            self.state.entitlement(tenant, now).licenses, self.cfg.source))
+
+    def _append(self, record: dict) -> None:
+        # Status ticks and echo events re-derive the same records; skip the ledger transaction
+        # (an fsync) for ids this process already appended. The ledger still deduplicates.
+        key = (record["source"], record["id"])
+        if key in self._appended:
+            return
+        self.writer.submit(record)
+        self._appended[key] = None
+        if len(self._appended) > 100_000:
+            self._appended.popitem(last=False)
+
+    def _license_records(self, name: str, now: datetime) -> None:
+        read = self.state.licenses.get(name)
+        meta = self._license_meta.get(name)
+        if read is None or meta is None:
+            return
+        uid, body = meta["uid"], meta["body"]
+        phase = read.phase(now)
+        created = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00")) \
+            if body.get("metadata", {}).get("creationTimestamp") else now
+        if phase in (Phase.ACTIVE, Phase.GRACE, Phase.EXPIRED):
+            start = max(created, read.spec.not_before) if read.spec.not_before else created
+            self._append(records.license_record(name, uid, read.tenant, "activated", "activated", start,
+                                                self.state.entitlement(read.tenant, start),
+                                                self.cfg.source))
+        if (read.generation or 1) > 1:
+            self._append(records.license_record(name, uid, read.tenant, "updated", read.generation,
+                                                _changed_at(body, now), self.state.entitlement(read.tenant, now),
+                                                self.cfg.source))
+        if phase is Phase.EXPIRED:
+            end = read.grace_ends
+            self._append(records.license_record(name, uid, read.tenant, "expired", format_time(end), end,
+                                                self.state.entitlement(read.tenant, end), self.cfg.source))
