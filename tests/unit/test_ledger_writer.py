@@ -56,3 +56,19 @@ def test_a_failing_append_is_retried_not_dropped(tmp_path):
     writer.barrier().result(timeout=10)
     assert stored_ids(tmp_path / "l.db") == ["r1"] and len(calls) == 2
     writer.close()
+
+
+def test_the_live_row_keeps_the_newest_generation_whatever_the_append_order(tmp_path):
+    """Two replicas share one ledger; the lagging one may append generation 2 after 3."""
+    ledger = Ledger(tmp_path / "l.db")
+
+    def workload_record(generation: int) -> dict:
+        return {"specversion": "1.0", "source": "test", "id": f"w-{generation}", "type": "dev.entitle.workload.v1",
+                "subject": "acme", "time": "2026-11-27T00:00:00Z",
+                "data": {"uid": "u1", "generation": generation, "operation": "updated", "tenant": "acme"}}
+
+    ledger.append([workload_record(3)])
+    ledger.append([workload_record(2)])
+    assert ledger.live("workload")["u1"]["data"]["generation"] == 3
+    ledger.append([workload_record(4)])
+    assert ledger.live("workload")["u1"]["data"]["generation"] == 4

@@ -91,7 +91,12 @@ class Ledger:
         if data.get("operation") in ("deleted",):
             self._db.execute("DELETE FROM live WHERE kind=? AND key=?", (kind, key))
         else:
-            self._db.execute("INSERT OR REPLACE INTO live (kind, key, body) VALUES (?,?,?)", (kind, key, body))
+            # Two replicas append to one ledger (Helm chart); a lagging one may add an older
+            # generation's record after a newer one: the live row keeps the newest generation.
+            self._db.execute(
+                "INSERT INTO live (kind, key, body) VALUES (?,?,?) ON CONFLICT (kind, key) DO UPDATE "
+                "SET body = excluded.body WHERE COALESCE(json_extract(excluded.body, '$.data.generation'), 0) "
+                ">= COALESCE(json_extract(live.body, '$.data.generation'), 0)", (kind, key, body))
 
     def live(self, kind: str) -> dict[str, dict]:
         """{key: last record} of objects of ``kind`` whose last record is not a deletion."""
