@@ -17,8 +17,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from entitle.domain.state import Reservation
 from entitle.domain.usage import Footprint
@@ -42,12 +40,6 @@ class Holds:
     tenant: str
     resource_version: str | None                 # None: the object does not exist yet
     entries: dict[Key, Reservation]
-
-    def with_hold(self, key: Key, hold: Reservation, now: datetime) -> dict[Key, Reservation]:
-        """Expired holds pruned, ``hold`` added (merged with an earlier one for the same object)."""
-        entries = {k: v for k, v in self.entries.items() if v.expires > now}
-        entries[key] = merge_hold(entries.get(key), hold)
-        return entries
 
 
 def merge_hold(previous: Reservation | None, hold: Reservation) -> Reservation:
@@ -87,47 +79,6 @@ def _decode(text: str | None) -> dict[Key, Reservation]:
     return out
 
 
-class HoldStore:
-    """Reads and compare-and-swaps the hold ConfigMaps in the operator's namespace."""
-
-    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
-        self.core = client.CoreV1Api(api_client)
-        self.namespace = namespace
-
-    def ensure_namespace(self) -> None:
-        try:
-            self.core.create_namespace({"metadata": {"name": self.namespace}})
-        except ApiException as exc:
-            if exc.status not in (409, 403):
-                raise
-
-    def read(self, tenant: str) -> Holds:
-        try:
-            cm = self.core.read_namespaced_config_map(object_name(tenant), self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return Holds(tenant, None, {})
-            raise
-        return Holds(tenant, cm.metadata.resource_version, _decode((cm.data or {}).get("holds")))
-
-    def write(self, holds: Holds, entries: dict[Key, Reservation]) -> Holds:
-        """Replace the holds if the object is still at ``holds.resource_version``."""
-        body = {"metadata": {"name": object_name(holds.tenant), "namespace": self.namespace,
-                             "labels": {LABEL: "true"}, "annotations": {"entitle.dev/tenant": holds.tenant}},
-                "data": {"holds": _encode(entries)}}
-        try:
-            if holds.resource_version is None:
-                cm = self.core.create_namespaced_config_map(self.namespace, body)
-            else:
-                body["metadata"]["resourceVersion"] = holds.resource_version
-                cm = self.core.replace_namespaced_config_map(object_name(holds.tenant), self.namespace, body)
-        except ApiException as exc:
-            if exc.status in (409,) or (exc.status == 404 and holds.resource_version is not None):
-                raise HoldConflict(holds.tenant) from None
-            raise
-        return Holds(holds.tenant, cm.metadata.resource_version, entries)
-
-
 class MemoryHoldStore:
     """The same compare-and-swap contract in memory, for tests (what two replicas share)."""
 
@@ -158,8 +109,9 @@ class MemoryHoldStore:
 
 
 class AsyncHoldStore:
-    """``HoldStore`` on the webhook's own event loop (``AsyncApi``), for the hot path: no thread
-    hop and none of the generated client's per-call model (de)serialization. Same contract."""
+    """Reads and compare-and-swaps the hold ConfigMaps in the operator's namespace, on the
+    webhook's own event loop (``AsyncApi``): no thread hop and none of the generated client's
+    per-call model (de)serialization."""
 
     def __init__(self, api: Any, namespace: str) -> None:
         self.api = api

@@ -37,21 +37,12 @@ class KubeApi:
     def list_workloads(self) -> list[dict[str, Any]]:
         return self.custom.list_cluster_custom_object(GROUP, VERSION, "workloads")["items"]
 
-    # -- status --------------------------------------------------------------------------
-    def patch_license_status(self, name: str, status: dict[str, Any]) -> None:
+    def ensure_namespace(self, name: str) -> None:
+        """Create the operator's namespace in development; installed by the chart (403/409 fine)."""
         try:
-            self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "licenses", name, {"status": status},
-                                                          field_manager=FIELD_MANAGER)
+            self.core.create_namespace({"metadata": {"name": name}})
         except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    def patch_workload_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        try:
-            self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, "workloads", name, {"status": status}, field_manager=FIELD_MANAGER)
-        except ApiException as exc:
-            if exc.status != 404:
+            if exc.status not in (409, 403):
                 raise
 
     # -- finalizers ------------------------------------------------------------------------
@@ -81,11 +72,6 @@ class KubeApi:
         except ApiException as exc:
             if exc.status not in (404, 409, 422):  # gone, or changed under us: the next event retries
                 raise
-
-    # -- events --------------------------------------------------------------------------
-    def post_event(self, **event: Any) -> None:
-        namespace, body = event_body(**event)
-        self.core.create_namespaced_event(namespace, body)
 
     # -- webhook registration (development / out-of-cluster mode) ------------------------
     def ensure_webhooks(self, name: str, url: str, ca_pem: bytes, timeout_seconds: int = 5,

@@ -59,7 +59,7 @@ class Controller(RecordKeeping, StatusReporting):
         self.pump_factory: Any = lambda: []
         self.leader = False
         self.admission: Any = None
-        # AsyncApi (aiohttp) for status writes; without it, the blocking client in a thread.
+        # AsyncApi (aiohttp) for status patches and events (set by the operator's wiring).
         self.async_api: Any = None
 
     def set_leader(self, leader: bool) -> None:

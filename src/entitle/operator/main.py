@@ -14,7 +14,7 @@ import kopf
 
 from entitle.adapters.admission import SharedAdmission
 from entitle.adapters.async_api import AsyncApi
-from entitle.adapters.holds import AsyncHoldStore, HoldStore
+from entitle.adapters.holds import AsyncHoldStore
 from entitle.adapters.kube import KubeApi
 from entitle.adapters.lease import LeaseElector
 from entitle.adapters.webhook_server import AdmissionServer
@@ -52,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
     ledger = Ledger(cfg.ledger_path)
     state = ClusterState(cfg.instance_table())
     controller = Controller(cfg, state, ledger, api)
-    holds = HoldStore(api.api_client, cfg.namespace)
     async_api = AsyncApi(api.api_client.configuration)
     controller.async_api = async_api
     hold_writer = AsyncHoldStore(async_api, cfg.namespace)
@@ -93,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             ledger, build_sink(spec),
             on_error=lambda name: SINK_ERRORS.labels(sink=name).inc(),
             on_lag=lambda name, lag: LEDGER_LAG.labels(sink=name).set(lag)) for spec in cfg.sinks]
-        await asyncio.to_thread(holds.ensure_namespace)
+        await asyncio.to_thread(api.ensure_namespace, cfg.namespace)
         loop = asyncio.get_running_loop()
         loop.create_task(controller.status_loop())
         loop.create_task(certificate.keep_fresh())

@@ -160,10 +160,6 @@ class StatusReporting:
 
     async def _write_status(self, kind: str, args: tuple) -> None:
         """A merge patch of the status subresource (field manager ``entitle``); gone is fine."""
-        if self.async_api is None:
-            patch = self.api.patch_license_status if kind == "license" else self.api.patch_workload_status
-            await asyncio.to_thread(patch, *args)
-            return
         if kind == "license":
             name, status = args
             path = f"apis/{GROUP}/{VERSION}/licenses/{name}/status"
@@ -180,10 +176,7 @@ class StatusReporting:
                 continue
             body = {k: v for k, v in ev.items() if k != "own"}
             try:
-                if self.async_api is not None:
-                    namespace, event = event_body(**body)
-                    await self.async_api.request("POST", f"api/v1/namespaces/{namespace}/events", event)
-                else:
-                    await asyncio.to_thread(self.api.post_event, **body)
+                namespace, event = event_body(**body)
+                await self.async_api.request("POST", f"api/v1/namespaces/{namespace}/events", event)
             except Exception as exc:
                 log.warning("event post failed: %s", exc)
