@@ -140,7 +140,9 @@ def build_crds() -> dict[str, dict[str, Any]]:
         _condition_column("Active", "Active"),
         _condition_column("OverCap", "OverCap"),
         {"name": "Usage", "type": "string", "jsonPath": ".status.summary"},
-        {"name": "Expires", "type": "date", "jsonPath": ".spec.notAfter"},
+        # "string", not "date": kubectl renders a date column as an age, and a future time as
+        # "<invalid>"; the RFC 3339 text is what an admin wants to read here.
+        {"name": "Expires", "type": "string", "jsonPath": ".spec.notAfter"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ], scale=False)
     workload_crd = _crd("Workload", "workloads", "ewl", "Namespaced", Workload, [

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
+from entitle.api import limits
 from entitle.api.common import API_VERSION, ApiModel, Condition, Duration, ObjectMeta, Timestamp
+
+# Bounds live in the CRD schema (json_schema_extra), not in pydantic constraints: the API
+# server rejects out-of-bound input at `kubectl apply`, while the engine still reads objects
+# stored before a bound existed and saturates what it cannot represent (entitle.api.limits).
+_COUNT = {"maximum": limits.MAX_COUNT}
+_NAME = {"maxLength": limits.MAX_NAME_LENGTH}
+
+
+def _names(max_items: int) -> dict:
+    """A list of names, each once: the apiserver rejects duplicates (list-type set)."""
+    return {"maxItems": max_items, "x-kubernetes-list-type": "set", "items": {"type": "string", "maxLength": limits.MAX_NAME_LENGTH}}
 
 Enforcement = Literal["Enforce", "Warn", "Audit"]
 
@@ -14,7 +26,8 @@ Enforcement = Literal["Enforce", "Warn", "Audit"]
 class Burst(ApiModel):
     """Temporary headroom above a pool's max, limited by a monthly time budget."""
 
-    extra: int = Field(ge=0, description="Units (or seats) a pool may go above max while bursting.")
+    extra: int = Field(ge=0, description="Units (or seats) a pool may go above max while bursting.",
+                       json_schema_extra=_COUNT)
     window: Duration = Field(
         description="Cumulative over-max time allowed per calendar month (UTC), e.g. 72h or 3d.")
 
@@ -22,23 +35,27 @@ class Burst(ApiModel):
 class Pool(ApiModel):
     """A capped pool: named-user seats, or normalized instance units."""
 
-    max: int = Field(ge=0, description="Cap of the pool. Pools set by several active licenses add up.")
+    max: int = Field(ge=0, description="Cap of the pool. Pools set by several active licenses add up.",
+                     json_schema_extra=_COUNT)
     burst: Burst | None = Field(default=None, description="Optional burst allowance above max.")
 
 
 class WorkloadCount(ApiModel):
     """A limit expressed as a number of workloads."""
 
-    workloads: int = Field(ge=0, description="Number of workloads of the tenant that may enable the feature.")
+    workloads: int = Field(ge=0, description="Number of workloads of the tenant that may enable the feature.",
+                           json_schema_extra=_COUNT)
 
 
 class FeatureGrant(ApiModel):
     """A feature the license grants, with its dependencies, trial end and limits."""
 
-    name: str = Field(min_length=1, description="Feature name, as workloads list it in spec.features.")
+    name: str = Field(min_length=1, description="Feature name, as workloads list it in spec.features.",
+                      json_schema_extra=_NAME)
     requires: list[str] = Field(
         default_factory=list,
-        description="Features that must be enabled on the same workload for this one to be enabled.")
+        description="Features that must be enabled on the same workload for this one to be enabled.",
+        json_schema_extra=_names(limits.MAX_FEATURES))
     trial_ends: Timestamp | None = Field(
         default=None, alias="trialEnds",
         description="End of a trial grant (RFC 3339); afterwards enabling the feature is denied.")
@@ -52,31 +69,39 @@ class FeatureGrant(ApiModel):
 class Rule(ApiModel):
     """A CEL predicate over workload, tenant, license and now; true means allowed."""
 
-    name: str = Field(min_length=1, description="Rule name, quoted in denial messages.")
-    expression: str = Field(min_length=1, description="CEL expression that must evaluate to true.")
-    message: str | None = Field(default=None, description="Message shown when the rule evaluates to false.")
+    name: str = Field(min_length=1, description="Rule name, quoted in denial messages.", json_schema_extra=_NAME)
+    expression: str = Field(
+        min_length=1, description="CEL expression that must evaluate to true. Its worst-case cost over the "
+        "largest objects the schema admits must stay within the operator's rule cost limit.",
+        json_schema_extra={"maxLength": limits.MAX_EXPRESSION_LENGTH})
+    message: str | None = Field(default=None, description="Message shown when the rule evaluates to false.",
+                                json_schema_extra={"maxLength": limits.MAX_MESSAGE_LENGTH})
 
 
 class LicenseSpec(ApiModel):
     """Desired entitlement of one license."""
 
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.notBefore) || !has(self.notAfter) || self.notAfter > self.notBefore",
+         "message": "notAfter must be later than notBefore", "fieldPath": ".notAfter"}]})
+
     tenant: str = Field(
         min_length=1,
         description="Tenant this license belongs to (namespace label entitle.dev/tenant). Immutable.",
-        json_schema_extra={"x-kubernetes-validations": [
+        json_schema_extra={"maxLength": 63, "x-kubernetes-validations": [
             {"rule": "self == oldSelf", "message": "tenant is immutable"}]},
     )
     edition: str | None = Field(
         default=None, description="Descriptive edition (e.g. enterprise). Immutable.",
-        json_schema_extra={"x-kubernetes-validations": [
+        json_schema_extra={**_NAME, "x-kubernetes-validations": [
             {"rule": "self == oldSelf", "message": "edition is immutable"}]})
     region: str | None = Field(
         default=None, description="Descriptive region. Immutable.",
-        json_schema_extra={"x-kubernetes-validations": [
+        json_schema_extra={**_NAME, "x-kubernetes-validations": [
             {"rule": "self == oldSelf", "message": "region is immutable"}]})
     support_level: str | None = Field(
         default=None, alias="supportLevel", description="Descriptive support level. Immutable.",
-        json_schema_extra={"x-kubernetes-validations": [
+        json_schema_extra={**_NAME, "x-kubernetes-validations": [
             {"rule": "self == oldSelf", "message": "supportLevel is immutable"}]})
     not_before: Timestamp | None = Field(
         default=None, alias="notBefore", description="Start of validity (RFC 3339); before it the license grants nothing.")
@@ -88,8 +113,14 @@ class LicenseSpec(ApiModel):
     seats: Pool | None = Field(default=None, description="Named-user seat pool. Absent = this license does not cap seats.")
     instances: Pool | None = Field(
         default=None, description="Instance pool in normalized units. Absent = this license does not cap instances.")
-    features: list[FeatureGrant] = Field(default_factory=list, description="Features granted.")
-    rules: list[Rule] = Field(default_factory=list, description="CEL admission rules; every rule must hold.")
+    features: list[FeatureGrant] = Field(
+        default_factory=list, description="Features granted (each name once).",
+        json_schema_extra={"maxItems": limits.MAX_FEATURES, "x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["name"]})
+    rules: list[Rule] = Field(
+        default_factory=list, description="CEL admission rules; every rule must hold (each name once).",
+        json_schema_extra={"maxItems": limits.MAX_RULES, "x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["name"]})
     enforcement: Enforcement = Field(
         default="Enforce",
         description="Enforce denies, Warn allows with a warning, Audit allows silently and records the violation.")

@@ -6,7 +6,13 @@ from typing import Literal
 
 from pydantic import Field
 
+from entitle.api import limits
 from entitle.api.common import API_VERSION, ApiModel, Condition, ObjectMeta
+
+
+def _names(max_items: int) -> dict:
+    """A list of names, each once (list-type set: the apiserver rejects duplicates)."""
+    return {"maxItems": max_items, "x-kubernetes-list-type": "set", "items": {"type": "string", "maxLength": limits.MAX_NAME_LENGTH}}
 
 
 class WorkloadSpec(ApiModel):
@@ -14,12 +20,17 @@ class WorkloadSpec(ApiModel):
 
     instance_kind: str = Field(
         default="container", alias="instanceKind",
-        description="What one instance is (container, vm, processCluster, ...); mapped to units by the operator's table.")
-    replicas: int = Field(default=1, ge=0, description="Number of instances. The scale subresource points here.")
+        description="What one instance is (container, vm, processCluster, ...); mapped to units by the operator's table.",
+        json_schema_extra={"maxLength": limits.MAX_NAME_LENGTH})
+    replicas: int = Field(default=1, ge=0, description="Number of instances. The scale subresource points here.",
+                          json_schema_extra={"maximum": limits.MAX_REPLICAS})
     users: list[str] = Field(
-        default_factory=list, description="Named users served; each counts once per tenant as a seat.")
-    guests: list[str] = Field(default_factory=list, description="Guest users: recorded, never counted as seats.")
-    features: list[str] = Field(default_factory=list, description="Features this workload enables.")
+        default_factory=list, description="Named users served; each counts once per tenant as a seat.",
+        json_schema_extra=_names(limits.MAX_USERS))
+    guests: list[str] = Field(default_factory=list, description="Guest users: recorded, never counted as seats.",
+                              json_schema_extra=_names(limits.MAX_USERS))
+    features: list[str] = Field(default_factory=list, description="Features this workload enables.",
+                                json_schema_extra=_names(limits.MAX_FEATURES))
 
 
 class WorkloadStatus(ApiModel):
