@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from entitle.api import License, LicenseSpec
+from entitle.api import License, LicenseSpec, limits
 from entitle.api.common import format_time, parse_duration
-from entitle.domain.rules import CompiledRule, RuleCompileError, compile_rule, license_context
+from entitle.domain.rules import CompiledRule, RuleCompileError, RuleTooExpensive, compile_rule, license_context
 
 
 class Phase(str, enum.Enum):
@@ -17,7 +17,7 @@ class Phase(str, enum.Enum):
     ACTIVE = "Active"
     GRACE = "InGrace"      # after notAfter, within gracePeriod: grants, with a warning
     EXPIRED = "Expired"    # grants nothing
-    INVALID = "Invalid"    # a rule does not compile: grants nothing
+    INVALID = "Invalid"    # a rule does not compile (or is too expensive): grants nothing
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class ReadLicense:
     generation: int | None
     rules: tuple[CompiledRule, ...]
     invalid_reason: str | None = None
+    # The reason code of Valid=False (RuleCompileError, RuleTooExpensive, InvalidSpec).
+    invalid_code: str | None = None
     # The spec as CEL's ``license`` variable sees it, built once per license version.
     view: dict = field(default_factory=dict, compare=False)
     # A CEL evaluation context holding ``license`` already converted: converting the spec is
@@ -44,16 +46,19 @@ class ReadLicense:
         if self.spec.not_after is None:
             return None
         grace = parse_duration(self.spec.grace_period) if self.spec.grace_period else timedelta(0)
-        return self.spec.not_after + grace
+        # Saturates at the end of representable time: a grace of "99999999w" means forever.
+        return limits.saturating_add(self.spec.not_after, grace)
 
     def phase(self, now: datetime) -> Phase:
         if self.invalid_reason is not None:
             return Phase.INVALID
         if self.spec.not_before is not None and now < self.spec.not_before:
             return Phase.PENDING
-        if self.spec.not_after is not None and now >= self.spec.not_after:
+        # The end of representable time (a clamped 9999-12-31, a saturated grace) is "never".
+        if self.spec.not_after is not None and now >= self.spec.not_after and self.spec.not_after < limits.TIME_MAX:
             grace_ends = self.grace_ends
-            return Phase.GRACE if grace_ends is not None and now < grace_ends else Phase.EXPIRED
+            in_grace = grace_ends is not None and (now < grace_ends or grace_ends >= limits.TIME_MAX)
+            return Phase.GRACE if in_grace else Phase.EXPIRED
         return Phase.ACTIVE
 
     def grants(self, now: datetime) -> bool:
@@ -72,14 +77,31 @@ class ReadLicense:
 
 
 def read_license(license: License) -> ReadLicense:
-    """Compile a license's rules; a rule that does not compile makes the license invalid."""
+    """Compile a license's rules; a rule that does not compile, or whose worst case costs too
+    much, makes the license invalid (it grants nothing, and says why in its status)."""
     name = license.metadata.name
     view = license.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     compiled = []
     try:
         for rule in license.spec.rules:
             compiled.append(compile_rule(name, rule.name, rule.expression, rule.message))
+    except RuleTooExpensive as exc:
+        return ReadLicense(name, license.spec, license.metadata.generation, (), str(exc), "RuleTooExpensive", view)
     except RuleCompileError as exc:
-        return ReadLicense(name, license.spec, license.metadata.generation, (), str(exc), view)
-    return ReadLicense(name, license.spec, license.metadata.generation, tuple(compiled), None, view,
-                       license_context(view) if compiled else None)
+        return ReadLicense(name, license.spec, license.metadata.generation, (), str(exc), "RuleCompileError", view)
+    context = None
+    if compiled:
+        try:
+            context = license_context(view)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 -- the extension may panic on odd values
+            return ReadLicense(name, license.spec, license.metadata.generation, (),
+                               f"the license cannot be given to CEL rules: {str(exc)[:300]}", "InvalidSpec", view)
+    return ReadLicense(name, license.spec, license.metadata.generation, tuple(compiled), None, None, view, context)
+
+
+def invalid_license(name: str, tenant: str, generation: int | None, reason: str) -> ReadLicense:
+    """A License the engine cannot read at all (its spec fails the models): it grants nothing,
+    belongs to its tenant (when that much is readable), and its status says why."""
+    return ReadLicense(name, LicenseSpec(tenant=tenant or "-"), generation, (), reason, "InvalidSpec")

@@ -1,6 +1,14 @@
 """CEL rules: compiled once per expression, evaluated against plain dicts.
 
-``common-expression-language`` is a Rust extension; evaluation is pure computation.
+``common-expression-language`` is a Rust extension; evaluation is pure computation. Three
+things about it shape this module (each measured, see tests/unit/test_rule_safety.py):
+
+- it holds the GIL while it runs, so a rule's cost is paid by every tenant on the event loop:
+  rules are costed statically (``entitle.domain.cel_cost``) and refused above the limit;
+- it overflows its stack on very long or deeply nested expressions (a segmentation fault
+  takes the whole operator down): length and nesting are checked before it sees a rule;
+- its failures can be Rust panics (``pyo3_runtime.PanicException``, a ``BaseException``):
+  every call into it is guarded, so a panic is a failed rule, never a crashed process.
 """
 
 from __future__ import annotations
@@ -11,9 +19,21 @@ from typing import Any
 
 import cel
 
+from entitle.api import limits
+from entitle.domain.cel_cost import RULE_COST_LIMIT, estimate
+from entitle.domain.cel_syntax import CelSyntaxError, parse
+
+# Exceptions that must keep propagating (shutdown, cancellation); anything else the extension
+# raises -- including Rust panics, which are BaseExceptions -- is the rule's failure.
+_PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
 
 class RuleCompileError(ValueError):
     """A license rule's CEL expression does not compile; the license is invalid."""
+
+
+class RuleTooExpensive(RuleCompileError):
+    """A rule's estimated worst-case cost exceeds the limit; the license is invalid."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +43,7 @@ class CompiledRule:
     expression: str
     message: str | None
     program: Any
+    cost: int = 0
 
     def evaluate(self, variables: Any) -> tuple[bool, str | None]:
         """Return (holds, error) for a dict or ``cel.Context`` of variables.
@@ -31,8 +52,10 @@ class CompiledRule:
         """
         try:
             result = self.program.execute(variables)
-        except Exception as exc:  # the extension raises plain RuntimeError/ValueError
-            return False, f"evaluation error: {exc}"
+        except _PASS_THROUGH:
+            raise
+        except BaseException as exc:  # noqa: BLE001 -- Rust panics are BaseExceptions
+            return False, f"evaluation error: {str(exc)[:300]}"
         if result is True:
             return True, None
         if result is False:
@@ -45,12 +68,41 @@ def _compile(expression: str) -> Any:
     return cel.compile(expression)
 
 
+def check_shape(expression: str) -> None:
+    """Refuse what the extension cannot safely compile: too long, or nested too deep."""
+    if len(expression) > limits.MAX_EXPRESSION_LENGTH:
+        raise RuleCompileError(f"expression is {len(expression)} characters long; the limit is "
+                               f"{limits.MAX_EXPRESSION_LENGTH}")
+    depth = deepest = 0
+    for char in expression:
+        if char in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ")]}":
+            depth -= 1
+    if deepest > limits.MAX_EXPRESSION_DEPTH:
+        raise RuleCompileError(f"expression nests {deepest} levels deep; the limit is {limits.MAX_EXPRESSION_DEPTH}")
+
+
 def compile_rule(license_name: str, name: str, expression: str, message: str | None) -> CompiledRule:
+    check_shape(expression)
     try:
         program = _compile(expression)
-    except Exception as exc:
-        raise RuleCompileError(f"rule {name!r}: {exc}") from None
-    return CompiledRule(license_name, name, expression, message, program)
+    except _PASS_THROUGH:
+        raise
+    except BaseException as exc:  # noqa: BLE001 -- compile errors and Rust panics alike
+        raise RuleCompileError(f"rule {name!r}: {str(exc)[:500]}") from None
+    try:
+        parse(expression)
+    except CelSyntaxError as exc:
+        raise RuleCompileError(f"rule {name!r}: cannot estimate its cost ({exc})") from None
+    cost = estimate(expression)
+    if cost > RULE_COST_LIMIT:
+        raise RuleTooExpensive(
+            f"rule {name!r}: estimated worst-case cost {cost:,} exceeds the limit of {RULE_COST_LIMIT:,} "
+            f"(over the largest Workload the schema admits: {limits.MAX_USERS:,} users, "
+            f"{limits.MAX_FEATURES} features); iterate fewer times, e.g. avoid nested comprehensions")
+    return CompiledRule(license_name, name, expression, message, program, cost)
 
 
 def license_context(view: dict) -> Any:

@@ -4,6 +4,8 @@ Variables: ``workload`` (with defaults applied), ``tenant`` (usage *including* t
 and the effective entitlement), ``license`` (the rule's own license spec), ``now``.
 """
 
+from entitle.api import limits
+from entitle.domain.cel_cost import TENANT_COST_LIMIT
 from entitle.domain.checks.context import CheckContext, Finding
 from entitle.domain.reasons import RULE_VIOLATION
 
@@ -25,9 +27,33 @@ def tenant_variable(ctx: CheckContext) -> dict:
     }
 
 
+def _oversized(ctx: CheckContext) -> str | None:
+    """A workload beyond the schema's bounds (stored before they existed) would void the cost
+    estimates every rule was admitted with: its rules are not run, it fails closed."""
+    if len(ctx.new.users) > limits.MAX_USERS:
+        return f"{len(ctx.new.users)} users (limit {limits.MAX_USERS})"
+    if len(ctx.new.features) > limits.MAX_FEATURES:
+        return f"{len(ctx.new.features)} features (limit {limits.MAX_FEATURES})"
+    guests = ((ctx.workload.get("spec") or {}).get("guests")) or ()
+    if len(guests) > limits.MAX_USERS:
+        return f"{len(guests)} guests (limit {limits.MAX_USERS})"
+    return None
+
+
 def check(ctx: CheckContext) -> Finding | None:
     if not ctx.entitlement.rules:
         return None
+    total = sum(rule.cost for rule in ctx.entitlement.rules)
+    if total > TENANT_COST_LIMIT:
+        # Each license is within its own limit, but together they are not: deny rather than
+        # stall the event loop every tenant's admissions share.
+        return Finding(RULE_VIOLATION, f"tenant {ctx.tenant}: the rules of its active licenses together have an "
+                                       f"estimated worst-case cost of {total:,}, above the limit of "
+                                       f"{TENANT_COST_LIMIT:,}; no rule was evaluated")
+    oversized = _oversized(ctx)
+    if oversized:
+        return Finding(RULE_VIOLATION, f"tenant {ctx.tenant}: the workload has {oversized}; "
+                                       "its rules are not evaluated")
     base = {"workload": ctx.workload, "tenant": tenant_variable(ctx), "now": ctx.now}
     prepared: set[str] = set()
     for rule in ctx.entitlement.rules:
