@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -110,8 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 success, 1 a decision or check said no, 2 bad input. Never a traceback:
+    anything unexpected is reported in one line (exit 2) with ENTITLE_DEBUG=1 for the trace."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("entitle: interrupted", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0          # the reader went away (e.g. | head): nothing left to say
+    except Exception as exc:  # noqa: BLE001 -- the contract: a message, not a traceback
+        if os.environ.get("ENTITLE_DEBUG"):
+            raise
+        print(f"entitle {args.command}: unexpected error: {type(exc).__name__}: {str(exc)[:500]} "
+              "(set ENTITLE_DEBUG=1 for details)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,3 +19,15 @@ def test_image_runs_as_non_root_with_the_chart_entrypoint():
     text = (ROOT / "Dockerfile").read_text()
     assert "USER 65532:65532" in text and 'ENTRYPOINT ["entitle"]' in text
     assert text.count("FROM ") == 2, "multi-stage: build wheels, install into a clean runtime stage"
+
+
+def test_the_images_default_config_path_is_where_the_chart_mounts_it():
+    import json
+    import re
+
+    cmd = re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.M).group(1)
+    default = json.loads(cmd)[json.loads(cmd).index("--config") + 1]
+    deployment = (ROOT / "charts" / "entitle" / "templates" / "deployment.yaml").read_text()
+    assert f"args: [run, --config, {default}]" in deployment
+    mount = re.search(r"- name: config\n\s+mountPath: (\S+)", deployment).group(1)
+    assert default == f"{mount}/config.yaml"

@@ -6,6 +6,8 @@ it is turned into an UPDATE of the stored Workload with ``spec.replicas`` replac
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,18 +15,23 @@ from pydantic import ValidationError
 
 from entitle.domain import reasons
 
-from entitle.api import Workload
+from entitle.api import Workload, limits
 from entitle.domain.admission import CREATE, DELETE, UPDATE, Decision
 from entitle.domain.state import ClusterState, WorkloadRequest
+
+
+log = logging.getLogger("entitle.webhook")
 
 
 class RequestNotUnderstood(Exception):
     """The admission request is malformed or refers to a workload entitle has not seen yet."""
 
 
-def _workload(body: dict[str, Any] | None, namespace: str | None) -> Workload | None:
+def _workload(body: Any, namespace: str | None) -> Workload | None:
     if body is None:
         return None
+    if not isinstance(body, dict):
+        raise RequestNotUnderstood(f"invalid Workload: expected an object, got {type(body).__name__}")
     try:
         workload = Workload.model_validate(dict(body))
     except ValidationError as exc:
@@ -36,10 +43,20 @@ def _workload(body: dict[str, Any] | None, namespace: str | None) -> Workload | 
 
 
 def to_request(state: ClusterState, *, operation: str, subresource: str | None,
-               body: dict[str, Any] | None, old: dict[str, Any] | None, dry_run: bool) -> WorkloadRequest:
-    raw = body if body is not None else old or {}
-    meta = raw.get("metadata") or {}
-    namespace, name = meta.get("namespace") or "default", meta.get("name") or ""
+               body: Any, old: Any, dry_run: bool, namespace: str | None = None,
+               name: str | None = None) -> WorkloadRequest:
+    """The engine's request for an AdmissionRequest. ``namespace``/``name`` are the request's own
+    (the apiserver's, from the URL); the object's metadata is only a fallback."""
+    raw = body if body is not None else old
+    if raw is not None and not isinstance(raw, dict):
+        raise RequestNotUnderstood(f"the admission request's object is a {type(raw).__name__}, not an object")
+    meta = (raw or {}).get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise RequestNotUnderstood("the admission request's object has no usable metadata")
+    namespace = namespace or meta.get("namespace") or "default"
+    name = name or meta.get("name") or ""
+    if not isinstance(namespace, str) or not isinstance(name, str):
+        raise RequestNotUnderstood("namespace and name must be strings")
     if operation == DELETE:
         return WorkloadRequest(DELETE, namespace, name, None, _workload(old, namespace), dry_run)
     if subresource == "scale":
@@ -47,12 +64,17 @@ def to_request(state: ClusterState, *, operation: str, subresource: str | None,
         if stored is None:
             raise RequestNotUnderstood(
                 f"workload {namespace}/{name} is not yet known to entitle (starting up?); retry")
-        replicas = ((body or {}).get("spec") or {}).get("replicas", 0)
+        spec = (body or {}).get("spec") or {}
+        replicas = spec.get("replicas", 0) if isinstance(spec, dict) else None
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= limits.MAX_REPLICAS:
+            raise RequestNotUnderstood(f"scale: spec.replicas must be an integer from 0 to {limits.MAX_REPLICAS}")
         updated = stored.model_copy(deep=True)
-        updated.spec.replicas = int(replicas)
+        updated.spec.replicas = replicas
         return WorkloadRequest(UPDATE, namespace, name, updated, stored, dry_run)
     if operation not in (CREATE, UPDATE):
         raise RequestNotUnderstood(f"operation {operation} is not handled")
+    if body is None:
+        raise RequestNotUnderstood(f"{operation} without an object")
     return WorkloadRequest(operation, namespace, name, _workload(body, namespace), _workload(old, namespace), dry_run)
 
 
@@ -73,6 +95,9 @@ class SharedAdmission:
     before it), and committed with a single compare-and-swap write.
     """
 
+    # Longest stretch one tenant's batch decides before yielding to the event loop.
+    slice_seconds = 0.005
+
     def __init__(self, state: ClusterState, store: Any, ttl: timedelta, retries: int = 10,
                  wall_clock: Any = None, settle: timedelta = timedelta(seconds=5)) -> None:
         import asyncio
@@ -91,6 +116,8 @@ class SharedAdmission:
         self.wall_clock = wall_clock
         self._cache: dict[str, Any] = {}
         self._queues: dict[str, list] = {}
+        # (tenant, resourceVersion) of an unreadable hold object -> when this replica first saw it.
+        self._corrupt_since: dict[tuple[str, str | None], datetime] = {}
         self._asyncio = asyncio
         # A store with coroutine read/write (AsyncHoldStore) runs on this loop; a blocking one
         # (HoldStore, MemoryHoldStore) in a worker thread.
@@ -116,6 +143,25 @@ class SharedAdmission:
             for old in list(self._settled_since)[:25_000]:
                 del self._settled_since[old]
         return wall - since >= self.settle
+
+    def _corrupt_hold(self, tenant: str, holds: Any, wall: datetime) -> str | None:
+        """For an unreadable hold object: the denial message for raising requests until any hold
+        it held has expired (one TTL after this replica first saw it); None when not blocked."""
+        if not holds.corrupt:
+            return None
+        from entitle.adapters.holds import object_name
+
+        key = (tenant, holds.resource_version)
+        since = self._corrupt_since.get(key)
+        if since is None:
+            since = self._corrupt_since[key] = wall
+            log.error("hold object %s of tenant %s is unreadable (%s); it is replaced after %ss",
+                      object_name(tenant), tenant, holds.corrupt, int(self.ttl.total_seconds()))
+        if wall >= since + self.ttl:
+            return None
+        return (f"tenant {tenant}: its capacity hold object {object_name(tenant)} (in the operator's namespace) "
+                f"is unreadable ({holds.corrupt}); entitle replaces it at {(since + self.ttl).isoformat()}, "
+                "retry then")
 
     async def review(self, now: datetime, **request: Any) -> tuple[WorkloadRequest, Decision]:
         parsed = to_request(self.state, **request)
@@ -153,19 +199,33 @@ class SharedAdmission:
             if holds is None:
                 holds = self._cache[tenant] = await self._call(self.store.read, tenant)
             wall = self._wall()
+            blocked = self._corrupt_hold(tenant, holds, wall)
+            if holds.corrupt and blocked is None:
+                # Any hold it held has expired by now: replace it with the holds of this batch.
+                holds = type(holds)(tenant, holds.resource_version, {})
             # The state already counts this version of the holds (we applied or wrote it) and
             # none has expired since: requests that write nothing -- dry runs, decreases,
             # denials -- cost O(1) here, not O(holds).
             applied = self._applied.get(tenant)
-            if holds.resource_version is None or applied is None or applied[0] != holds.resource_version \
+            if holds.corrupt:
+                pass   # unreadable: keep counting what this replica knew
+            elif holds.resource_version is None or applied is None or applied[0] != holds.resource_version \
                     or wall >= applied[1]:
                 self.state.replace_reservations(tenant, holds.entries, wall)
                 self._applied[tenant] = (holds.resource_version, _first_expiry(holds.entries, wall))
             entries: dict | None = None
             decisions, changed = [], False
+            slice_started = time.perf_counter()
             for parsed, now, _ in batch:
+                if time.perf_counter() - slice_started > self.slice_seconds:
+                    # Fairness: a tenant whose rules are expensive decides its batch in slices,
+                    # letting other tenants' admissions run in between (rules hold the GIL).
+                    await self._asyncio.sleep(0)
+                    slice_started = time.perf_counter()
                 decision = self.state.decide(parsed, now)
-                if decision.needs_hold and not parsed.dry_run:
+                if decision.needs_hold and not parsed.dry_run and blocked is not None:
+                    decision = Decision(False, reasons.RESERVATION_CONFLICT, blocked, tenant=tenant)
+                elif decision.needs_hold and not parsed.dry_run:
                     if entries is None:
                         entries = {k: v for k, v in holds.entries.items()
                                    if v.expires > wall and not self._settled(k, v, wall)}

@@ -29,8 +29,12 @@ class AsyncApi:
     def __init__(self, configuration: client.Configuration) -> None:
         self.configuration = configuration
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
+        if self._closed:
+            # After shutdown a late write must not open a session nobody will close.
+            raise ApiError(0, "the API client is closed (shutting down)")
         if self._session is None or self._session.closed:
             cfg = self.configuration
             context: ssl.SSLContext | bool = False
@@ -68,5 +72,6 @@ class AsyncApi:
             return resp.status, (orjson.loads(raw) if raw else None)
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None and not self._session.closed:
             await self._session.close()

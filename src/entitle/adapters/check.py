@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from entitle.api import License, Workload
+from entitle.api.common import parse_time
 from entitle.domain.admission import CREATE, DELETE, UPDATE, Decision
 from entitle.domain.normalization import InstanceTable
 from entitle.domain.state import ClusterState, WorkloadRequest
@@ -39,8 +40,9 @@ class Document:
 
     def where(self, field: str | None = None) -> str:
         kind = self.body.get("kind", "?")
-        name = (self.body.get("metadata") or {}).get("name", "?")
-        place = f"{self.path}: document {self.index} ({kind} {name})"
+        meta = self.body.get("metadata")
+        name = meta.get("name", "?") if isinstance(meta, dict) else "?"
+        place = f"{self.path}: document {self.index} ({str(kind)[:64]} {str(name)[:64]})"
         return f"{place}: field {field}" if field else place
 
 
@@ -48,22 +50,24 @@ def parse_now(text: str | None) -> datetime:
     if text is None:
         return datetime.now(timezone.utc)
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        return parse_time(text)
     except ValueError:
-        raise BadInput(f"--now {text!r}: not an RFC 3339 timestamp (e.g. 2026-11-27T12:00:00Z)") from None
-    if value.tzinfo is None:
-        raise BadInput(f"--now {text!r}: needs a time zone (e.g. a trailing Z)")
-    return value
+        raise BadInput(f"--now {text!r}: not an RFC 3339 timestamp with a time zone "
+                       "(e.g. 2026-11-27T12:00:00Z)") from None
 
 
 def read_documents(paths: list[str], stdin: TextIO | None = None) -> Iterator[Document]:
     for path in paths:
         try:
-            text = stdin.read() if path == "-" and stdin is not None else Path(path).read_text()
+            text = stdin.read() if path == "-" and stdin is not None else Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise BadInput(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"{path}: not a text file (not UTF-8 at byte {exc.start})") from None
         try:
             bodies = list(yaml.safe_load_all(text))
+        except RecursionError:
+            raise BadInput(f"{path}: invalid YAML: nested too deeply") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -76,7 +80,10 @@ def read_documents(paths: list[str], stdin: TextIO | None = None) -> Iterator[Do
             if not isinstance(body, dict):
                 raise BadInput(f"{path}: document {index}: expected a mapping, got {type(body).__name__}")
             if body.get("kind") == "List":
-                for item in body.get("items") or []:
+                items = body.get("items") or []
+                if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                    raise BadInput(f"{path}: document {index} (List): items must be a list of mappings")
+                for item in items:
                     yield Document(path, index, item)
             else:
                 yield Document(path, index, body)
@@ -96,8 +103,10 @@ def _parse(model, doc: Document):
 
 def _metadata_name(doc: Document) -> str:
     meta = doc.body.get("metadata")
-    if not isinstance(meta, dict) or not meta.get("name"):
-        raise BadInput(f"{doc.where('metadata.name')}: required")
+    if not isinstance(meta, dict):
+        raise BadInput(f"{doc.where('metadata')}: expected a mapping")
+    if not isinstance(meta.get("name"), str) or not meta.get("name"):
+        raise BadInput(f"{doc.where('metadata.name')}: required (a string)")
     return meta["name"]
 
 
@@ -120,7 +129,7 @@ def run_check(documents: list[Document], now: datetime, table: InstanceTable | N
         kind = doc.body.get("kind")
         if kind == "Namespace":
             name = _metadata_name(doc)
-            labels = (doc.body.get("metadata") or {}).get("labels") or {}
+            labels = doc.body["metadata"].get("labels") or {}
             if not isinstance(labels, dict):
                 raise BadInput(f"{doc.where('metadata.labels')}: expected a mapping")
             state.set_namespace(name, {str(k): str(v) for k, v in labels.items()})

@@ -14,6 +14,7 @@ import heapq
 import io
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -70,8 +71,8 @@ def _events_from_lines(lines: Iterable[bytes], name: str, progress: Progress) ->
             continue
         try:
             record = json.loads(line)
-        except ValueError as exc:
-            raise ExportError(f"{name}:{number}: not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise ExportError(f"{name}:{number}: not valid JSON: {str(exc)[:200]}") from None
         if not isinstance(record, dict):
             raise ExportError(f"{name}:{number}: expected a JSON object")
         try:
@@ -106,15 +107,23 @@ def events_from_ledger(path: str, progress_stream: IO[str] | None) -> Iterator[E
     except Exception as exc:
         raise ExportError(f"{path}: cannot open the ledger: {exc}") from None
     progress = Progress(progress_stream, total, "reading ledger")
+    number = 0
     try:
         for number, (body,) in enumerate(db.execute("SELECT body FROM records"), 1):
             progress.advance(1)
             try:
-                event = to_event(json.loads(body))
-            except (BadRecord, ValueError) as exc:
+                record = json.loads(body)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+                event = to_event(record)
+            except (BadRecord, ValueError, TypeError) as exc:
                 raise ExportError(f"{path}: record {number}: {exc}") from None
             if event is not None:
                 yield event
+    except sqlite3.Error as exc:
+        # A damaged page shows up mid-read, not at open: say where, and that nothing was exported.
+        raise ExportError(f"{path}: the ledger is damaged after record {number} ({exc}); restore it from a "
+                          "backup or export from the sink stream (--events)") from None
     finally:
         db.close()
         progress.close()

@@ -35,11 +35,19 @@ def object_name(tenant: str) -> str:
     return f"entitle-holds-{slug}-{hashlib.sha256(tenant.encode()).hexdigest()[:8]}"
 
 
+class HoldsCorrupt(ValueError):
+    """The hold object's content cannot be read (edited by hand, truncated, another version)."""
+
+
 @dataclass
 class Holds:
     tenant: str
     resource_version: str | None                 # None: the object does not exist yet
     entries: dict[Key, Reservation]
+    # Set when the stored object could not be read: what is wrong with it. Nobody can know
+    # what it reserved, so raising admissions wait until any hold in it would have expired,
+    # then the object is replaced (see SharedAdmission).
+    corrupt: str | None = None
 
 
 def merge_hold(previous: Reservation | None, hold: Reservation) -> Reservation:
@@ -70,13 +78,30 @@ def _encode(entries: dict[Key, Reservation]) -> str:
 
 
 def _decode(text: str | None) -> dict[Key, Reservation]:
-    out = {}
-    for key, v in (orjson.loads(text) if text else {}).items():
-        ns, name = key.split("/", 1)
-        fp = Footprint(v.get("k", "container"), v["r"], v["u"], frozenset(v.get("s", ())), frozenset(v.get("f", ())),
-                       v.get("x", True))
-        out[(ns, name)] = Reservation(fp, datetime.fromtimestamp(v["e"], timezone.utc), v.get("id"), v.get("g"))
-    return out
+    try:
+        raw = orjson.loads(text) if text else {}
+        if not isinstance(raw, dict):
+            raise HoldsCorrupt(f"expected a JSON object, found {type(raw).__name__}")
+        out = {}
+        for key, v in raw.items():
+            ns, name = key.split("/", 1)
+            fp = Footprint(str(v.get("k", "container")), int(v["r"]), int(v["u"]), frozenset(map(str, v.get("s", ()))),
+                           frozenset(map(str, v.get("f", ()))), bool(v.get("x", True)))
+            out[(ns, name)] = Reservation(fp, datetime.fromtimestamp(float(v["e"]), timezone.utc), v.get("id"),
+                                          v.get("g"))
+        return out
+    except HoldsCorrupt:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, OSError) as exc:
+        raise HoldsCorrupt(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def read_holds(tenant: str, resource_version: str | None, text: str | None) -> Holds:
+    """The holds in an object's data, or a :class:`Holds` marked ``corrupt`` (never raises)."""
+    try:
+        return Holds(tenant, resource_version, _decode(text))
+    except HoldsCorrupt as exc:
+        return Holds(tenant, resource_version, {}, corrupt=str(exc))
 
 
 class MemoryHoldStore:
@@ -94,7 +119,15 @@ class MemoryHoldStore:
             if tenant not in self._objects:
                 return Holds(tenant, None, {})
             version, entries = self._objects[tenant]
+            if isinstance(entries, str):   # raw (corrupted) content, see corrupt()
+                return read_holds(tenant, str(version), entries)
             return Holds(tenant, str(version), dict(entries))
+
+    def corrupt(self, tenant: str, text: str) -> None:
+        """Replace the tenant's object content by ``text`` (as a careless edit would)."""
+        with self._lock:
+            version = self._objects[tenant][0] + 1 if tenant in self._objects else 1
+            self._objects[tenant] = (version, text)
 
     def write(self, holds: Holds, entries: dict) -> Holds:
         with self._lock:
@@ -125,7 +158,8 @@ class AsyncHoldStore:
         status, cm = await self.api.request("GET", self._path(tenant), ok=(200, 404))
         if status == 404:
             return Holds(tenant, None, {})
-        return Holds(tenant, cm["metadata"]["resourceVersion"], _decode((cm.get("data") or {}).get("holds")))
+        data = cm.get("data") if isinstance(cm.get("data"), dict) else {}
+        return read_holds(tenant, cm["metadata"]["resourceVersion"], data.get("holds"))
 
     async def write(self, holds: Holds, entries: dict[Key, Reservation]) -> Holds:
         body = {"apiVersion": "v1", "kind": "ConfigMap",

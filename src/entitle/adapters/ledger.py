@@ -76,7 +76,14 @@ class Ledger:
                     self._track_live(record, row[5])
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may already have rolled back (a full disk fails the COMMIT and ends the
+                # transaction): then ROLLBACK itself errors, and that error would hide the real
+                # one ("cannot rollback - no transaction is active" instead of "disk is full").
+                if self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
             return added
 
@@ -97,6 +104,11 @@ class Ledger:
                 "INSERT INTO live (kind, key, body) VALUES (?,?,?) ON CONFLICT (kind, key) DO UPDATE "
                 "SET body = excluded.body WHERE COALESCE(json_extract(excluded.body, '$.data.generation'), 0) "
                 ">= COALESCE(json_extract(live.body, '$.data.generation'), 0)", (kind, key, body))
+
+    def forget_live(self, kind: str, key: str) -> None:
+        """Drop an object's live row without a record (it was counted nowhere when it went)."""
+        with self._lock:
+            self._db.execute("DELETE FROM live WHERE kind=? AND key=?", (kind, key))
 
     def live(self, kind: str) -> dict[str, dict]:
         """{key: last record} of objects of ``kind`` whose last record is not a deletion."""
@@ -179,6 +191,10 @@ class LedgerWriter:
             self._pending.append(record)
             self._cond.notify()
 
+    def forget_live(self, kind: str, key: str) -> None:
+        """Queue :meth:`Ledger.forget_live`, ordered after every record submitted before it."""
+        self.submit({"_forget": (kind, key)})
+
     def barrier(self) -> Any:
         """A ``concurrent.futures.Future`` done once every record submitted so far is committed."""
         from concurrent.futures import Future
@@ -207,7 +223,7 @@ class LedgerWriter:
                 waiters, self._waiters = self._waiters, []
                 self._busy = True
             try:
-                added = self.ledger.append(batch) if batch else 0
+                added = self._write(batch) if batch else 0
             except Exception as exc:  # disk full, I/O error: keep the records and retry
                 self.failures += 1
                 logging.getLogger("entitle.ledger").error("ledger append failed (will retry): %s", exc)
@@ -224,6 +240,17 @@ class LedgerWriter:
                 waiter.set_result(None)
             if added and self.on_added is not None:
                 self.on_added(added)
+
+    def _write(self, batch: list[dict]) -> int:
+        added, run = 0, []
+        for item in batch:
+            if "_forget" in item:
+                added += self.ledger.append(run)
+                run = []
+                self.ledger.forget_live(*item["_forget"])
+            else:
+                run.append(item)
+        return added + self.ledger.append(run)
 
     def close(self, timeout: float = 10) -> None:
         with self._cond:

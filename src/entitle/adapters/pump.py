@@ -67,7 +67,15 @@ class SinkPump:
     def notify(self) -> None:
         self._wake.set()
 
+    def adopt_legacy_cursor(self) -> None:
+        legacy = getattr(self.sink, "legacy_name", None)
+        if legacy and legacy != self.sink.name and self.ledger.cursor(self.sink.name) == 0:
+            seq = self.ledger.cursor(legacy)
+            if seq:
+                self.ledger.set_cursor(self.sink.name, seq)
+
     def start(self) -> SinkPump:
+        self.adopt_legacy_cursor()
         self._thread = threading.Thread(target=self.run, name=f"sink-{self.sink.name}", daemon=True)
         self._thread.start()
         return self

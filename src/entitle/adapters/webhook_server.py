@@ -52,9 +52,13 @@ ReviewCallback = Callable[[Review], Awaitable[None]]
 
 
 def parse(request: dict[str, Any]) -> Review:
-    return Review(operation=request.get("operation") or "", subresource=request.get("subResource") or None,
-                  namespace=request.get("namespace"), name=request.get("name"),
-                  body=request.get("object"), old=request.get("oldObject"), dry_run=bool(request.get("dryRun")))
+    def text(key: str) -> str | None:
+        value = request.get(key)
+        return value if isinstance(value, str) and value else None
+
+    return Review(operation=text("operation") or "", subresource=text("subResource"),
+                  namespace=text("namespace"), name=text("name"),
+                  body=request.get("object"), old=request.get("oldObject"), dry_run=request.get("dryRun") is True)
 
 
 def respond(uid: str, review: Review | None, error: AdmissionDenied | None) -> dict[str, Any]:
@@ -103,6 +107,8 @@ class AdmissionServer:
             envelope = orjson.loads(await request.read())
             admission = envelope["request"]
             uid = admission["uid"]
+            if not isinstance(admission, dict) or not isinstance(uid, str):
+                raise TypeError
         except (ValueError, KeyError, TypeError):
             return web.Response(status=400, text="not an admission.k8s.io/v1 AdmissionReview")
         review = parse(admission)
@@ -117,6 +123,9 @@ class AdmissionServer:
         return web.Response(body=orjson.dumps(respond(uid, review, error)), content_type="application/json")
 
     async def start(self) -> None:
+        """Listen (idempotent: a retried start-up does not bind the port twice)."""
+        if self._runner is not None:
+            return
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_post("/{path:.*}", self._handle)
@@ -130,3 +139,4 @@ class AdmissionServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from entitle.domain import reasons
 from entitle.domain.checks import ENTITLEMENT_CHECKS, GATE_CHECKS, CheckContext, Finding
-from entitle.domain.usage import Change
+from entitle.domain.usage import Change, raises
 
 CREATE, UPDATE, DELETE = "CREATE", "UPDATE", "DELETE"
 
@@ -50,6 +50,10 @@ def decide(ctx: CheckContext, operation: str) -> Decision:
     if operation == UPDATE and ctx.metadata_only:
         # change=None: nothing to reserve for a change that holds no new capacity.
         return Decision(True, tenant=ctx.tenant, licenses=_licenses(ctx), warnings=warnings)
+    if operation == UPDATE and ctx.tenant is None and ctx.old is not None and not raises(ctx.old, ctx.new):
+        # A namespace that lost its tenant label: a decrease still passes (it cannot be
+        # measured against a tenant's pools, but it asks for nothing more than was there).
+        return Decision(True, warnings=warnings)
     kind_changed = ctx.old is None or ctx.old.instance_kind != ctx.new.instance_kind
     if operation == UPDATE and ctx.change is not None and not ctx.change.raises_any \
             and (ctx.new.known_kind or not kind_changed):

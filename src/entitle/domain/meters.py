@@ -14,21 +14,19 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+from entitle.api.common import parse_time as parse_rfc3339
 from entitle.domain.records import LICENSE_TYPE, WORKLOAD_TYPE
 
-_WORKLOAD_OPS = {"created": 0, "updated": 1, "deleted": 2}
+# Order within one second and generation: a move out comes before a move in, a deletion last.
+_WORKLOAD_OPS = {"created": 0, "updated": 1, "movedOut": 2, "movedIn": 3, "deleted": 4}
 _LICENSE_OPS = {"activated": 0, "updated": 1, "expired": 2, "deleted": 3}
 
 
 def parse_time(text: str) -> int:
     """RFC 3339 -> whole epoch seconds (floored)."""
-    value = datetime.fromisoformat(text.replace("z", "Z"))
-    if value.tzinfo is None:
-        raise ValueError(f"time {text!r} has no time zone")
-    return math.floor(value.timestamp())
+    return math.floor(parse_rfc3339(text).timestamp())
 
 
 @dataclass(frozen=True)
@@ -75,30 +73,42 @@ def to_event(record: dict[str, Any]) -> Event | None:
         return None
     try:
         data = record.get("data") or {}
+        if not isinstance(data, dict):
+            raise BadRecord(f"data is a {type(data).__name__}, not an object")
         tenant = data.get("tenant") or record.get("subject")
-        if not tenant:
-            raise BadRecord("no tenant (data.tenant or subject)")
+        if not tenant or not isinstance(tenant, str):
+            raise BadRecord("no tenant (data.tenant or subject, a string)")
+        if not isinstance(record.get("time"), str):
+            raise BadRecord("time is not an RFC 3339 string")
         time = parse_time(record["time"])
         source, id_ = str(record.get("source", "")), str(record["id"])
         operation = data.get("operation")
         if rtype == WORKLOAD_TYPE:
             if operation not in _WORKLOAD_OPS:
                 raise BadRecord(f"unknown workload operation {operation!r}")
-            key = data.get("uid") or f"{data.get('namespace')}/{data.get('name')}"
+            key = str(data.get("uid") or f"{data.get('namespace')}/{data.get('name')}")
             return Event(time, 1, int(data.get("generation") or 0), _WORKLOAD_OPS[operation], source, id_,
                          tenant, "workload", key, int(data.get("units") or 0),
-                         tuple(sorted(set(data.get("users") or ()))), tuple(sorted(set(data.get("features") or ()))),
-                         removes=operation == "deleted")
+                         _names(data.get("users"), "users"), _names(data.get("features"), "features"),
+                         removes=operation in ("deleted", "movedOut"))
         if operation not in _LICENSE_OPS:
             raise BadRecord(f"unknown license operation {operation!r}")
         instances = ((data.get("entitlement") or {}).get("instances") or {})
         maximum = instances.get("max")
         return Event(time, 0, 0, _LICENSE_OPS[operation], source, id_, tenant, "license",
                      str(data.get("name", "")), instance_max=None if maximum is None else int(maximum))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         if isinstance(exc, BadRecord):
             raise
         raise BadRecord(f"{type(exc).__name__}: {exc}") from None
+
+
+def _names(value: Any, field: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRecord(f"data.{field} is not a list of strings")
+    return tuple(sorted(set(value)))
 
 
 @dataclass

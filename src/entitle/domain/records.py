@@ -34,7 +34,7 @@ def _event(type_: str, id_: str, tenant: str, time: datetime, data: dict, source
 def workload_record(workload: Workload, operation: str, tenant: str, time: datetime,
                     table: InstanceTable, licenses: tuple[str, ...] | list[str],
                     source: str = DEFAULT_SOURCE) -> dict:
-    """``dev.entitle.workload.v1`` for a created / updated / deleted Workload."""
+    """``dev.entitle.workload.v1`` for a created / updated / deleted (/ moved) Workload."""
     meta, spec = workload.metadata, workload.spec
     generation = meta.generation or 1
     key = "deleted" if operation == "deleted" else generation
@@ -46,6 +46,26 @@ def workload_record(workload: Workload, operation: str, tenant: str, time: datet
         "features": sorted(set(spec.features)), "licenses": sorted(licenses),
     }
     return _event(WORKLOAD_TYPE, record_id("workload", meta.uid, key, operation), tenant, time, data, source)
+
+
+def moved_records(workload: Workload, before: str | None, after: str | None, time: datetime,
+                  table: InstanceTable, licenses_after: tuple[str, ...] | list[str],
+                  source: str = DEFAULT_SOURCE) -> list[dict]:
+    """A namespace changed tenant (label changed, added or removed): the workload stops counting
+    under ``before`` (``movedOut``, like a deletion) and starts under ``after`` (``movedIn``, like
+    a creation), both timed at the label change. A side without a tenant is not written.
+
+    The ids pin the move (object, both tenants, the moment), so every replica and every
+    restart that notices the same move writes the same two records."""
+    out = []
+    for operation, tenant, licenses in (("movedOut", before, ()), ("movedIn", after, licenses_after)):
+        if not tenant:
+            continue
+        record = workload_record(workload, operation, tenant, time, table, licenses, source)
+        record["id"] = record_id("workload", workload.metadata.uid, operation, before or "", after or "",
+                                 format_time(time))
+        out.append(record)
+    return out
 
 
 def license_record(name: str, uid: str, tenant: str, operation: str, key: object, time: datetime,

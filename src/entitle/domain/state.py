@@ -118,12 +118,18 @@ class ClusterState:
         return self.namespaces.get(namespace)
 
     # --- licenses ---------------------------------------------------------------------
+    def namespace_workloads(self, namespace: str) -> set[Key]:
+        return self._by_namespace.get(namespace, set())
+
     def set_license(self, license: License) -> ReadLicense:
-        name = license.metadata.name
+        return self.set_read_license(read_license(license))
+
+    def set_read_license(self, read: ReadLicense) -> ReadLicense:
+        """Put a license (as the engine read it, valid or not) into the picture."""
+        name = read.name
         previous = self.licenses.get(name)
         if previous is not None:
             self._licenses_by_tenant[previous.tenant].discard(name)
-        read = read_license(license)
         self.licenses[name] = read
         self._licenses_by_tenant[read.tenant].add(name)
         self._entitlements.pop(read.tenant, None)

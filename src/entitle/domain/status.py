@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from entitle.api.common import format_duration, format_time
+from entitle.api.limits import clamp_int64
 from entitle.domain import reasons
 from entitle.domain.bursts import BurstClock, month_key
 from entitle.domain.entitlement import Entitlement, PoolEntitlement
@@ -24,7 +25,10 @@ def condition(ctype: str, ok: bool, reason: str, message: str, generation: int |
 def _pool(used: int, cap: PoolEntitlement, clock: BurstClock | None, now: datetime) -> dict:
     # The controller folds the clock up to ``now`` before writing, so (used, overSince) is the
     # clock's exact state and can be restored as is after a restart.
-    out = {"used": used, "max": cap.max, "burstExtra": cap.burst_extra,
+    # Status fields are int64: a cap summed over licenses near the schema's bound, or a
+    # usage from an absurd table weight, is written saturated rather than rejected (422).
+    out = {"used": clamp_int64(used), "max": None if cap.max is None else clamp_int64(cap.max),
+           "burstExtra": clamp_int64(cap.burst_extra),
            "burstUsedSeconds": round((clock or BurstClock()).used_at(now), 3)}
     if cap.burst_window:
         out["burstWindow"] = format_duration(cap.burst_window)
@@ -52,7 +56,7 @@ def license_status(lic: ReadLicense, ent: Entitlement, usage: TenantUsage,
                  if cap.hard_limit is not None and (used > cap.hard_limit or (
                      pool_over(used, cap) and (bursts.get(p) or BurstClock()).used_at(now) >= cap.burst_window.total_seconds()))]
     conditions = [
-        condition("Valid", valid, "Valid" if valid else "RuleCompileError",
+        condition("Valid", valid, "Valid" if valid else (lic.invalid_code or "RuleCompileError"),
                   lic.invalid_reason or "all rules compile", gen, previous, now),
         condition("Active", lic.grants(now), phase.value,
                   {Phase.PENDING: f"not before {format_time(lic.spec.not_before) if lic.spec.not_before else ''}",
@@ -74,7 +78,7 @@ def license_status(lic: ReadLicense, ent: Entitlement, usage: TenantUsage,
         "conditions": conditions,
         "instances": _pool(usage.units, ent.instances, bursts.get("instances"), now),
         "seats": _pool(usage.seats, ent.seats, bursts.get("seats"), now),
-        "features": usage.features(),
+        "features": {f: clamp_int64(n) for f, n in usage.features().items()},
         "burstMonth": month_key(now),
         "summary": f"instances {_fmt(usage.units, ent.instances)} seats {_fmt(usage.seats, ent.seats)}",
     }
@@ -122,3 +126,37 @@ def entitled(tenant: str | None, fp: Footprint, ent: Entitlement | None, usage: 
             if used > (cap.hard_limit or 0) or not budget_left:
                 return False, reason, f"tenant {tenant} {pool} {used} over max {cap.max}"
     return True, "Entitled", f"drawing on {', '.join(ent.licenses)}"
+
+
+def merge_patch(stored: dict | None, wanted: dict) -> dict:
+    """The RFC 7386 merge patch that turns ``stored`` into exactly ``wanted``.
+
+    A merge patch only adds and replaces: a key the new status leaves out (``overSince`` once
+    a pool is back under its max, a feature no workload enables any more) would stay in the
+    object forever, and be read back as live state after a restart. So every key of ``stored``
+    that ``wanted`` lacks is sent as ``null`` (delete), recursively through objects; lists are
+    replaced whole, as merge patches do."""
+    patch: dict = {}
+    for key, value in wanted.items():
+        before = (stored or {}).get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            patch[key] = merge_patch(before, value)
+        else:
+            patch[key] = value
+    for key in (stored or {}):
+        if key not in wanted:
+            patch[key] = None
+    return patch
+
+
+def merged(base: dict | None, patch: dict) -> dict:
+    """``base`` with a merge patch applied (what the apiserver will store)."""
+    out = dict(base or {})
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            out[key] = merged(out.get(key) if isinstance(out.get(key), dict) else {}, value)
+        else:
+            out[key] = value
+    return out

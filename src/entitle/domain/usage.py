@@ -30,6 +30,14 @@ class Footprint:
 EMPTY = Footprint()
 
 
+def raises(old: Footprint, new: Footprint) -> bool:
+    """Does replacing ``old`` by ``new`` ask for more of anything, whatever the tenant's state?
+    (More units, a user or feature not there before, or a kind whose units are unknown.)"""
+    if new.instance_kind != old.instance_kind and not new.known_kind:
+        return True
+    return new.units > old.units or bool(new.users - old.users) or bool(new.features - old.features)
+
+
 def footprint(spec: WorkloadSpec, table: InstanceTable) -> Footprint:
     users = frozenset(spec.users)
     return Footprint(

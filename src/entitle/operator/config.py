@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from entitle.domain.normalization import DEFAULT_WEIGHTS, InstanceTable
 
@@ -68,8 +68,26 @@ class OperatorConfig(BaseModel):
     # Where ledger records go next: [{type: jsonl, path}, {type: http, url, headers}, {type: kafka, ...}].
     sinks: list[dict] = Field(default_factory=list)
     metrics_port: int | None = Field(8080, alias="metricsPort")
+    # Where /metrics listens; default: the webhook's listenHost.
+    metrics_host: str | None = Field(None, alias="metricsHost")
     # Tests inject time: when set and the file exists, its RFC 3339 content is "now".
     clock_file: str | None = Field(None, alias="clockFile")
+
+    @field_validator("sinks")
+    @classmethod
+    def _distinct_sink_names(cls, sinks: list[dict]) -> list[dict]:
+        from entitle.adapters.sinks.base import default_name
+
+        seen: dict[str, int] = {}
+        for index, spec in enumerate(sinks):
+            if not isinstance(spec, dict) or spec.get("type") not in ("jsonl", "http", "kafka"):
+                raise ValueError(f"sinks[{index}]: type must be jsonl, http or kafka")
+            name = spec.get("name") or default_name(spec)
+            if name in seen:
+                raise ValueError(f"sinks[{seen[name]}] and sinks[{index}] are both named {name!r}: give each "
+                                 "sink its own name (the key of its position in the ledger)")
+            seen[name] = index
+        return sinks
 
     def instance_table(self) -> InstanceTable:
         return InstanceTable(self.normalization)
@@ -82,8 +100,20 @@ class OperatorConfig(BaseModel):
         return datetime.now(timezone.utc)
 
 
+class ConfigError(ValueError):
+    """The operator's configuration file cannot be read or is not valid; the message says where."""
+
+
 def load(path: str | None) -> OperatorConfig:
     if not path:
         return OperatorConfig()
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    return OperatorConfig.model_validate(data)
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return OperatorConfig.model_validate(data)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None

@@ -17,9 +17,12 @@ from pydantic import ValidationError
 
 from entitle.adapters.ledger import Ledger, LedgerWriter
 from entitle.api import License, Workload
+from entitle.api.common import TENANT_LABEL, parse_time
 from entitle.domain import records
-from entitle.domain.state import ClusterState
 from entitle.domain.bursts import BurstClock
+from entitle.domain.licenses import invalid_license
+from entitle.domain.state import ClusterState
+from entitle.operator import metrics
 from entitle.operator.config import OperatorConfig
 from entitle.operator.records import RecordKeeping
 from entitle.operator.status import StatusReporting
@@ -32,9 +35,18 @@ log = logging.getLogger("entitle.controller")
 USAGE_FINALIZER = "entitle.dev/usage-record"
 
 
+_MISSING = object()
+
+
 class Controller(RecordKeeping, StatusReporting):
     """Watch events in, the in-memory state kept current; usage records (``RecordKeeping``) and
-    status, conditions and Events (``StatusReporting``) derived from it."""
+    status, conditions and Events (``StatusReporting``) derived from it.
+
+    Blast radius: every watch event is handled inside its own error boundary. An object the
+    engine cannot read, or a fault while handling it, is logged, counted
+    (``entitle_object_errors_total``) and reported on that object (status condition and Event);
+    it never stops start-up, a loop, or another object's processing.
+    """
 
     def __init__(self, cfg: OperatorConfig, state: ClusterState, ledger: Ledger, api: Any | None) -> None:
         self.cfg = cfg
@@ -43,6 +55,9 @@ class Controller(RecordKeeping, StatusReporting):
         self.api = api
         self.ready = asyncio.Event()
         self.dirty: set[str] = set()
+        # Namespaces whose workloads have no tenant now: their status is written outside the
+        # per-tenant pass (they must not keep showing Entitled=True).
+        self.dirty_namespaces: set[str] = set()
         # Kubernetes Events to post (denials, condition changes); flushed by the status loop so
         # the webhook never waits on an API write.
         self.events: list[dict[str, Any]] = []
@@ -51,16 +66,32 @@ class Controller(RecordKeeping, StatusReporting):
         self._workload_status: dict[tuple[str, str], dict] = {}
         # What each workload's last computed status was based on (see verdict_basis).
         self._workload_basis: dict[tuple[str, str], tuple | None] = {}
+        # The status each object holds in the apiserver (from the watch, plus our own last
+        # write): a status write removes what the new status no longer has (merge_patch).
+        self._stored_status: dict[tuple, dict] = {}
         self._license_meta: dict[str, dict] = {}
+        # Objects the engine could not read: (kind, namespace, name) -> message, for status.
+        self.invalid: dict[tuple[str, str | None, str], str] = {}
+        # uid -> the tenant the ledger counts the workload under (None: moved out to no tenant).
+        # Seeded from the ledger's live table at start, so a move while the operator was down
+        # is noticed and metered too.
+        self._counted: dict[str, str | None] = {}
+        # namespace -> when its tenant label last changed (the time of a move noticed later).
+        self._label_times: dict[str, datetime] = {}
         self.pumps: list[Any] = []
         self._appended: OrderedDict[tuple[str, str], None] = OrderedDict()
         # Appends leave the event loop (it serves the webhook too): one writer thread, group commit.
-        self.writer = LedgerWriter(ledger, on_added=lambda _: [pump.notify() for pump in self.pumps])
+        self.writer = LedgerWriter(ledger, on_added=self._on_ledger_added)
         self.pump_factory: Any = lambda: []
         self.leader = False
         self.admission: Any = None
         # AsyncApi (aiohttp) for status patches and events (set by the operator's wiring).
         self.async_api: Any = None
+
+    def _on_ledger_added(self, added: int) -> None:
+        metrics.LEDGER_RECORDS.inc(added)
+        for pump in self.pumps:
+            pump.notify()
 
     def set_leader(self, leader: bool) -> None:
         self.leader = leader
@@ -70,7 +101,12 @@ class Controller(RecordKeeping, StatusReporting):
             self._workload_status.clear()
             self._workload_basis.clear()
             self.dirty.update(self.state.tenants())
-            self.pumps = [pump.start() for pump in self.pump_factory()]
+            self.dirty_namespaces.update(ns for ns, t in self.state.namespaces.items() if t is None)
+            try:
+                self.pumps = [pump.start() for pump in self.pump_factory()]
+            except Exception:  # noqa: BLE001 -- records stay in the ledger; a later leader retries
+                log.exception("starting the sinks failed; records wait in the ledger")
+                self.pumps = []
         else:
             for pump in self.pumps:
                 pump.stop(timeout=1)
@@ -81,51 +117,117 @@ class Controller(RecordKeeping, StatusReporting):
 
     # -- start-up ------------------------------------------------------------------------
     def prime(self) -> None:
-        """List everything once so the webhook decides from a complete picture from the start."""
+        """List everything once so the webhook decides from a complete picture from the start.
+
+        Idempotent (Kopf retries a failed start-up handler) and per-object guarded: one bad
+        object is reported and skipped, it never keeps the operator from becoming ready."""
+        metrics.LEDGER_RECORDS.set(self.ledger.count())
+        for uid, last in self.ledger.live("workload").items():
+            data = last.get("data") or {}
+            self._counted[uid] = None if data.get("operation") == "movedOut" else data.get("tenant")
         for ns in self.api.list_namespaces():
             self.on_namespace(ns)
         for lic in self.api.list_licenses():
             self.on_license(lic)
         workloads = self.api.list_workloads()
         for wl in workloads:
-            self.apply_finalizer_actions(self.on_workload(wl))
-        self._reconcile_vanished({(w.get("metadata") or {}).get("uid") for w in workloads})
+            actions = self.on_workload(wl)
+            if actions:
+                self.apply_finalizer_actions(actions)
+        try:
+            self._reconcile_vanished({(w.get("metadata") or {}).get("uid") for w in workloads})
+        except Exception:  # noqa: BLE001 -- a damaged ledger row must not keep admission down
+            log.exception("reconciling objects that vanished while the operator was down failed")
         self.ready.set()
         log.info("state primed", extra={"licenses": len(self.state.licenses),
                                         "workloads": len(self.state.workloads)})
 
     # -- watch events ----------------------------------------------------------------------
+    def _guarded(self, kind: str, body: Any, handler: Any, *args: Any) -> Any:
+        """Run one watch event's handling inside an error boundary."""
+        try:
+            return handler(body, *args)
+        except Exception as exc:  # noqa: BLE001 -- the boundary: report, never propagate
+            meta = (body.get("metadata") if isinstance(body, dict) else None) or {}
+            ns, name = meta.get("namespace"), str(meta.get("name") or "?")
+            metrics.OBJECT_ERRORS.labels(kind=kind).inc()
+            log.exception("handling %s %s%s failed; the object is skipped, everything else goes on",
+                          kind, f"{ns}/" if ns else "", name)
+            if kind == "Workload" and ns:
+                self.invalid[(kind, ns, name)] = f"entitle could not process this object: {type(exc).__name__}: {exc}"
+                self.dirty_namespaces.add(ns)
+            self.event(kind, name, ns, "Warning", "ProcessingFailed",
+                       f"entitle could not process this object: {type(exc).__name__}: {str(exc)[:300]}",
+                       self.now(), uid=meta.get("uid"))
+            return None
+
     def on_namespace(self, body: dict[str, Any], deleted: bool = False) -> None:
+        self._guarded("Namespace", body, self._on_namespace, deleted)
+
+    def on_license(self, body: dict[str, Any], deleted: bool = False) -> None:
+        self._guarded("License", body, self._on_license, deleted)
+
+    def on_workload(self, body: dict[str, Any], deleted: bool = False) -> list[tuple]:
+        """Apply a watch event; returns the finalizer writes to make (outside the event loop)."""
+        return self._guarded("Workload", body, self._on_workload, deleted) or []
+
+    def _on_namespace(self, body: dict[str, Any], deleted: bool) -> None:
         meta = body.get("metadata") or {}
         name = meta.get("name")
         before = self.state.tenant_of(name)
         if deleted:
             self.state.delete_namespace(name)
         else:
-            self.state.set_namespace(name, meta.get("labels") or {})
+            labels = meta.get("labels") or {}
+            self.state.set_namespace(name, {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {})
         after = self.state.tenant_of(name)
         self.dirty.update(t for t in (before, after) if t)
+        when = _label_changed_at(body, self.now())
+        if deleted:
+            self._label_times.pop(name, None)
+        else:
+            self._label_times[name] = when
+        if before != after:
+            # Every counted object in the namespace changes tenant: meter the move.
+            for key in list(self.state.namespace_workloads(name)):
+                entry = self.state.workloads.get(key)
+                if entry is not None and entry.workload is not None and entry.stored is not None:
+                    self._sync_tenant(entry.workload, after, when, default=before)
+            if after is None:
+                self.dirty_namespaces.add(name)
 
-    def on_license(self, body: dict[str, Any], deleted: bool = False) -> None:
-        name = (body.get("metadata") or {}).get("name")
+    def _on_license(self, body: dict[str, Any], deleted: bool) -> None:
+        meta = body.get("metadata") or {}
+        name = meta.get("name")
         now = self.now()
         if deleted:
             read = self.state.delete_license(name)
+            self.invalid.pop(("License", None, name), None)
+            self._stored_status.pop(("License", name), None)
             if read is not None:
-                uid = (body.get("metadata") or {}).get("uid")
                 self._append(records.license_record(
-                    name, uid, read.tenant, "deleted", "deleted", now,
+                    name, meta.get("uid"), read.tenant, "deleted", "deleted", now,
                     self.state.entitlement(read.tenant, now), self.cfg.source))
                 self.dirty.add(read.tenant)
             self._license_status.pop(name, None)
             return
+        self._stored_status[("License", name)] = body.get("status") if isinstance(body.get("status"), dict) else {}
         try:
             lic = License.model_validate(body)
         except ValidationError as exc:
-            # A bad object never crash-loops the operator: log it, skip it.
-            log.error("license %s is not valid: %s", name, exc.errors()[0].get("msg"))
+            # Unreadable (e.g. stored before the CRD had its bounds): it grants nothing, and
+            # its status and an Event say why. Only its own tenant is affected.
+            first = exc.errors()[0]
+            reason = f"spec not readable: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+            tenant = spec.get("tenant") if isinstance(spec.get("tenant"), str) else ""
+            log.error("license %s is not valid: %s", name, reason)
+            read = self.state.set_read_license(invalid_license(name, tenant, meta.get("generation"), reason))
+            self._license_meta[name] = {"uid": meta.get("uid"), "body": body}
+            self.dirty.add(read.tenant)
             return
         read = self.state.set_license(lic)
+        self.invalid.pop(("License", None, name), None)
         self._license_meta[name] = {"uid": lic.metadata.uid, "body": body}
         self._license_conditions[name] = [c.model_dump(by_alias=True, mode="json") for c in
                                           (lic.status.conditions if lic.status else [])]
@@ -134,46 +236,95 @@ class Controller(RecordKeeping, StatusReporting):
         self._license_records(name, now)
         self.dirty.add(read.tenant)
 
-    def on_workload(self, body: dict[str, Any], deleted: bool = False) -> list[tuple]:
-        """Apply a watch event; returns the finalizer writes to make (outside the event loop)."""
+    def _on_workload(self, body: dict[str, Any], deleted: bool) -> list[tuple]:
         meta = body.get("metadata") or {}
         ns, name = meta.get("namespace"), meta.get("name")
         now = self.now()
+        finalizers = list(meta.get("finalizers") or [])
+        terminating = bool(meta.get("deletionTimestamp"))
+        self._stored_status[("Workload", ns, name)] = body.get("status") if isinstance(body.get("status"), dict) else {}
         try:
             workload = Workload.model_validate(body)
         except ValidationError as exc:
-            log.error("workload %s/%s is not valid: %s", ns, name, exc.errors()[0].get("msg"))
+            first = exc.errors()[0]
+            reason = f"spec not readable: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            log.error("workload %s/%s is not valid: %s", ns, name, reason)
+            # Its deletion must still go through, metered from the last state entitle read.
+            known = self.state.workload(ns, name)
+            if deleted or terminating:
+                return self._forget(ns, name, known, meta, now, finalizers, deleted)
+            self.invalid[("Workload", ns, name)] = reason
+            self.dirty_namespaces.add(ns)
             return []
+        self.invalid.pop(("Workload", ns, name), None)
         tenant = self.state.tenant_of(ns)
-        finalizers = list(meta.get("finalizers") or [])
         actions: list[tuple] = []
         if not deleted and workload.metadata.deletion_timestamp is not None:
             # Terminating: record the last state (if new) and the deletion, then let it go.
             # Setting deletionTimestamp bumped metadata.generation by one; the spec we see is
             # the one of the generation before.
+            self._sync_tenant(workload, tenant, self._label_times.get(ns, now))
             self._record_stored(workload, body, tenant, now, generation=max(1, (workload.metadata.generation or 1) - 1))
-            deleted = True
-            actions.append(("remove", ns, name, finalizers))
-        elif not deleted and USAGE_FINALIZER not in finalizers:
-            actions.append(("add", ns, name, finalizers, meta.get("resourceVersion")))
+            return self._forget(ns, name, workload, meta, now, finalizers, deleted=False)
         if deleted:
-            self.state.forget_workload(ns, name)
-            self._workload_status.pop((ns, name), None)
-            self._workload_basis.pop((ns, name), None)
-            if tenant:
-                when = workload.metadata.deletion_timestamp or now
-                self._append(records.workload_record(
-                    workload, "deleted", tenant, when, self.state.table,
-                    self.state.entitlement(tenant, now).licenses, self.cfg.source))
-        else:
-            self.state.observe_workload(workload)
-            self._record_stored(workload, body, tenant, now)
+            return self._forget(ns, name, workload, meta, now, finalizers, deleted=True)
+        if USAGE_FINALIZER not in finalizers:
+            actions.append(("add", ns, name, finalizers, meta.get("resourceVersion")))
+        self.state.observe_workload(workload)
+        self._sync_tenant(workload, tenant, self._label_times.get(ns, now))
+        self._record_stored(workload, body, tenant, now)
         if tenant:
             self.state.observe_bursts(tenant, now)
             self.dirty.add(tenant)
-        elif not deleted:
-            self._queue_workload_status(ns, name, now)
+        else:
+            self.dirty_namespaces.add(ns)
         return actions
+
+    def _forget(self, ns: str, name: str, workload: Workload | None, meta: dict, now: datetime,
+                finalizers: list[str], deleted: bool) -> list[tuple]:
+        """The object is gone (or going): stop counting it, record the deletion under the tenant
+        that counted it, and let the finalizer go once that record is durable."""
+        self.state.forget_workload(ns, name)
+        self._workload_status.pop((ns, name), None)
+        self._workload_basis.pop((ns, name), None)
+        self._stored_status.pop(("Workload", ns, name), None)
+        self.invalid.pop(("Workload", ns, name), None)
+        uid = meta.get("uid") or (workload.metadata.uid if workload else None)
+        counted = self._counted.pop(uid, _MISSING) if uid else _MISSING
+        tenant = self.state.tenant_of(ns) if counted is _MISSING else counted
+        if workload is not None and tenant:
+            when = workload.metadata.deletion_timestamp or now
+            self._append(records.workload_record(
+                workload, "deleted", tenant, when, self.state.table,
+                self.state.entitlement(tenant, now).licenses, self.cfg.source))
+            self.state.observe_bursts(tenant, now)
+            self.dirty.add(tenant)
+        elif uid and counted is None:
+            # Counted nowhere (moved out to no tenant): its parked ledger row goes, no record.
+            self.writer.forget_live("workload", uid)
+        return [] if deleted else [("remove", ns, name, finalizers)]
+
+    def _sync_tenant(self, workload: Workload, tenant: str | None, when: datetime,
+                     default: Any = _MISSING) -> None:
+        """Meter a change of the tenant a workload counts under (its namespace's label changed,
+        now or while the operator was down): movedOut of the old, movedIn to the new."""
+        uid = workload.metadata.uid
+        if not uid:
+            return
+        counted = self._counted.get(uid, default)
+        if counted is _MISSING:
+            # Never metered by this ledger: its created/updated records will count it.
+            if tenant:
+                self._counted[uid] = tenant
+            return
+        if counted == tenant:
+            return
+        now = self.now()
+        licenses = self.state.entitlement(tenant, now).licenses if tenant else ()
+        for record in records.moved_records(workload, counted, tenant, when, self.state.table, licenses,
+                                            self.cfg.source):
+            self._append(record)
+        self._counted[uid] = tenant
 
     def apply_finalizer_actions(self, actions: list[tuple]) -> None:
         """Blocking API writes; run in a thread."""
@@ -198,3 +349,18 @@ class Controller(RecordKeeping, StatusReporting):
                     status.burst_month, ps.burst_used_seconds, ps.over_since))
 
     # -- status ------------------------------------------------------------------------------
+
+def _label_changed_at(body: dict[str, Any], fallback: datetime) -> datetime:
+    """When a namespace's tenant label last changed, from the object's own managedFields: the
+    newest entry that owns the label (or, once the label is gone, the newest entry at all).
+    Every replica reading the same object gets the same time, so move records deduplicate."""
+    entries = [m for m in (body.get("metadata") or {}).get("managedFields") or [] if isinstance(m, dict)]
+    owning = [m for m in entries if f"f:{TENANT_LABEL}" in
+              (((m.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:labels") or {})]
+    times = [m.get("time") for m in (owning or entries) if isinstance(m.get("time"), str)]
+    if not times:
+        return fallback
+    try:
+        return parse_time(max(times))
+    except ValueError:
+        return fallback

@@ -47,7 +47,11 @@ async def leadership(controller: Controller, elector: LeaseElector, period: floa
 
 def run(args: argparse.Namespace) -> int:
     setup_logging()
-    cfg = configmod.load(args.config)
+    try:
+        cfg = configmod.load(args.config)
+    except configmod.ConfigError as exc:
+        log.error("entitle run: %s", exc)
+        return 2
     api = KubeApi()
     ledger = Ledger(cfg.ledger_path)
     state = ClusterState(cfg.instance_table())
@@ -68,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
         # A private registry does not inherit Kopf's default login handlers.
         return kopf.login_via_client(**kwargs)
 
+    tasks: list[asyncio.Task] = []
+    started: set[str] = set()
+
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Kopf retries a start-up handler that raises: every step here is idempotent, so a
+        # retry (the apiserver was unreachable, say) never fails on what already succeeded.
         settings.posting.level = logging.WARNING
         settings.persistence.finalizer = "entitle.dev/finalizer"
         # Strict mode: serve the resources present at start (the chart installs the CRDs
@@ -77,34 +86,41 @@ def run(args: argparse.Namespace) -> int:
         settings.scanning.disabled = True
         # Serve at once (requests wait for the primed state), so readiness follows listening.
         await server.start()
-        await asyncio.to_thread(controller.prime)
+        if not controller.ready.is_set():
+            await asyncio.to_thread(controller.prime)
         if cfg.webhook.register_url:
             await asyncio.to_thread(api.ensure_webhooks, cfg.webhook.configuration_name, cfg.webhook.register_url,
                                     certificate.ca_pem, cfg.webhook.timeout_seconds, cfg.webhook.failure_policy)
-        if cfg.metrics_port:
+        if cfg.metrics_port and "metrics" not in started:
             from prometheus_client import start_http_server
-            start_http_server(cfg.metrics_port, addr="0.0.0.0")
+            start_http_server(cfg.metrics_port, addr=cfg.metrics_host or cfg.webhook.listen_host)
+            started.add("metrics")
         from entitle.adapters.pump import SinkPump
-        from entitle.adapters.sinks import build_sink
+        from entitle.adapters.sinks import build_sinks
         from entitle.operator.metrics import LEDGER_LAG, SINK_ERRORS
 
         controller.pump_factory = lambda: [SinkPump(
-            ledger, build_sink(spec),
+            ledger, sink,
             on_error=lambda name: SINK_ERRORS.labels(sink=name).inc(),
-            on_lag=lambda name, lag: LEDGER_LAG.labels(sink=name).set(lag)) for spec in cfg.sinks]
+            on_lag=lambda name, lag: LEDGER_LAG.labels(sink=name).set(lag)) for sink in build_sinks(cfg.sinks)]
         await asyncio.to_thread(api.ensure_namespace, cfg.namespace)
-        loop = asyncio.get_running_loop()
-        loop.create_task(controller.status_loop())
-        loop.create_task(certificate.keep_fresh())
-        loop.create_task(leadership(controller, LeaseElector(api.api_client, cfg.namespace, "entitle-controller",
-                                                              f"{socket.gethostname()}-{os.getpid()}",
-                                                              timedelta(seconds=cfg.lease_seconds)),
-                                    period=max(0.5, cfg.lease_seconds / 5)))
+        if not tasks:
+            loop = asyncio.get_running_loop()
+            tasks.append(loop.create_task(controller.status_loop()))
+            tasks.append(loop.create_task(certificate.keep_fresh()))
+            tasks.append(loop.create_task(leadership(
+                controller, LeaseElector(api.api_client, cfg.namespace, "entitle-controller",
+                                         f"{socket.gethostname()}-{os.getpid()}", timedelta(seconds=cfg.lease_seconds)),
+                period=max(0.5, cfg.lease_seconds / 5))))
         log.info("entitle operator started", extra={"webhook_port": cfg.webhook.port,
                                                     "ledger": cfg.ledger_path})
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        controller.set_leader(False)
         await server.stop()
         await async_api.close()
         await asyncio.to_thread(controller.writer.close)

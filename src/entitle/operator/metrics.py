@@ -1,27 +1,56 @@
-"""Prometheus metrics (served on ``metricsPort``, default 8080, at /metrics)."""
+"""Prometheus metrics (served on ``metricsPort``, default 8080, at /metrics).
+
+Conventions: an unlimited pool has no ``entitle_tenant_entitlement`` series (a ``-1`` would
+make every usage/entitlement ratio negative) but ``entitle_tenant_unlimited 1``; series of a
+feature or tenant that is gone are removed, not left at their last value.
+"""
 
 from prometheus_client import Counter, Gauge, Histogram
 
 DECISIONS = Counter("entitle_admission_decisions_total", "Admission decisions",
                     ["tenant", "reason", "allowed"])
+# Up to and past the webhook's timeout (5 s by default, 30 s at most): a slow tail must show.
 ADMISSION_LATENCY = Histogram("entitle_admission_duration_seconds", "Time to decide an admission request",
-                              buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
-USAGE = Gauge("entitle_tenant_usage", "Tenant usage per pool", ["tenant", "pool"])
-ENTITLEMENT = Gauge("entitle_tenant_entitlement", "Tenant effective max per pool (-1 = unlimited)",
+                              buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                       2.5, 5, 10, 30))
+USAGE = Gauge("entitle_tenant_usage", "Tenant usage per pool (instances, seats, feature:<name>)",
+              ["tenant", "pool"])
+ENTITLEMENT = Gauge("entitle_tenant_entitlement", "Tenant effective max per pool (absent when unlimited)",
                     ["tenant", "pool"])
-LEDGER_RECORDS = Gauge("entitle_ledger_records", "Records in the usage ledger")
+UNLIMITED = Gauge("entitle_tenant_unlimited", "1 when no active license of the tenant caps the pool",
+                  ["tenant", "pool"])
+LEDGER_RECORDS = Gauge("entitle_ledger_records", "Records in this replica's usage ledger")
 SINK_ERRORS = Counter("entitle_sink_errors_total", "Failed sink deliveries (retried)", ["sink"])
 LEDGER_LAG = Gauge("entitle_ledger_lag_records", "Ledger records not yet delivered to a sink", ["sink"])
 BURST_USED = Gauge("entitle_burst_used_seconds", "Burst budget used this month", ["tenant", "pool"])
+OBJECT_ERRORS = Counter("entitle_object_errors_total",
+                        "Watch events entitle could not process (the object is reported and skipped)", ["kind"])
+STATUS_ERRORS = Counter("entitle_status_errors_total",
+                        "Status computations that failed for one tenant or tick (the others went on)")
+
+# (tenant, pool) label sets last exported per gauge, so vanished ones can be removed.
+_exported: dict[str, set[tuple[str, str]]] = {}
+
+
+def _set(gauge: Gauge, name: str, tenant: str, values: dict[str, float]) -> None:
+    seen = _exported.setdefault(name, set())
+    for pool, value in values.items():
+        gauge.labels(tenant=tenant, pool=pool).set(value)
+    current = {(tenant, pool) for pool in values}
+    for stale in {k for k in seen if k[0] == tenant} - current:
+        try:
+            gauge.remove(*stale)
+        except KeyError:
+            pass
+    _exported[name] = {k for k in seen if k[0] != tenant} | current
 
 
 def observe_tenant(tenant, usage, entitlement, bursts, now) -> None:
     """Usage, effective entitlement and burst budget of one tenant, per pool."""
-    for pool, used, cap in (("instances", usage.units, entitlement.instances), ("seats", usage.seats, entitlement.seats)):
-        USAGE.labels(tenant=tenant, pool=pool).set(used)
-        ENTITLEMENT.labels(tenant=tenant, pool=pool).set(-1 if cap.max is None else cap.max)
-        clock = bursts.get(pool)
-        if clock is not None:
-            BURST_USED.labels(tenant=tenant, pool=pool).set(clock.used_at(now))
-    for feature, count in usage.features().items():
-        USAGE.labels(tenant=tenant, pool=f"feature:{feature}").set(count)
+    pools = (("instances", usage.units, entitlement.instances), ("seats", usage.seats, entitlement.seats))
+    used = {pool: value for pool, value, _ in pools}
+    used.update({f"feature:{feature}": count for feature, count in usage.features().items()})
+    _set(USAGE, "usage", tenant, used)
+    _set(ENTITLEMENT, "entitlement", tenant, {pool: cap.max for pool, _, cap in pools if cap.max is not None})
+    _set(UNLIMITED, "unlimited", tenant, {pool: 1 for pool, _, cap in pools if cap.max is None})
+    _set(BURST_USED, "burst", tenant, {pool: clock.used_at(now) for pool, clock in bursts.items()})

@@ -12,7 +12,7 @@ from typing import Any
 
 from entitle.adapters.kube import FIELD_MANAGER
 from entitle.api import Workload
-from entitle.api.common import format_time
+from entitle.api.common import format_time, parse_time
 from entitle.domain import records
 from entitle.domain.licenses import Phase
 
@@ -26,7 +26,10 @@ def _changed_at(body: dict[str, Any], fallback: datetime) -> datetime:
              if m.get("time") and m.get("manager") != FIELD_MANAGER and m.get("subresource") != "status"]
     if not times:
         return fallback
-    return datetime.fromisoformat(max(times).replace("Z", "+00:00"))
+    try:
+        return parse_time(max(times))
+    except ValueError:
+        return fallback
 
 
 class RecordKeeping:
@@ -35,8 +38,13 @@ class RecordKeeping:
         operator was down: record each deletion once (deterministic id), at the time it is noticed."""
         now = self.now()
         for uid, last in self.ledger.live("workload").items():
-            if uid not in present_uids:
+            if uid in present_uids:
+                continue
+            if (last.get("data") or {}).get("operation") == "movedOut":
+                self.writer.forget_live("workload", uid)   # counted nowhere when it went
+            else:
                 self._append(records.vanished_workload_record(last, now))
+            self._counted.pop(uid, None)
         for name, last in self.ledger.live("license").items():
             if name not in self.state.licenses:
                 tenant = last["data"]["tenant"]
@@ -76,7 +84,7 @@ class RecordKeeping:
             return
         uid, body = meta["uid"], meta["body"]
         phase = read.phase(now)
-        created = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00")) \
+        created = parse_time(body["metadata"]["creationTimestamp"]) \
             if body.get("metadata", {}).get("creationTimestamp") else now
         if phase in (Phase.ACTIVE, Phase.GRACE, Phase.EXPIRED):
             start = max(created, read.spec.not_before) if read.spec.not_before else created

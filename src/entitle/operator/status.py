@@ -4,6 +4,10 @@ A mixin of :class:`entitle.operator.controller.Controller`. Status is computed f
 in-memory state by the domain (``domain.status``) and written through ``AsyncApi``; a
 Workload's verdict is recomputed only when its basis (its generation, or the tenant-wide
 inputs of ``verdict_basis``) changed, so a tick costs O(changed), not O(workloads).
+
+Blast radius: each tenant's status is computed inside its own error boundary, and a tick as a
+whole never ends the loop. A tenant whose status cannot be computed is logged and counted
+(``entitle_status_errors_total``); every other tenant's status, Events and expiring holds go on.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 from entitle.adapters.kube import FIELD_MANAGER, event_body
 from entitle.api import GROUP, VERSION
 from entitle.api.common import format_time
-from entitle.domain.status import condition, entitled, license_status, verdict_basis
+from entitle.domain.status import condition, entitled, license_status, merge_patch, merged, verdict_basis
 from entitle.domain.usage import footprint
 from entitle.operator import metrics
 
@@ -26,6 +30,9 @@ log = logging.getLogger("entitle.controller")
 class StatusReporting:
     def _queue_workload_status(self, ns: str, name: str, now: datetime) -> dict | None:
         entry = self.state.workloads.get((ns, name))
+        invalid = self.invalid.get(("Workload", ns, name))
+        if invalid is not None:
+            return self._invalid_status(("Workload", ns, name), name, ns, invalid, now)
         if entry is None or entry.workload is None:
             return None
         tenant = entry.tenant
@@ -45,13 +52,31 @@ class StatusReporting:
         }
         if self._workload_status.get((ns, name)) == status:
             return None
-        self._note_condition_changes("Workload", name, ns, previous, status["conditions"], now)
+        self._note_condition_changes("Workload", name, ns, previous, status["conditions"], now,
+                                     uid=entry.workload.metadata.uid)
         self._workload_status[(ns, name)] = status
         return status
 
+    def _invalid_status(self, key: tuple, name: str, ns: str | None, message: str, now: datetime) -> dict | None:
+        """The status of a Workload the engine cannot read: Entitled=False, InvalidSpec, why."""
+        previous = (self._stored_status.get(key) or {}).get("conditions") or []
+        status = {"conditions": [condition("Entitled", False, "InvalidSpec", message[:1000], None, previous, now)]}
+        if self._workload_status.get((ns, name)) == status:
+            return None
+        self._note_condition_changes("Workload", name, ns, previous, status["conditions"], now,
+                                     uid=self._uid_of("Workload", ns, name))
+        self._workload_status[(ns, name)] = status
+        return status
+
+    def _uid_of(self, kind: str, ns: str | None, name: str) -> str | None:
+        if kind == "License":
+            return (self._license_meta.get(name) or {}).get("uid")
+        workload = self.state.workload(ns, name)
+        return workload.metadata.uid if workload is not None else None
+
     def _note_condition_changes(self, kind: str, name: str, ns: str | None, before: list[dict],
-                                after: list[dict], now: datetime) -> None:
-        old = {c.get("type"): c.get("status") for c in before}
+                                after: list[dict], now: datetime, uid: str | None = None) -> None:
+        old = {c.get("type"): c.get("status") for c in before if isinstance(c, dict)}
         for cond in after:
             bad = (cond["type"] in ("Valid", "Active", "Entitled")) != (cond["status"] == "True")
             # A change of status, or a first status that is bad news (e.g. a Workload that is
@@ -60,12 +85,13 @@ class StatusReporting:
             if (first and (bad or cond["type"] in ("Entitled", "Active"))) or \
                     (not first and old[cond["type"]] != cond["status"]):
                 self.event(kind, name, ns, "Warning" if bad else "Normal",
-                           f"{cond['type']}{cond['status']}", cond.get("message") or cond["reason"], now)
+                           f"{cond['type']}{cond['status']}", cond.get("message") or cond["reason"], now, uid=uid)
 
     def event(self, kind: str, name: str, ns: str | None, event_type: str, reason: str, message: str,
               now: datetime, uid: str | None = None, own: bool = False) -> None:
         """Queue an Event. ``own``: about a request this replica decided (posted by any replica);
-        otherwise about shared state (posted by the leader only, so never twice)."""
+        otherwise about shared state (posted by the leader only, so never twice). ``uid`` makes
+        the Event show under ``kubectl describe`` of the object."""
         log.info("event %s on %s %s/%s: %s", reason, kind, ns or "", name, message)
         if len(self.events) < 10_000:  # never grow without bound if the API is unreachable
             self.events.append({"kind": kind, "name": name, "namespace": ns, "uid": uid, "event_type": event_type,
@@ -77,97 +103,156 @@ class StatusReporting:
 
     def refresh(self, tenants: set[str], now: datetime) -> list[tuple[str, Any]]:
         """Compute the status patches for ``tenants``; returns (kind, args) writes to make.
-        A tenant whose Workloads did not all fit in this tick's budget stays dirty."""
+        A tenant whose Workloads did not all fit in this tick's budget stays dirty; a tenant
+        whose status cannot be computed is skipped (logged), the others go on."""
         writes: list[tuple[str, Any]] = []
-        budget = self.status_budget
+        budget = [self.status_budget]
         by_tenant: dict[str | None, list[tuple[str, str]]] = {}
         for key, entry in self.state.workloads.items():
             if entry.tenant in tenants:
                 by_tenant.setdefault(entry.tenant, []).append(key)
         for tenant in sorted(tenants):
-            self.state.observe_bursts(tenant, now)
-            ent = self.state.entitlement(tenant, now)
-            usage = self.state.usage[tenant]
-            bursts = {p: c for (t, p), c in self.state.bursts.items() if t == tenant}
-            metrics.observe_tenant(tenant, usage, ent, bursts, now)
-            for lic in self.state.licenses_of(tenant):
-                status = license_status(lic, ent, usage, bursts, now, self._license_conditions.get(lic.name, []))
-                comparable = {k: v for k, v in status.items() if k not in ("instances", "seats")}
-                # Burst time is persisted (so a restart keeps the budget) at minute resolution,
-                # not on every tick.
-                comparable["pools"] = {p: {**status[p], "burstUsedSeconds": int(status[p]["burstUsedSeconds"] // 60)}
-                                       for p in ("instances", "seats")}
-                if self._license_status.get(lic.name) != comparable:
-                    self._note_condition_changes("License", lic.name, None,
-                                                 self._license_conditions.get(lic.name, []), status["conditions"], now)
-                    self._license_status[lic.name] = comparable
-                    self._license_conditions[lic.name] = status["conditions"]
-                    writes.append(("license", (lic.name, status)))
-                self._license_records(lic.name, now)
-            basis = verdict_basis(tenant, ent, usage, bursts, now)
-            for ns, name in by_tenant.get(tenant, ()):
-                workload = self.state.workloads[(ns, name)].workload
-                marker = (basis, workload.metadata.uid, workload.metadata.generation) if workload else None
-                if marker is not None and self._workload_basis.get((ns, name)) == marker:
-                    continue  # nothing this workload's verdict reads has changed
-                if budget <= 0:
-                    self.dirty.add(tenant)  # the rest next tick
+            try:
+                writes += self._refresh_tenant(tenant, by_tenant.get(tenant, ()), now, budget)
+            except Exception:  # noqa: BLE001 -- one tenant's fault stays that tenant's
+                metrics.STATUS_ERRORS.inc()
+                log.exception("status of tenant %s could not be computed; other tenants go on", tenant)
+        writes += self._refresh_untenanted(now, budget)
+        return writes
+
+    def _refresh_tenant(self, tenant: str, keys: Any, now: datetime, budget: list[int]) -> list[tuple[str, Any]]:
+        writes: list[tuple[str, Any]] = []
+        self.state.observe_bursts(tenant, now)
+        ent = self.state.entitlement(tenant, now)
+        usage = self.state.usage[tenant]
+        bursts = {p: c for (t, p), c in self.state.bursts.items() if t == tenant}
+        metrics.observe_tenant(tenant, usage, ent, bursts, now)
+        for lic in self.state.licenses_of(tenant):
+            # (An unreadable License is in the picture as an invalid one: Valid=False, its reason.)
+            status = license_status(lic, ent, usage, bursts, now, self._license_conditions.get(lic.name, []))
+            comparable = {k: v for k, v in status.items() if k not in ("instances", "seats")}
+            # Burst time is persisted (so a restart keeps the budget) at minute resolution,
+            # not on every tick.
+            comparable["pools"] = {p: {**status[p], "burstUsedSeconds": int(status[p]["burstUsedSeconds"] // 60)}
+                                   for p in ("instances", "seats")}
+            if self._license_status.get(lic.name) != comparable:
+                self._note_condition_changes("License", lic.name, None,
+                                             self._license_conditions.get(lic.name, []), status["conditions"], now,
+                                             uid=(self._license_meta.get(lic.name) or {}).get("uid"))
+                self._license_status[lic.name] = comparable
+                self._license_conditions[lic.name] = status["conditions"]
+                writes.append(("license", (lic.name, status)))
+            self._license_records(lic.name, now)
+        basis = verdict_basis(tenant, ent, usage, bursts, now)
+        for ns, name in keys:
+            workload = self.state.workloads[(ns, name)].workload
+            marker = (basis, workload.metadata.uid, workload.metadata.generation) if workload else None
+            if marker is not None and self._workload_basis.get((ns, name)) == marker:
+                continue  # nothing this workload's verdict reads has changed
+            if budget[0] <= 0:
+                self.dirty.add(tenant)  # the rest next tick
+                break
+            budget[0] -= 1
+            status = self._queue_workload_status(ns, name, now)
+            self._workload_basis[(ns, name)] = marker
+            if status is not None:
+                writes.append(("workload", (ns, name, status)))
+        return writes
+
+    def _refresh_untenanted(self, now: datetime, budget: list[int]) -> list[tuple[str, Any]]:
+        """Workloads in namespaces without a tenant (label removed) and objects entitle cannot
+        read: each gets a False condition saying why."""
+        writes: list[tuple[str, Any]] = []
+        namespaces, self.dirty_namespaces = self.dirty_namespaces, set()
+        for ns in sorted(namespaces):
+            keys = [k for k in self.state.namespace_workloads(ns)]
+            keys += [(n, name) for kind, n, name in self.invalid if kind == "Workload" and n == ns]
+            for key in sorted(set(keys)):
+                entry = self.state.workloads.get(key)
+                if entry is not None and entry.tenant is not None and ("Workload", *key) not in self.invalid:
+                    continue   # counted in a tenant: the tenant's pass owns its status
+                if budget[0] <= 0:
+                    self.dirty_namespaces.add(ns)
                     break
-                budget -= 1
-                status = self._queue_workload_status(ns, name, now)
-                self._workload_basis[(ns, name)] = marker
+                budget[0] -= 1
+                try:
+                    status = self._queue_workload_status(*key, now)
+                except Exception:  # noqa: BLE001
+                    metrics.STATUS_ERRORS.inc()
+                    log.exception("status of workload %s/%s could not be computed", *key)
+                    continue
                 if status is not None:
-                    writes.append(("workload", (ns, name, status)))
+                    writes.append(("workload", (*key, status)))
         return writes
 
     async def status_loop(self) -> None:
-        """Expire reservations, follow the clock, and write status for tenants that changed."""
+        """Expire reservations, follow the clock, and write status for tenants that changed.
+        A failing tick is logged and the next one runs: the loop itself never ends."""
         await self.ready.wait()
         ticks = 0
         while True:
-            now = self.now()
-            # Reservations expire in real time (see SharedAdmission), not on an injected clock.
-            released = self.state.expire_reservations(datetime.now(timezone.utc))
-            if released:
-                log.info("released %d expired reservations", released)
             ticks += 1
-            if ticks % 10 == 0:   # time-driven transitions: expiry, grace, trials, bursts
-                self.dirty.update(self.state.tenants())
-            if not self.leader:
-                # Standby: keep the picture (bursts folded) but leave status and events to the leader.
-                for tenant in self.dirty:
-                    self.state.observe_bursts(tenant, now)
-                self.dirty = set()
-                await self._flush_events(only_own=True)
-                await asyncio.sleep(self.cfg.status_interval_seconds)
-                continue
-            tenants, self.dirty = self.dirty, set()
-            writes = self.refresh(tenants, now) if tenants else []
-            failed = 0
-            for start in range(0, len(writes), 16):  # a few in flight at once
-                results = await asyncio.gather(*[self._write_status(kind, args) for kind, args in
-                                                 writes[start:start + 16]], return_exceptions=True)
-                for exc in (r for r in results if isinstance(r, Exception)):
-                    failed += 1
-                    if failed == 1:
-                        log.warning("status write failed: %s", exc)
-            if failed:  # recompute everything on the next tick, which retries
-                self._license_status.clear()
-                self._workload_status.clear()
-                self._workload_basis.clear()
-            await self._flush_events(only_own=False)
+            try:
+                await self._tick(ticks)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                metrics.STATUS_ERRORS.inc()
+                log.exception("status tick failed; retrying on the next one")
             await asyncio.sleep(self.cfg.status_interval_seconds)
 
+    async def _tick(self, ticks: int) -> None:
+        now = self.now()
+        # Reservations expire in real time (see SharedAdmission), not on an injected clock.
+        released = self.state.expire_reservations(datetime.now(timezone.utc))
+        if released:
+            log.info("released %d expired reservations", released)
+        if ticks % 10 == 0:   # time-driven transitions: expiry, grace, trials, bursts
+            self.dirty.update(self.state.tenants())
+        if not self.leader:
+            # Standby: keep the picture (bursts folded) but leave status and events to the leader.
+            for tenant in self.dirty:
+                try:
+                    self.state.observe_bursts(tenant, now)
+                except Exception:  # noqa: BLE001
+                    log.exception("burst clock of tenant %s could not be advanced", tenant)
+            self.dirty = set()
+            self.dirty_namespaces = set()
+            await self._flush_events(only_own=True)
+            return
+        tenants, self.dirty = self.dirty, set()
+        writes = self.refresh(tenants, now) if tenants or self.dirty_namespaces else []
+        failed = 0
+        for start in range(0, len(writes), 16):  # a few in flight at once
+            results = await asyncio.gather(*[self._write_status(kind, args) for kind, args in
+                                             writes[start:start + 16]], return_exceptions=True)
+            for exc in (r for r in results if isinstance(r, Exception)):
+                failed += 1
+                if failed == 1:
+                    log.warning("status write failed: %s", exc)
+        if failed:  # recompute everything on the next tick, which retries
+            self._license_status.clear()
+            self._workload_status.clear()
+            self._workload_basis.clear()
+            self.dirty.update(tenants)
+        await self._flush_events(only_own=False)
+
     async def _write_status(self, kind: str, args: tuple) -> None:
-        """A merge patch of the status subresource (field manager ``entitle``); gone is fine."""
+        """A merge patch of the status subresource (field manager ``entitle``) that also removes
+        what the new status no longer has (see ``merge_patch``); gone is fine."""
         if kind == "license":
             name, status = args
+            key: tuple = ("License", name)
             path = f"apis/{GROUP}/{VERSION}/licenses/{name}/status"
         else:
             ns, name, status = args
+            key = ("Workload", ns, name)
             path = f"apis/{GROUP}/{VERSION}/namespaces/{ns}/workloads/{name}/status"
-        await self.async_api.request("PATCH", path, {"status": status}, content_type="application/merge-patch+json",
+        patch = merge_patch(self._stored_status.get(key), status)
+        await self.async_api.request("PATCH", path, {"status": patch}, content_type="application/merge-patch+json",
                                      params={"fieldManager": FIELD_MANAGER}, ok=(200, 404))
+        # Until the watch echoes it, our write is the best knowledge of what is stored.
+        self._stored_status[key] = merged(self._stored_status.get(key), patch)
 
     async def _flush_events(self, only_own: bool) -> None:
         events, self.events = self.events, []
@@ -178,5 +263,5 @@ class StatusReporting:
             try:
                 namespace, event = event_body(**body)
                 await self.async_api.request("POST", f"api/v1/namespaces/{namespace}/events", event)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001
                 log.warning("event post failed: %s", exc)

@@ -26,7 +26,8 @@ def routes(controller: Controller) -> dict[str, ReviewCallback]:
         try:
             request, decision = await controller.admission.review(
                 controller.now(), operation=review.operation, subresource=review.subresource,
-                body=review.body, old=review.old, dry_run=review.dry_run)
+                body=review.body, old=review.old, dry_run=review.dry_run,
+                namespace=review.namespace, name=review.name)
         except RequestNotUnderstood as exc:
             DECISIONS.labels(tenant="", reason="BadRequest", allowed="false").inc()
             raise AdmissionDenied(str(exc), code=400, reason="BadRequest")
@@ -38,17 +39,21 @@ def routes(controller: Controller) -> dict[str, ReviewCallback]:
         if not decision.allowed:
             log.info("denied %s %s/%s: %s", review.operation, request.namespace, request.name, decision.message)
             if not review.dry_run:
+                subject = request.workload or request.old
                 controller.event("Workload", request.name, request.namespace, "Warning", decision.reason,
                                  f"denied {review.operation.lower()}: {decision.message}", controller.now(),
-                                 own=True)
+                                 uid=subject.metadata.uid if subject is not None else None, own=True)
             raise AdmissionDenied(f"{decision.reason}: {decision.message}", code=403, reason="Forbidden")
 
     # A new Workload carries the usage-record finalizer from birth, so even a deletion while the
     # operator is down reaches it with the object's last state and its deletionTimestamp.
     async def add_usage_finalizer(review: Review) -> None:
-        if review.operation != "CREATE" or review.body is None:
+        if review.operation != "CREATE" or not isinstance(review.body, dict):
             return
-        finalizers = list((review.body.get("metadata") or {}).get("finalizers") or [])
+        meta = review.body.get("metadata")
+        finalizers = meta.get("finalizers") if isinstance(meta, dict) else None
+        if not isinstance(finalizers, list):
+            finalizers = []
         if USAGE_FINALIZER in finalizers:
             return
         if finalizers:

@@ -18,10 +18,44 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def build_sink(spec: dict[str, Any]) -> Sink:
-    """A sink from its configuration: ``{type: jsonl|http|kafka, ...}``."""
+def default_name(spec: dict[str, Any]) -> str:
+    """A sink's name is the key of its cursor in the ledger (how far it has received).
+
+    Default: its type and destination (``jsonl:/var/lib/entitle/usage.jsonl``,
+    ``http:https://billing.example/events``, ``kafka:broker:9092/usage``), so two sinks of one
+    type never share a cursor, and a sink pointed at a new destination starts from the ledger's
+    beginning. Set ``name`` to keep a cursor across a change of destination."""
     kind = spec.get("type")
-    name = spec.get("name") or kind
+    destination = {"jsonl": spec.get("path"), "http": spec.get("url"),
+                   "kafka": f"{spec.get('bootstrapServers')}/{spec.get('topic')}"}.get(kind)
+    return f"{kind}:{destination}"
+
+
+def build_sinks(specs: list[dict[str, Any]]) -> list[Sink]:
+    """Every configured sink; refuses two with one name (they would share a cursor)."""
+    names: dict[str, int] = {}
+    for index, spec in enumerate(specs):
+        name = spec.get("name") or default_name(spec)
+        if name in names:
+            raise ValueError(f"sinks[{names[name]}] and sinks[{index}] are both named {name!r}: each sink needs its "
+                             "own name (the key of its position in the ledger)")
+        names[name] = index
+    sinks = [build_sink(spec) for spec in specs]
+    by_type: dict[str, int] = {}
+    for spec in specs:
+        by_type[spec.get("type")] = by_type.get(spec.get("type"), 0) + 1
+    for sink, spec in zip(sinks, specs):
+        # Before names had a default, an unnamed sink's cursor was keyed by its bare type:
+        # the only sink of its type adopts that cursor instead of re-sending everything.
+        if not spec.get("name") and by_type[spec.get("type")] == 1:
+            sink.legacy_name = spec.get("type")
+    return sinks
+
+
+def build_sink(spec: dict[str, Any]) -> Sink:
+    """A sink from its configuration: ``{type: jsonl|http|kafka, name?, ...}``."""
+    kind = spec.get("type")
+    name = spec.get("name") or default_name(spec)
     if kind == "jsonl":
         from entitle.adapters.sinks.jsonl import JsonlSink
         return JsonlSink(spec["path"], name=name)
