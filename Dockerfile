@@ -17,4 +17,5 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 EXPOSE 9443 8080 8081
 VOLUME ["/var/lib/entitle"]
 ENTRYPOINT ["entitle"]
-CMD ["run", "--config", "/etc/entitle/config.yaml"]
+# The Helm chart mounts its ConfigMap here (charts/entitle/templates/deployment.yaml).
+CMD ["run", "--config", "/etc/entitle/config/config.yaml"]
