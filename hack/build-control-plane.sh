@@ -3,6 +3,7 @@
 # Go modules, into a per-version cache directory that tests and `entitle dev up` reuse.
 #
 #   hack/build-control-plane.sh            # build into ~/.cache/entitle/k8s-<version>/ if missing
+#   hack/build-control-plane.sh --node     # ... plus kubelet, kube-scheduler, kube-proxy and pause
 #   ENTITLE_ASSETS_DIR=/some/dir hack/...  # build somewhere else
 #
 # Why a wrapper module: `go install k8s.io/kubernetes/cmd/...@v` refuses modules whose go.mod has
@@ -21,11 +22,17 @@ k8s_version="$(awk '$1=="k8s.io/kubernetes"{print $2; exit}' "$mod/go.mod" | sed
 etcd_version="$(grep -Eo 'go.etcd.io/etcd/server/v3 v[0-9.]+' "$mod/go.mod" | head -1 | sed 's/.* v//')"
 out="${ENTITLE_ASSETS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/entitle/k8s-$k8s_version}"
 bins=(etcd kube-apiserver kube-controller-manager kubectl)
+# --node: also what a real node runs (the real-node harness, `entitle dev up --node`):
+# kubelet, kube-scheduler, kube-proxy of the same release, and the pause binary built from the
+# k8s.io/kubernetes module's own source (build/pause/linux/pause.c) -- nothing can be pulled.
+if [ "${1:-}" = "--node" ]; then
+  bins+=(kubelet kube-scheduler kube-proxy pause)
+fi
 
-have_all=1
-for b in "${bins[@]}"; do [ -x "$out/$b" ] || have_all=0; done
-if [ "$have_all" = 1 ]; then
-  echo "control plane v$k8s_version cached in $out"
+missing=()
+for b in "${bins[@]}"; do [ -x "$out/$b" ] || missing+=("$b"); done
+if [ "${#missing[@]}" = 0 ]; then
+  echo "k8s v$k8s_version binaries cached in $out"
   exit 0
 fi
 
@@ -42,11 +49,20 @@ minor="${k8s_version#*.}"; minor="${minor%%.*}"
 ldflags="$ldflags -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 ldflags="$ldflags -X k8s.io/client-go/pkg/version.gitVersion=v$k8s_version"
 start=$(date +%s)
-for cmd in kube-apiserver kube-controller-manager kubectl; do
-  echo "building $cmd v$k8s_version ..."
-  go build -trimpath -ldflags "$ldflags" -o "$tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+for b in "${missing[@]}"; do
+  case "$b" in
+    etcd)
+      echo "building etcd v$etcd_version ..."
+      go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3 ;;
+    pause)
+      src="$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+      echo "building pause from $src ..."
+      gcc -Os -static -Wall -Werror -DVERSION="v$k8s_version" -o "$tmp/pause" "$src"
+      strip "$tmp/pause" ;;
+    *)
+      echo "building $b v$k8s_version ..."
+      go build -trimpath -ldflags "$ldflags" -o "$tmp/$b" "k8s.io/kubernetes/cmd/$b" ;;
+  esac
 done
-echo "building etcd v$etcd_version ..."
-go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
-for b in "${bins[@]}"; do mv "$tmp/$b" "$out/$b"; done
-echo "built in $(( $(date +%s) - start ))s into $out ($(du -sh "$out" | cut -f1))"
+for b in "${missing[@]}"; do mv "$tmp/$b" "$out/$b"; done
+echo "built ${missing[*]} in $(( $(date +%s) - start ))s into $out ($(du -sh "$out" | cut -f1))"

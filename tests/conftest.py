@@ -159,7 +159,9 @@ class Operator:
         config = {
             "ledgerPath": str(self.ledger), "metricsPort": self.metrics_port,
             "statusIntervalSeconds": 0.3, "clockFile": str(self.clock_file), "leaseSeconds": 3,
-            "webhook": {"listenHost": "127.0.0.1", "port": self.port,
+            # No shutdown drain: these operators are stopped between tests (tests/realnode
+            # measures the drain under load).
+            "webhook": {"listenHost": "127.0.0.1", "port": self.port, "drainSeconds": 0,
                         "registerURL": f"https://127.0.0.1:{self.port}", **(webhook or {})},
         }
         config.update(extra_config or {})

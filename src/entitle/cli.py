@@ -90,16 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dev", help="a local control plane (etcd + kube-apiserver) for development")
     dsub = p.add_subparsers(dest="dev_command", required=True)
     up = dsub.add_parser("up", help="start it and print the kubeconfig path")
-    up.add_argument("--dir", help="state directory (default: ./.entitle/dev)")
+    up.add_argument("--dir", help="state directory (default: ./.entitle/dev, or ./.entitle/node)")
+    up.add_argument("--node", action="store_true",
+                    help="a real single-node cluster (kubelet, containerd, kube-proxy) in its own network namespace")
+    up.add_argument("--image", metavar="CHECKOUT",
+                    help="with --node: build the operator image from CHECKOUT's Dockerfile and import it")
     down = dsub.add_parser("down", help="stop it")
-    down.add_argument("--dir", help="state directory (default: ./.entitle/dev)")
+    down.add_argument("--dir", help="state directory (default: ./.entitle/dev, or ./.entitle/node)")
+    down.add_argument("--node", action="store_true", help="the real node started by `up --node`")
     p.set_defaults(func=cmd_dev)
 
     p = sub.add_parser("usage", help="usage records")
     usub = p.add_subparsers(dest="usage_command", required=True)
     ex = usub.add_parser("export", help="per-tenant usage totals for [from, to)")
     src = ex.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ledger", help="the operator's ledger (SQLite file)")
+    src.add_argument("--ledger", action="append",
+                     help="an operator replica's ledger (SQLite file); repeat to merge several replicas' "
+                          "ledgers (records with the same source and id count once)")
     src.add_argument("--events", help="CloudEvents JSON-lines file ('-' for stdin)")
     ex.add_argument("--from", dest="start", required=True, help="RFC 3339 start (inclusive)")
     ex.add_argument("--to", dest="end", required=True, help="RFC 3339 end (exclusive)")

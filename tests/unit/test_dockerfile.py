@@ -27,7 +27,24 @@ def test_the_images_default_config_path_is_where_the_chart_mounts_it():
 
     cmd = re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.M).group(1)
     default = json.loads(cmd)[json.loads(cmd).index("--config") + 1]
-    deployment = (ROOT / "charts" / "entitle" / "templates" / "deployment.yaml").read_text()
+    deployment = (ROOT / "charts" / "entitle" / "templates" / "statefulset.yaml").read_text()
     assert f"args: [run, --config, {default}]" in deployment
     mount = re.search(r"- name: config\n\s+mountPath: (\S+)", deployment).group(1)
     assert default == f"{mount}/config.yaml"
+
+
+def test_constraints_pin_every_runtime_dependency():
+    import re
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].lower().replace("_", "-") for d in deps}
+    pinned = {line.split("==")[0].lower().replace("_", "-") for line in (ROOT / "constraints.txt").read_text().splitlines()
+              if "==" in line}
+    assert names <= pinned, f"missing from constraints.txt (run hack/lock.sh): {sorted(names - pinned)}"
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies():
+    ignore = (ROOT / ".dockerignore").read_text()
+    for needed in ("pyproject.toml", "README.md", "LICENSE", "constraints.txt", "src/"):
+        assert f"!{needed}" in ignore

@@ -118,3 +118,28 @@ def test_bad_input_exits_2_naming_the_line(tmp_path, content, fragment):
     proc = _run(path)
     assert proc.returncode == 2
     assert fragment in proc.stderr
+
+
+def test_several_replicas_ledgers_merge_with_shared_records_counted_once(tmp_path):
+    """Each replica keeps its own ledger (the chart's StatefulSet); both saw most changes, each
+    saw some alone (it was up while the other restarted). Export over both = export over all."""
+    rnd = random.Random(7)
+    first, second = Ledger(tmp_path / "ledger-0.db"), Ledger(tmp_path / "ledger-1.db")
+    for record in RECORDS:
+        where = rnd.choice(["both", "first", "second"]) if record["id"] not in ("l1",) else "both"
+        if where in ("both", "first"):
+            first.append([record])
+        if where in ("both", "second"):
+            second.append([record])
+    first.close()
+    second.close()
+    events = tmp_path / "all.jsonl"
+    events.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    common = ["--from", "2026-11-01T00:00:00Z", "--to", "2026-11-01T04:00:00Z", "--format", "json"]
+    merged = subprocess.run([sys.executable, "-m", "entitle.cli", "usage", "export", "--ledger",
+                             str(tmp_path / "ledger-0.db"), "--ledger", str(tmp_path / "ledger-1.db"), *common],
+                            capture_output=True, text=True)
+    reference = subprocess.run([sys.executable, "-m", "entitle.cli", "usage", "export", "--events", str(events),
+                                *common], capture_output=True, text=True)
+    assert merged.returncode == 0, merged.stderr
+    assert json.loads(merged.stdout) == json.loads(reference.stdout)

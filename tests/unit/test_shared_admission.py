@@ -138,3 +138,38 @@ def test_settled_holds_leave_the_shared_object_after_the_settle_window_and_not_b
     assert ("team-a", "w1") not in entries
     assert {("team-a", "w2"), ("team-a", "w3"), ("team-a", "w4")} <= set(entries), "unsettled holds stay"
     assert replica.state.usage["acme"].units == 4
+
+
+def test_a_scale_of_a_workload_the_watch_has_not_delivered_yet_waits_for_it():
+    """Created through the other replica a moment ago: this replica's watch lags. The scale
+    waits for the watch (no API read), then is decided normally."""
+    state = state_with(lic("base", instances={"max": 10}))
+    admission = SharedAdmission(state, MemoryHoldStore(), timedelta(seconds=30))
+    stored = wl("late", replicas=1)
+    stored.metadata.uid, stored.metadata.generation = "uid-late", 1
+
+    async def run():
+        async def watch_delivers():
+            await asyncio.sleep(0.3)
+            state.observe_workload(stored)
+
+        asyncio.ensure_future(watch_delivers())
+        return await admission.review(NOW, operation="UPDATE", subresource="scale", namespace="team-a", name="late",
+                                      body={"spec": {"replicas": 3}}, old={"spec": {"replicas": 1}}, dry_run=False)
+
+    _, decision = asyncio.run(run())
+    assert decision.allowed
+
+    admission.watch_wait_seconds = 0.1
+    from entitle.adapters.admission import NotYetKnown
+
+    async def never():
+        return await admission.review(NOW, operation="UPDATE", subresource="scale", namespace="team-a", name="ghost",
+                                      body={"spec": {"replicas": 3}}, old=None, dry_run=False)
+
+    try:
+        asyncio.run(never())
+    except NotYetKnown as exc:
+        assert "retry" in str(exc)
+    else:
+        raise AssertionError("a workload nobody ever stored must not be admitted")

@@ -24,6 +24,4 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "entitle.tlsSecret" -}}
 {{- .Values.webhook.generated.secretName | default (printf "%s-webhook-tls" (include "entitle.fullname" .)) -}}
 {{- end -}}
-{{- define "entitle.pvcName" -}}
-{{- .Values.ledger.persistence.existingClaim | default (printf "%s-ledger" (include "entitle.fullname" .)) -}}
-{{- end -}}
+

@@ -27,6 +27,11 @@ class RequestNotUnderstood(Exception):
     """The admission request is malformed or refers to a workload entitle has not seen yet."""
 
 
+class NotYetKnown(RequestNotUnderstood):
+    """A scale of a Workload this replica's watch has not delivered yet (it was created through
+    another replica a moment ago): worth waiting for, briefly."""
+
+
 def _workload(body: Any, namespace: str | None) -> Workload | None:
     if body is None:
         return None
@@ -62,8 +67,7 @@ def to_request(state: ClusterState, *, operation: str, subresource: str | None,
     if subresource == "scale":
         stored = state.workload(namespace, name)
         if stored is None:
-            raise RequestNotUnderstood(
-                f"workload {namespace}/{name} is not yet known to entitle (starting up?); retry")
+            raise NotYetKnown(f"workload {namespace}/{name} is not yet known to entitle (starting up?); retry")
         spec = (body or {}).get("spec") or {}
         replicas = spec.get("replicas", 0) if isinstance(spec, dict) else None
         if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= limits.MAX_REPLICAS:
@@ -163,8 +167,21 @@ class SharedAdmission:
                 f"is unreadable ({holds.corrupt}); entitle replaces it at {(since + self.ttl).isoformat()}, "
                 "retry then")
 
+    # How long a scale of a Workload this replica has not seen yet waits for its watch (the
+    # Workload exists: another replica admitted its creation a moment ago).
+    watch_wait_seconds = 2.0
+
     async def review(self, now: datetime, **request: Any) -> tuple[WorkloadRequest, Decision]:
-        parsed = to_request(self.state, **request)
+        loop = self._asyncio.get_running_loop()
+        deadline = loop.time() + self.watch_wait_seconds
+        while True:
+            try:
+                parsed = to_request(self.state, **request)
+                break
+            except NotYetKnown:
+                if loop.time() >= deadline:
+                    raise
+                await self._asyncio.sleep(0.02)
         tenant = self.state.tenant_of(parsed.namespace)
         if tenant is None or parsed.operation == DELETE:
             return parsed, self.state.decide(parsed, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 
 from entitle.adapters.export import (
@@ -16,7 +17,11 @@ def main(args: argparse.Namespace) -> int:
         if end < start:
             raise ExportError(f"--to {args.end} is before --from {args.start}")
         progress = sys.stderr if sys.stderr.isatty() and not args.no_progress else None
-        events = events_from_ledger(args.ledger, progress) if args.ledger else events_from_file(args.events, progress)
+        if args.ledger:
+            # Several replicas' ledgers: one stream; sorted_unique drops the records they share.
+            events = itertools.chain.from_iterable(events_from_ledger(path, progress) for path in args.ledger)
+        else:
+            events = events_from_file(args.events, progress)
         tenants = export(events, start, end, args.tenant)
     except ExportError as exc:
         print(f"entitle usage export: {exc}", file=sys.stderr)

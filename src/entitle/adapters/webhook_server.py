@@ -90,13 +90,22 @@ class ReloadableTLS:
 class AdmissionServer:
     """Serves ``routes`` (path -> callback) over HTTPS until ``stop``."""
 
+    # Longer than the apiserver's idle-connection timeout (90 s): the client, not the server,
+    # closes idle keep-alive connections. A server-side idle close races with the client sending
+    # its next review on that connection, and an admission POST is not retried (EOF: denied).
+    keepalive_seconds = 120.0
+
     def __init__(self, routes: dict[str, ReviewCallback], host: str, port: int, tls: ReloadableTLS,
-                 ready: Callable[[], bool] = lambda: True) -> None:
+                 ready: Callable[[], bool] = lambda: True, drain_seconds: float = 3.0) -> None:
         self.routes, self.host, self.port, self.tls, self.ready = routes, host, port, tls, ready
+        self.drain_seconds = drain_seconds
+        self.draining = False
         self._runner: web.AppRunner | None = None
 
     async def _readyz(self, request: web.Request) -> web.Response:
         # The readiness probe: a replica takes traffic once it can decide from primed state.
+        if self.draining:
+            return web.Response(status=503, text="stopping")
         return web.Response(text="ok") if self.ready() else web.Response(status=503, text="starting")
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -120,7 +129,12 @@ class AdmissionServer:
         except Exception as exc:  # a bug or an unreachable apiserver: deny clearly, keep serving
             log.exception("admission callback failed")
             error = AdmissionDenied(f"entitle could not decide: {exc}", code=500)
-        return web.Response(body=orjson.dumps(respond(uid, review, error)), content_type="application/json")
+        response = web.Response(body=orjson.dumps(respond(uid, review, error)), content_type="application/json")
+        if self.draining:
+            # Stopping: this connection closes after this answer (Connection: close), which the
+            # client sees before it sends another review on it -- no request is cut off.
+            response.force_close()
+        return response
 
     async def start(self) -> None:
         """Listen (idempotent: a retried start-up does not bind the port twice)."""
@@ -130,13 +144,22 @@ class AdmissionServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_post("/{path:.*}", self._handle)
         # No per-request access log: at hundreds of reviews per second it costs more than deciding.
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     keepalive_timeout=self.keepalive_seconds)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port, ssl_context=self.tls.context,
                           backlog=1024).start()
         log.info("admission webhook serving on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
+        """Drain, then stop: for ``drain_seconds`` every answer closes its connection (and
+        readiness fails), so the apiserver's keep-alive connections to this replica end cleanly
+        after a response instead of being cut under a request in flight."""
+        if self._runner is not None and not self.draining and self.drain_seconds > 0:
+            import asyncio
+
+            self.draining = True
+            await asyncio.sleep(self.drain_seconds)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

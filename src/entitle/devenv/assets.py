@@ -9,15 +9,21 @@ from pathlib import Path
 
 K8S_VERSION = "1.34.4"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+# What a real node runs besides (hack/build-control-plane.sh --node).
+NODE_BINARIES = ("kubelet", "kube-scheduler", "kube-proxy", "pause")
 
 
 class AssetsMissing(RuntimeError):
     """The control-plane binaries are not built and cannot be built from here."""
 
 
+def cache_root() -> Path:
+    """``~/.cache/entitle``: built binaries, base and operator images."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "entitle"
+
+
 def cache_dir(version: str = K8S_VERSION) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "entitle" / f"k8s-{version}"
+    return cache_root() / f"k8s-{version}"
 
 
 def _complete(directory: Path, names=BINARIES) -> bool:
@@ -31,6 +37,18 @@ def _build_script() -> Path | None:
         if script.exists():
             return script
     return None
+
+
+def node_assets_dir(build: bool = True) -> Path:
+    """The cache directory once it also holds the node binaries (built when missing)."""
+    directory = cache_dir()
+    if _complete(directory, BINARIES + NODE_BINARIES):
+        return directory
+    script = _build_script()
+    if not build or script is None:
+        raise AssetsMissing(f"node binaries are not in {directory}; run hack/build-control-plane.sh --node")
+    subprocess.run(["bash", str(script), "--node"], check=True)
+    return directory
 
 
 def assets_dir(build: bool = True) -> Path:

@@ -42,6 +42,9 @@ class WebhookConfig(BaseModel):
     # this URL, with a CA the operator generates. In-cluster the Helm chart owns them.
     register_url: str | None = Field(None, alias="registerURL")
     timeout_seconds: int = Field(5, alias="timeoutSeconds")
+    # On shutdown, answer this long with "Connection: close" (and readiness failing) before
+    # stopping, so no keep-alive connection is cut under a review in flight.
+    drain_seconds: float = Field(3.0, alias="drainSeconds")
     failure_policy: str = Field("Fail", alias="failurePolicy")
 
 

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     register(registry, controller)
     certificate = ServingCertificate(cfg, api)
     server = AdmissionServer(webhook_routes(controller), cfg.webhook.listen_host, cfg.webhook.port,
-                             certificate.tls, ready=controller.ready.is_set)
+                             certificate.tls, ready=controller.ready.is_set, drain_seconds=cfg.webhook.drain_seconds)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
