@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from entitle.adapters.ledger import Ledger  # noqa: E402
+from entitle.adapters.metering.ledger import Ledger  # noqa: E402
 
 
 def make_records(n: int, seed: int = 1):

@@ -60,7 +60,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_usage_export(args: argparse.Namespace) -> int:
-    from entitle.adapters.export_cli import main as export_main
+    from entitle.adapters.metering.export_cli import main as export_main
 
     return export_main(args)
 

@@ -131,7 +131,7 @@ def test_tenant_moves_are_metered_and_decreases_pass_in_an_unlabeled_namespace(c
     cluster.kubectl("delete", "workload", "w", "-n", ns, "--wait=true", "--timeout=60s")
     ops = [(r["data"]["operation"], r["subject"]) for r in operator.records() if r["type"] == "dev.entitle.workload.v1"]
     assert ops[-1] == ("movedOut", b), "deleting a workload counted nowhere writes nothing"
-    from entitle.adapters.export import export
+    from entitle.adapters.metering.export import export
     from entitle.domain.meters import to_event
 
     totals = export([e for e in map(to_event, operator.records()) if e], 0, 2**40, None)
@@ -140,7 +140,7 @@ def test_tenant_moves_are_metered_and_decreases_pass_in_an_unlabeled_namespace(c
 
 
 def test_a_corrupted_hold_object_is_named_and_healed(cluster, tmp_path):
-    from entitle.adapters.holds import object_name
+    from entitle.adapters.kube.holds import object_name
 
     operator = Operator(cluster, tmp_path, extra_config={"reservationSeconds": 3, "namespace": "entitle-system"}).start()
     try:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from kubernetes.client.rest import ApiException
 
-from entitle.adapters.certs import CertificateAuthority
+from entitle.adapters.pki import CertificateAuthority
 from tests.conftest import Operator, free_port, wait_for
 from tests.e2e.helpers import api_client, apply, get, license, namespace, unique, workload
 

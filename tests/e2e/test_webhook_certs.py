@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from kubernetes import client, config
 
-from entitle.adapters.webhook_certs import WebhookCertificates, _split_pem
+from entitle.adapters.webhook.certificates import WebhookCertificates, _split_pem
 from tests.conftest import OPERATOR_NAMESPACE, RELEASE, Operator, wait_for
 from tests.e2e.helpers import apply, workload
 

@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from entitle.adapters.admission import SharedAdmission
-from entitle.adapters.holds import MemoryHoldStore, object_name
-from entitle.adapters.ledger import Ledger
-from entitle.adapters.sinks import build_sinks
+from entitle.adapters.webhook.admission import SharedAdmission
+from entitle.adapters.kube.holds import MemoryHoldStore, object_name
+from entitle.adapters.metering.ledger import Ledger
+from entitle.adapters.metering.sinks import build_sinks
 from entitle.api import limits
 from entitle.api.common import parse_duration, parse_time
 from entitle.domain.licenses import Phase, read_license
@@ -164,7 +164,7 @@ def test_defect8_two_unnamed_sinks_of_one_type_get_their_own_cursors(tmp_path):
 
 
 def test_defect8_the_only_sink_of_its_type_keeps_its_old_cursor(tmp_path):
-    from entitle.adapters.pump import SinkPump
+    from entitle.adapters.metering.pump import SinkPump
 
     ledger = Ledger(tmp_path / "l.db")
     ledger.set_cursor("jsonl", 7)       # written by a version whose cursor key was the bare type
@@ -185,7 +185,7 @@ def test_defect9_condition_events_carry_the_involved_objects_uid(tmp_path):
     body["metadata"].update(uid="the-uid", generation=1, creationTimestamp="2026-11-01T00:00:00Z")
     controller.on_workload(body)
     controller.refresh({"acme"}, NOW)
-    from entitle.adapters.kube import event_body
+    from entitle.adapters.kube.client import event_body
 
     events = [e for e in controller.events if e["kind"] == "Workload"]
     assert events and all(e["uid"] == "the-uid" for e in events)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from entitle.adapters.ledger import Ledger
+from entitle.adapters.metering.ledger import Ledger
 from entitle.api.limits import saturating_add
 from entitle.domain.meters import Metering, to_event
 from entitle.domain.state import ClusterState, WorkloadRequest

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 import asyncio
 
-from entitle.adapters.admission import SharedAdmission
-from entitle.adapters.holds import MemoryHoldStore
+from entitle.adapters.webhook.admission import SharedAdmission
+from entitle.adapters.kube.holds import MemoryHoldStore
 from entitle.adapters.check import DELETE_ANNOTATION, Document, run_check
 from entitle.api import License, Workload
 from entitle.domain.state import ClusterState

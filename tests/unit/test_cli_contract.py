@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from entitle import cli
-from entitle.adapters.ledger import Ledger
+from entitle.adapters.metering.ledger import Ledger
 from tests.strategies import crd_schema, date_times, from_schema
 
 pytestmark = pytest.mark.hostile  # the project's hostile-input suite: pytest -m hostile

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from entitle.adapters import export as exporter
-from entitle.adapters.ledger import Ledger
+from entitle.adapters.metering import export as exporter
+from entitle.adapters.metering.ledger import Ledger
 
 
 def wl(id_, time, name, op, units, users=(), features=(), gen=1, tenant="acme", uid=None):

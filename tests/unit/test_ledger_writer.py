@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from entitle.adapters.ledger import Ledger, LedgerWriter
+from entitle.adapters.metering.ledger import Ledger, LedgerWriter
 
 
 def rec(i: int) -> dict:

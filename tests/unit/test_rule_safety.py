@@ -17,8 +17,8 @@ from datetime import timedelta
 
 import pytest
 
-from entitle.adapters.admission import SharedAdmission
-from entitle.adapters.holds import MemoryHoldStore
+from entitle.adapters.webhook.admission import SharedAdmission
+from entitle.adapters.kube.holds import MemoryHoldStore
 from entitle.api import limits
 from entitle.domain.cel_cost import RULE_COST_LIMIT, TENANT_COST_LIMIT, estimate
 from entitle.domain.cel_syntax import parse

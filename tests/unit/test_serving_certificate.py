@@ -7,8 +7,8 @@ import ssl
 
 from cryptography import x509
 
-from entitle.adapters.certs import CertificateAuthority
-from entitle.adapters.webhook_server import AdmissionServer
+from entitle.adapters.pki import CertificateAuthority
+from entitle.adapters.webhook.server import AdmissionServer
 from entitle.operator.config import OperatorConfig
 from entitle.operator.serving import ServingCertificate
 

@@ -6,8 +6,8 @@ import asyncio
 import random
 from datetime import timedelta
 
-from entitle.adapters.admission import SharedAdmission
-from entitle.adapters.holds import MemoryHoldStore
+from entitle.adapters.webhook.admission import SharedAdmission
+from entitle.adapters.kube.holds import MemoryHoldStore
 from tests.unit.builders import NOW, lic, state_with, wl
 
 
@@ -161,7 +161,7 @@ def test_a_scale_of_a_workload_the_watch_has_not_delivered_yet_waits_for_it():
     assert decision.allowed
 
     admission.watch_wait_seconds = 0.1
-    from entitle.adapters.admission import NotYetKnown
+    from entitle.adapters.webhook.admission import NotYetKnown
 
     async def never():
         return await admission.review(NOW, operation="UPDATE", subresource="scale", namespace="team-a", name="ghost",

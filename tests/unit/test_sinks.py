@@ -6,9 +6,9 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from entitle.adapters.ledger import Ledger
-from entitle.adapters.pump import SinkPump
-from entitle.adapters.sinks import MemorySink, build_sink
+from entitle.adapters.metering.ledger import Ledger
+from entitle.adapters.metering.pump import SinkPump
+from entitle.adapters.metering.sinks import MemorySink, build_sink
 from tests.conftest import wait_for
 
 

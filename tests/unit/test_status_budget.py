@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from entitle.adapters.ledger import Ledger
+from entitle.adapters.metering.ledger import Ledger
 from entitle.operator.config import OperatorConfig
 from entitle.operator.controller import Controller
 from tests.unit.builders import NOW, lic, state_with, wl

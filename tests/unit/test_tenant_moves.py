@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entitle.adapters.export import export
-from entitle.adapters.ledger import Ledger
+from entitle.adapters.metering.export import export
+from entitle.adapters.metering.ledger import Ledger
 from entitle.api.common import format_time
 from entitle.domain.meters import to_event
 from entitle.domain.state import ClusterState

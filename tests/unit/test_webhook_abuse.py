@@ -14,10 +14,10 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from entitle.adapters.admission import SharedAdmission
-from entitle.adapters.holds import MemoryHoldStore
-from entitle.adapters.ledger import Ledger
-from entitle.adapters.webhook_server import AdmissionServer
+from entitle.adapters.webhook.admission import SharedAdmission
+from entitle.adapters.kube.holds import MemoryHoldStore
+from entitle.adapters.metering.ledger import Ledger
+from entitle.adapters.webhook.server import AdmissionServer
 from entitle.operator.config import OperatorConfig
 from entitle.operator.controller import Controller
 from entitle.operator.webhooks import routes

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
 
-from entitle.adapters.webhook_certs import _split_pem, plan
+from entitle.adapters.webhook.certificates import _split_pem, plan
 
 NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
 HOSTS = ["entitle-webhook.entitle-system.svc", "entitle-webhook.entitle-system.svc.cluster.local"]

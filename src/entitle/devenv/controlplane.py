@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from entitle.devenv.assets import assets_dir
-from entitle.adapters.certs import CertificateAuthority, rsa_key_pair
+from entitle.adapters.pki import CertificateAuthority, rsa_key_pair
 
 
 class ControlPlaneError(RuntimeError):

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from entitle.adapters.certs import CertificateAuthority, rsa_key_pair
+from entitle.adapters.pki import CertificateAuthority, rsa_key_pair
 from entitle.devenv.assets import node_assets_dir
 
 NODE_IP = "10.200.0.1"            # the node's address (a veth end inside its namespace)

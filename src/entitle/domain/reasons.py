@@ -16,7 +16,7 @@ SEAT_CAP_EXCEEDED = "SeatCapExceeded"
 RULE_VIOLATION = "RuleViolation"
 
 # Not a check: the shared reservation could not be written after several concurrent attempts
-# (decided in entitle.adapters.admission; the client should retry, as with ResourceQuota).
+# (decided in entitle.adapters.webhook.admission; the client should retry, as with ResourceQuota).
 RESERVATION_CONFLICT = "ReservationConflict"
 
 # Checks 1-3 deny whatever the enforcement; the rest follow Enforce / Warn / Audit.

@@ -79,7 +79,7 @@ class OperatorConfig(BaseModel):
     @field_validator("sinks")
     @classmethod
     def _distinct_sink_names(cls, sinks: list[dict]) -> list[dict]:
-        from entitle.adapters.sinks.base import default_name
+        from entitle.adapters.metering.sinks.base import default_name
 
         seen: dict[str, int] = {}
         for index, spec in enumerate(sinks):

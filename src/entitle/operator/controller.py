@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from entitle.adapters.ledger import Ledger, LedgerWriter
+from entitle.adapters.metering.ledger import Ledger, LedgerWriter
 from entitle.api import License, Workload
 from entitle.api.common import TENANT_LABEL, parse_time
 from entitle.domain import records

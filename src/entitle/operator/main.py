@@ -12,13 +12,13 @@ from typing import Any
 
 import kopf
 
-from entitle.adapters.admission import SharedAdmission
-from entitle.adapters.async_api import AsyncApi
-from entitle.adapters.holds import AsyncHoldStore
-from entitle.adapters.kube import KubeApi
-from entitle.adapters.lease import LeaseElector
-from entitle.adapters.webhook_server import AdmissionServer
-from entitle.adapters.ledger import Ledger
+from entitle.adapters.webhook.admission import SharedAdmission
+from entitle.adapters.kube.async_api import AsyncApi
+from entitle.adapters.kube.holds import AsyncHoldStore
+from entitle.adapters.kube.client import KubeApi
+from entitle.adapters.kube.lease import LeaseElector
+from entitle.adapters.webhook.server import AdmissionServer
+from entitle.adapters.metering.ledger import Ledger
 from entitle.domain.state import ClusterState
 from entitle.operator import config as configmod
 from entitle.operator.controller import Controller
@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
             from prometheus_client import start_http_server
             start_http_server(cfg.metrics_port, addr=cfg.metrics_host or cfg.webhook.listen_host)
             started.add("metrics")
-        from entitle.adapters.pump import SinkPump
-        from entitle.adapters.sinks import build_sinks
+        from entitle.adapters.metering.pump import SinkPump
+        from entitle.adapters.metering.sinks import build_sinks
         from entitle.operator.metrics import LEDGER_LAG, SINK_ERRORS
 
         controller.pump_factory = lambda: [SinkPump(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from entitle.adapters.kube import FIELD_MANAGER
+from entitle.adapters.kube.client import FIELD_MANAGER
 from entitle.api import Workload
 from entitle.api.common import format_time, parse_time
 from entitle.domain import records

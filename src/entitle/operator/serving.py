@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from entitle.adapters.webhook_server import ReloadableTLS
+from entitle.adapters.webhook.server import ReloadableTLS
 from entitle.operator import config as configmod
 
 log = logging.getLogger("entitle")
@@ -25,7 +25,7 @@ class ServingCertificate:
         hook = cfg.webhook
         self.keeper = None
         if hook.generated is not None:
-            from entitle.adapters.webhook_certs import WebhookCertificates
+            from entitle.adapters.webhook.certificates import WebhookCertificates
 
             self.keeper = WebhookCertificates(api.api_client, cfg.namespace, hook.generated.secret_name,
                                               hook.generated.hosts, hook.configuration_name)
@@ -36,7 +36,7 @@ class ServingCertificate:
             self.certfile, self.keyfile = hook.cert_file, hook.key_file
             self.ca_pem = Path(hook.ca_file or hook.cert_file).read_bytes()
         else:
-            from entitle.adapters.certs import CertificateAuthority
+            from entitle.adapters.pki import CertificateAuthority
 
             ca = CertificateAuthority("entitle-webhook-ca")
             pair = ca.issue("entitle-webhook", hosts=["127.0.0.1", "localhost"])

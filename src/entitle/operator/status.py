@@ -17,7 +17,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from entitle.adapters.kube import FIELD_MANAGER, event_body
+from entitle.adapters.kube.client import FIELD_MANAGER, event_body
 from entitle.api import GROUP, VERSION
 from entitle.api.common import format_time
 from entitle.domain.status import condition, entitled, license_status, merge_patch, merged, verdict_basis

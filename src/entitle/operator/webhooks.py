@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import time
 
-from entitle.adapters.admission import RequestNotUnderstood
-from entitle.adapters.webhook_server import AdmissionDenied, Review, ReviewCallback
+from entitle.adapters.webhook.admission import RequestNotUnderstood
+from entitle.adapters.webhook.server import AdmissionDenied, Review, ReviewCallback
 from entitle.operator.controller import USAGE_FINALIZER, Controller
 from entitle.operator.metrics import ADMISSION_LATENCY, DECISIONS
 

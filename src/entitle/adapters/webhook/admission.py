@@ -88,7 +88,7 @@ def _first_expiry(entries: dict, wall: datetime) -> datetime:
 
 class SharedAdmission:
     """Decide with capacity held in the apiserver, so any number of webhook replicas never
-    over-admit (the ResourceQuota pattern; see ``entitle.adapters.holds``).
+    over-admit (the ResourceQuota pattern; see ``entitle.adapters.kube.holds``).
 
     Per tenant: read the hold object (cached), count its holds in the state, decide; when a
     request raises usage, write the new hold with the resourceVersion the decision was made
@@ -153,7 +153,7 @@ class SharedAdmission:
         it held has expired (one TTL after this replica first saw it); None when not blocked."""
         if not holds.corrupt:
             return None
-        from entitle.adapters.holds import object_name
+        from entitle.adapters.kube.holds import object_name
 
         key = (tenant, holds.resource_version)
         since = self._corrupt_since.get(key)
@@ -208,7 +208,7 @@ class SharedAdmission:
             self._queues.pop(tenant, None)
 
     async def _commit(self, tenant: str, batch: list) -> None:
-        from entitle.adapters.holds import HoldConflict, merge_hold
+        from entitle.adapters.kube.holds import HoldConflict, merge_hold
 
         decisions: list[Decision] = []
         for _ in range(self.retries):

@@ -57,13 +57,13 @@ def build_sink(spec: dict[str, Any]) -> Sink:
     kind = spec.get("type")
     name = spec.get("name") or default_name(spec)
     if kind == "jsonl":
-        from entitle.adapters.sinks.jsonl import JsonlSink
+        from entitle.adapters.metering.sinks.jsonl import JsonlSink
         return JsonlSink(spec["path"], name=name)
     if kind == "http":
-        from entitle.adapters.sinks.http import HttpSink
+        from entitle.adapters.metering.sinks.http import HttpSink
         return HttpSink(spec["url"], headers=spec.get("headers") or {}, timeout=float(spec.get("timeoutSeconds", 10)),
                         name=name)
     if kind == "kafka":
-        from entitle.adapters.sinks.kafka import KafkaSink
+        from entitle.adapters.metering.sinks.kafka import KafkaSink
         return KafkaSink(spec["bootstrapServers"], spec["topic"], name=name)
     raise ValueError(f"unknown sink type {kind!r} (expected jsonl, http or kafka)")

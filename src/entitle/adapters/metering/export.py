@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from entitle.adapters.ledger import open_readonly
+from entitle.adapters.metering.ledger import open_readonly
 from entitle.domain.meters import BadRecord, Event, Metering, parse_time, to_event
 
 RUN_SIZE = 200_000

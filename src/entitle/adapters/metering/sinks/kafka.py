@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from entitle.adapters.sinks.base import SinkError
+from entitle.adapters.metering.sinks.base import SinkError
 
 
 class KafkaSink:

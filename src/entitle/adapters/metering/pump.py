@@ -13,8 +13,8 @@ import random
 import threading
 from collections.abc import Callable
 
-from entitle.adapters.ledger import Ledger
-from entitle.adapters.sinks.base import Sink, SinkError
+from entitle.adapters.metering.ledger import Ledger
+from entitle.adapters.metering.sinks.base import Sink, SinkError
 
 log = logging.getLogger("entitle.sinks")
 

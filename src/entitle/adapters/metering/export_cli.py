@@ -6,7 +6,7 @@ import argparse
 import itertools
 import sys
 
-from entitle.adapters.export import (
+from entitle.adapters.metering.export import (
     ExportError, events_from_file, events_from_ledger, export, parse_bound, render_csv, render_json,
 )
 

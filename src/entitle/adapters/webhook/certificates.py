@@ -23,7 +23,7 @@ from cryptography import x509
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from entitle.adapters.certs import CertificateAuthority
+from entitle.adapters.pki import CertificateAuthority
 
 CA_DAYS = 3650
 SERVING_DAYS = 365

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from entitle.adapters.sinks.base import SinkError
+from entitle.adapters.metering.sinks.base import SinkError
 
 
 class MemorySink:

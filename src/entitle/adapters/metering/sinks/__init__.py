@@ -4,7 +4,7 @@ One interface (:class:`Sink`), a real implementation per destination and an in-m
 tests, the way httpx pairs a transport with a mock transport.
 """
 
-from entitle.adapters.sinks.base import Sink, SinkError, build_sink, build_sinks, default_name
-from entitle.adapters.sinks.memory import MemorySink
+from entitle.adapters.metering.sinks.base import Sink, SinkError, build_sink, build_sinks, default_name
+from entitle.adapters.metering.sinks.memory import MemorySink
 
 __all__ = ["Sink", "SinkError", "MemorySink", "build_sink", "build_sinks", "default_name"]

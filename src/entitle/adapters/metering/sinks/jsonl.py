@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from entitle.adapters.sinks.base import SinkError
+from entitle.adapters.metering.sinks.base import SinkError
 
 
 class JsonlSink:

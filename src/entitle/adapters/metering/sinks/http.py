@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from entitle.adapters.sinks.base import SinkError
+from entitle.adapters.metering.sinks.base import SinkError
 
 
 class HttpSink:

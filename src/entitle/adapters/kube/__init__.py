@@ -1,0 +1,1 @@
+"""Kubernetes API access: clients (blocking and aiohttp), leases, capacity holds, watches."""

@@ -1,0 +1,1 @@
+"""Usage metering I/O: the ledger, sinks and their pumps, export."""

@@ -1,0 +1,1 @@
+"""Admission over HTTPS: the AdmissionReview server, request translation, serving certificates."""
