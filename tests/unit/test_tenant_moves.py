@@ -176,7 +176,7 @@ ops = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=int(__import__('os').environ.get('ENTITLE_EXAMPLES', '60')), deadline=None)
 @given(st.lists(st.tuples(ops, st.integers(1, 5000)), min_size=1, max_size=25), st.booleans())
 def test_export_equals_an_independent_recount_through_any_moves(tmp_path_factory, steps, restart_midway):
     path = tmp_path_factory.mktemp("moves") / "l.db"

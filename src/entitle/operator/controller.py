@@ -76,6 +76,8 @@ class Controller(RecordKeeping, StatusReporting):
         # Seeded from the ledger's live table at start, so a move while the operator was down
         # is noticed and metered too.
         self._counted: dict[str, str | None] = {}
+        # uid -> the highest generation this ledger has a record of (seeded from its live table).
+        self._recorded_generation: dict[str, int] = {}
         # namespace -> when its tenant label last changed (the time of a move noticed later).
         self._label_times: dict[str, datetime] = {}
         self.pumps: list[Any] = []
@@ -125,6 +127,7 @@ class Controller(RecordKeeping, StatusReporting):
         for uid, last in self.ledger.live("workload").items():
             data = last.get("data") or {}
             self._counted[uid] = None if data.get("operation") == "movedOut" else data.get("tenant")
+            self._recorded_generation[uid] = int(data.get("generation") or 0)
         for ns in self.api.list_namespaces():
             self.on_namespace(ns)
         for lic in self.api.list_licenses():
@@ -302,6 +305,8 @@ class Controller(RecordKeeping, StatusReporting):
         elif uid and counted is None:
             # Counted nowhere (moved out to no tenant): its parked ledger row goes, no record.
             self.writer.forget_live("workload", uid)
+        if uid:
+            self._recorded_generation.pop(uid, None)
         return [] if deleted else [("remove", ns, name, finalizers)]
 
     def _sync_tenant(self, workload: Workload, tenant: str | None, when: datetime,

@@ -60,6 +60,12 @@ class RecordKeeping:
         if generation != workload.metadata.generation:
             workload = workload.model_copy(deep=True)
             workload.metadata.generation = generation
+        uid = workload.metadata.uid
+        if uid and generation <= self._recorded_generation.get(uid, 0):
+            # This ledger already has this object at this generation or a later one -- e.g. it
+            # entered its tenant by a move (movedIn at generation N): a "created" record now
+            # would bill it from its creation, before it belonged to the tenant.
+            return
         operation = "created" if generation == 1 else "updated"
         when = (workload.metadata.creation_timestamp or now) if operation == "created" else _changed_at(body, now)
         self._append(records.workload_record(
@@ -72,6 +78,11 @@ class RecordKeeping:
         key = (record["source"], record["id"])
         if key in self._appended:
             return
+        data = record.get("data") or {}
+        if record.get("type") == records.WORKLOAD_TYPE and data.get("uid"):
+            uid, generation = data["uid"], int(data.get("generation") or 0)
+            if generation > self._recorded_generation.get(uid, 0):
+                self._recorded_generation[uid] = generation
         self.writer.submit(record)
         self._appended[key] = None
         if len(self._appended) > 100_000:
