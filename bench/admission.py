@@ -7,7 +7,9 @@
    count/workloads.entitle.dev instead. The ratios to "no webhook" are the figures.
    Also dry-run creates (nothing persisted, no hold written) with and without entitle: the
    cost of the two webhook round trips alone (ratio to the dry-run without a webhook).
-2. The webhook alone: AdmissionReview requests posted straight to it (no apiserver) at 1, 10
+2. Deployment creates (an InstanceSource counts Deployments) with the entitle webhook and
+   with none, at 1, 10 and 50 clients: what a tenant's plain Deployment pays.
+3. The webhook alone: AdmissionReview requests posted straight to it (no apiserver) at 1, 10
    and 100 concurrency, both dry-run (decision only) and real (decision + the hold's
    compare-and-swap write to the apiserver).
 """
@@ -59,6 +61,25 @@ def create_load(api, ns, count, concurrency, dry_run=False):
             api.create_namespaced_custom_object(G, V, ns, "workloads", body, **({"dry_run": "All"} if dry_run else {}))
         except ApiException as exc:
             raise SystemExit(f"create failed: {exc.status} {exc.body}")
+        return (time.perf_counter() - start) * 1000
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        samples = list(pool.map(one, range(count)))
+    return samples, count / (time.perf_counter() - start)
+
+
+def deployment_load(apps, ns, count, concurrency):
+    def one(i):
+        name = f"d-{uuid.uuid4().hex[:10]}"
+        body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
+        start = time.perf_counter()
+        try:
+            apps.create_namespaced_deployment(ns, body)
+        except ApiException as exc:
+            raise SystemExit(f"deployment create failed: {exc.status} {exc.body}")
         return (time.perf_counter() - start) * 1000
 
     start = time.perf_counter()
@@ -126,7 +147,8 @@ def main():
     op = None
     try:
         kubectl(kc, "apply", "-f", str(ROOT / "crds"))
-        kubectl(kc, "wait", "--for=condition=established", "crd/workloads.entitle.dev", "crd/licenses.entitle.dev")
+        kubectl(kc, "wait", "--for=condition=established", "crd/workloads.entitle.dev", "crd/licenses.entitle.dev",
+                "crd/instancesources.entitle.dev", "crd/usageanchors.entitle.dev")
         api = client.CustomObjectsApi(config.new_client_from_config(kc))
         docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": {"entitle.dev/tenant": "bench"}}}
                 for n in ("with-webhook", "no-webhook", "with-quota", "reviews")]
@@ -150,6 +172,12 @@ def main():
             create_load(api, "no-webhook", 20, c, dry_run=True)
             samples, rps = create_load(api, "no-webhook", args.creates, c, dry_run=True)
             rows.append(("dry-run, none", c, pct(samples, 50), pct(samples, 99), rps))
+        apps = client.AppsV1Api(config.new_client_from_config(kc))
+        deployment_rows = []
+        for c in levels:
+            deployment_load(apps, "no-webhook", 20, c)
+            samples, rps = deployment_load(apps, "no-webhook", args.creates, c)
+            deployment_rows.append(("no webhook", c, pct(samples, 50), pct(samples, 99), rps))
         # With entitle.
         port = free_port()
         cfg = {"ledgerPath": str(work / "ledger.db"), "metricsPort": None, "namespace": "entitle-system",
@@ -179,6 +207,20 @@ def main():
             create_load(api, "with-webhook", 20, c, dry_run=True)
             samples, rps = create_load(api, "with-webhook", args.creates, c, dry_run=True)
             rows.append(("dry-run, entitle", c, pct(samples, 50), pct(samples, 99), rps))
+        # Deployments counted by an InstanceSource, gated by the sources' webhook.
+        kubectl(kc, "apply", "-f", "-", input=yaml.safe_dump({
+            "apiVersion": f"{G}/{V}", "kind": "InstanceSource", "metadata": {"name": "deployments"},
+            "spec": {"resource": {"group": "apps", "version": "v1", "kind": "Deployment"}, "replicasPath": "spec.replicas"}}))
+        deadline = time.monotonic() + 90
+        while not any(r.rules and r.rules[0].resources[0] == "deployments" for r in
+                      adm.read_validating_webhook_configuration("entitle").webhooks if r.name == "sources.entitle.dev"):
+            if time.monotonic() > deadline:
+                raise SystemExit("the sources' webhook rules were not set")
+            time.sleep(0.5)
+        for c in levels:
+            deployment_load(apps, "with-webhook", 20, c)
+            samples, rps = deployment_load(apps, "with-webhook", args.creates, c)
+            deployment_rows.append(("entitle webhook", c, pct(samples, 50), pct(samples, 99), rps))
 
         print("Workload creates through the apiserver")
         print(f"{'variant':<16} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'creates/s':>10} {'p50 vs none':>12}")
@@ -187,6 +229,12 @@ def main():
         for label, c, p50, p99, rps in rows:
             ref = dry_base[c] if label.startswith("dry-run") else base[c]
             print(f"{label:<16} {c:>7} {p50:>8.1f} {p99:>8.1f} {rps:>10.0f} {p50 / ref:>11.2f}x")
+
+        print("\nDeployment creates through the apiserver (counted by an InstanceSource)")
+        print(f"{'variant':<16} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'creates/s':>10} {'p50 vs none':>12}")
+        dbase = {c: p50 for label, c, p50, _, _ in deployment_rows if label == "no webhook"}
+        for label, c, p50, p99, rps in deployment_rows:
+            print(f"{label:<16} {c:>7} {p50:>8.1f} {p99:>8.1f} {rps:>10.0f} {p50 / dbase[c]:>11.2f}x")
 
         # The webhook alone. The serving certificate is the operator's own (generated); read
         # the CA it registered from the webhook configuration.

@@ -74,7 +74,8 @@ def cluster(tmp_path_factory):
     c = Cluster(kubeconfig, _kubectl_binary())
     c.kubectl("apply", "-f", str(ROOT / "crds"))
     c.kubectl("wait", "--for=condition=established", "--timeout=60s",
-              "crd/licenses.entitle.dev", "crd/workloads.entitle.dev")
+              "crd/licenses.entitle.dev", "crd/workloads.entitle.dev", "crd/instancesources.entitle.dev",
+              "crd/usageanchors.entitle.dev")
     install_chart_identity(c, tmp_path_factory.mktemp("identity"))
     failed_before = getattr(pytest, "_entitle_failed", 0)
     yield c

@@ -149,3 +149,12 @@ def test_operator_identity_cannot_read_secrets_outside_its_namespace(cluster):
     assert can_i(cluster, "patch", "licenses.entitle.dev", "--subresource=status")
     assert can_i(cluster, "update", "leases.coordination.k8s.io", "-n", OPERATOR_NAMESPACE)
     assert not can_i(cluster, "update", "leases.coordination.k8s.io", "-n", "default")
+
+
+def test_sourced_kinds_are_readable_and_nothing_more(cluster):
+    for kind in ("deployments.apps", "statefulsets.apps", "jobs.batch", "replicasets.apps", "pods"):
+        assert can_i(cluster, "watch", kind, "--all-namespaces"), kind
+        for verb in ("create", "update", "patch", "delete"):
+            assert not can_i(cluster, verb, kind, "-n", "default"), (verb, kind)
+    assert can_i(cluster, "create", "usageanchors.entitle.dev", "-n", "default")
+    assert not can_i(cluster, "watch", "daemonsets.apps", "--all-namespaces")

@@ -20,14 +20,32 @@ EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/steps.yaml"))
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_does_what_its_readme_says(cluster, operator, example: Path):
     steps = yaml.safe_load((example / "steps.yaml").read_text())
-    licenses = [d["metadata"]["name"] for d in yaml.safe_load_all((example / steps[0]["file"]).read_text())
-                if d and d.get("kind") == "License"]
+    first = [d for d in yaml.safe_load_all((example / steps[0]["file"]).read_text()) if d]
+    licenses = [d["metadata"]["name"] for d in first if d.get("kind") == "License"]
+    sources = [d["metadata"]["name"] for d in first if d.get("kind") == "InstanceSource"]
+    try:
+        _run_steps(cluster, example, steps, licenses, sources)
+    finally:
+        if sources:   # leave no source behind for the tests that follow
+            cluster.kubectl("delete", "instancesource", *sources, "--ignore-not-found", check=False)
+
+
+def _ready(cluster, source: str) -> bool:
+    got = cluster.kubectl("get", "instancesource", source, "-o", "json", check=False)
+    conditions = (json.loads(got.stdout).get("status") or {}).get("conditions", []) if got.returncode == 0 else []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _run_steps(cluster, example, steps, licenses, sources):
     for number, step in enumerate(steps):
         if number == 1:
-            # The operator must have seen the licenses (their status says so) before denials count.
+            # The operator must have seen the licenses (their status says so), and be counting
+            # the sourced kinds, before denials count.
             for lic in licenses:
                 wait_for(lambda: json.loads(cluster.kubectl("get", "license", lic, "-o", "json").stdout)
                          .get("status", {}).get("summary"), message=f"license {lic} status")
+            for source in sources:
+                wait_for(lambda: _ready(cluster, source), timeout=60, message=f"source {source} Ready")
 
         def attempt():
             proc = cluster.kubectl("apply", "-f", str(example / step["file"]), check=False)

@@ -135,3 +135,53 @@ def test_any_schema_valid_license_or_workload_is_harmless(lics, wls, now, restar
         assert after == errors_before, "a schema-valid object reached an error boundary (see the log)"
     finally:
         controller.writer.close()
+
+
+def sourced_objects() -> st.SearchStrategy:
+    text = st.text(max_size=30)
+    annotations = st.dictionaries(st.sampled_from(["entitle.dev/users", "entitle.dev/features", "entitle.dev/guests",
+                                                   "entitle.dev/instance-kind", "other"]), text, max_size=4)
+    count = st.one_of(st.integers(-(2**40), 2**40), st.floats(allow_nan=True), text, st.none(), st.booleans(),
+                      st.lists(st.integers(), max_size=2))
+    return st.fixed_dictionaries({
+        "apiVersion": st.just("apps/v1"), "kind": st.just("Deployment"),
+        "metadata": st.fixed_dictionaries({
+            "name": st.sampled_from(["a", "b", "c"]), "namespace": st.sampled_from(["ns-0", "ns-1", "unlabeled"]),
+            "uid": st.sampled_from(["u1", "u2", "u3", "u4"]), "generation": st.integers(1, 2**31),
+            "creationTimestamp": st.sampled_from(["2026-01-01T00:00:00Z", "0001-01-01T00:00:00Z"]),
+            "annotations": annotations, "labels": st.dictionaries(st.sampled_from(["app", "tier"]), text, max_size=2),
+            "ownerReferences": st.lists(st.fixed_dictionaries({"uid": st.sampled_from(["u1", "u2", "x"]),
+                                                               "controller": st.booleans()}), max_size=2)}),
+        "spec": st.fixed_dictionaries({}, optional={"replicas": count, "parallelism": count}),
+    })
+
+
+@settings(max_examples=int(__import__("os").environ.get("ENTITLE_EXAMPLES", "80")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(from_schema(crd_schema("InstanceSource")["properties"]["spec"], {
+           "resource": st.just({"group": "apps", "version": "v1", "kind": "Deployment"})}), min_size=1, max_size=3),
+       st.lists(st.tuples(st.sampled_from(["ADDED", "MODIFIED", "DELETED"]), sourced_objects()), max_size=10))
+def test_any_instance_source_and_any_sourced_object_is_harmless(specs, events):
+    cfg = OperatorConfig()
+    now = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+    object.__setattr__(cfg, "now", lambda: now)
+    controller = Controller(cfg, ClusterState(cfg.instance_table()), Ledger(":memory:"), None)
+    before = (metrics.OBJECT_ERRORS.labels(kind="Deployment")._value.get(),
+              metrics.OBJECT_ERRORS.labels(kind="InstanceSource")._value.get())
+    try:
+        for i, tenant in enumerate(TENANTS[:2]):
+            controller.on_namespace({"metadata": {"name": f"ns-{i}", "labels": {"entitle.dev/tenant": tenant}}})
+        for i, spec in enumerate(specs):
+            controller.on_source({"metadata": {"name": f"s{i}", "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": spec})
+        for event, body in events:
+            controller.on_sourced(("apps", "v1", "Deployment"), event, body)
+        controller.leader = True
+        controller.refresh(set(controller.state.tenants()), now)
+        controller.source_statuses(now)
+        after = (metrics.OBJECT_ERRORS.labels(kind="Deployment")._value.get(),
+                 metrics.OBJECT_ERRORS.labels(kind="InstanceSource")._value.get())
+        assert after == before, "a source or a sourced object reached an error boundary (see the log)"
+        for (ns, key), entry in controller.state.workloads.items():
+            assert entry.held.units >= 0
+    finally:
+        controller.writer.close()

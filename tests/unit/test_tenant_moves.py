@@ -9,6 +9,7 @@ same export the billing team runs.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -128,13 +129,19 @@ def test_a_move_while_the_operator_was_down_is_metered_at_the_next_start(tmp_pat
         def list_licenses(self):
             return []
 
+        def list_instance_sources(self):
+            return []
+
+        def list_usage_anchors(self):
+            return []
+
         def list_workloads(self):
             return [wl_body("w", "ns", 3, 1, T0, T0), wl_body("p", "parked", 1, 1, T0, T0)]
 
     second = Harness(tmp_path / "l.db", clock)
     second.controller.api = Api()
     second.controller.apply_finalizer_actions = lambda actions: None
-    second.controller.prime()
+    asyncio.run(second.controller.prime_async())
     records = second.records()
     out = totals(records, T0, T0 + timedelta(hours=10))
     assert out["a"]["instance_hours"] == 3 * 2 + 1 * 1     # w until the relabel, p until unlabeled
@@ -146,7 +153,7 @@ def test_a_move_while_the_operator_was_down_is_metered_at_the_next_start(tmp_pat
     third = Harness(tmp_path / "l.db", clock)
     third.controller.api = Api()
     third.controller.apply_finalizer_actions = lambda actions: None
-    third.controller.prime()
+    asyncio.run(third.controller.prime_async())
     assert len(third.records()) == count
     third.close()
 
@@ -161,6 +168,12 @@ class ListingApi:
         return self.namespaces
 
     def list_licenses(self):
+        return []
+
+    def list_instance_sources(self):
+        return []
+
+    def list_usage_anchors(self):
         return []
 
     def list_workloads(self):
@@ -207,7 +220,7 @@ def test_export_equals_an_independent_recount_through_any_moves(tmp_path_factory
             h = Harness(path, clock)
             h.controller.api = ListingApi([ns_body(n, labels[n], now) for n in NAMESPACES], list(live.values()))
             h.controller.apply_finalizer_actions = lambda actions: None
-            h.controller.prime()
+            asyncio.run(h.controller.prime_async())
         c = h.controller
         key = (ns, name)
         if op == "put":

@@ -3,6 +3,11 @@
 It feeds the same :class:`~entitle.domain.state.ClusterState` the webhook uses, document by
 document: Namespaces and Licenses update the picture, each Workload is a CREATE or UPDATE
 (by namespace/name) or, with the annotation ``entitle.dev/check-operation: delete``, a DELETE.
+
+Native and custom kinds (Deployments, Jobs, Pods, VMs...) are decided the same way when an
+InstanceSource selects them: the stream's own InstanceSource documents, or -- when it has
+none -- the Helm chart's default sources (:data:`DEFAULT_SOURCES`). Outside tenant namespaces,
+or not selected, they are admitted untouched (reason ``NotCounted``), as in a cluster.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ from typing import Any, TextIO
 import yaml
 from pydantic import ValidationError
 
-from entitle.api import License, Workload
+from entitle.api import InstanceSource, License, Workload
 from entitle.api.common import parse_time
+from entitle.domain.sources import (
+    InvalidInstanceCount, Source, claim, controller_owner, matches, object_key, read_source,
+)
+from entitle.domain import reasons
 from entitle.domain.admission import CREATE, DELETE, UPDATE, Decision
 from entitle.domain.normalization import InstanceTable
 from entitle.domain.state import ClusterState, WorkloadRequest
@@ -110,6 +119,29 @@ def _metadata_name(doc: Document) -> str:
     return meta["name"]
 
 
+# The Helm chart's default sources (charts/entitle/values.yaml, instanceSources; a test keeps the
+# two equal): what a cluster installed with the chart counts.
+DEFAULT_SOURCES = [
+    {"name": "deployments", "resource": {"group": "apps", "version": "v1", "kind": "Deployment"},
+     "instanceKind": "container", "replicasPath": "spec.replicas"},
+    {"name": "statefulsets", "resource": {"group": "apps", "version": "v1", "kind": "StatefulSet"},
+     "instanceKind": "container", "replicasPath": "spec.replicas"},
+    {"name": "jobs", "resource": {"group": "batch", "version": "v1", "kind": "Job"},
+     "instanceKind": "container", "replicasPath": "spec.parallelism"},
+    {"name": "replicasets", "resource": {"group": "apps", "version": "v1", "kind": "ReplicaSet"},
+     "instanceKind": "container", "replicasPath": "spec.replicas", "onlyUncontrolled": True},
+    {"name": "pods", "resource": {"group": "", "version": "v1", "kind": "Pod"},
+     "instanceKind": "container", "onlyUncontrolled": True},
+]
+NOT_COUNTED = "NotCounted"
+
+
+def default_sources() -> list[Source]:
+    return [read_source(InstanceSource.model_validate({"metadata": {"name": d["name"]},
+                                                       "spec": {k: v for k, v in d.items() if k != "name"}}))
+            for d in DEFAULT_SOURCES]
+
+
 @dataclass
 class CheckResult:
     decisions: list[tuple[WorkloadRequest, Decision]]
@@ -121,10 +153,55 @@ class CheckResult:
         return EXIT_DENIED if any(not d.allowed for _, d in self.decisions) else EXIT_ALLOWED
 
 
+def _group(api_version: Any) -> str:
+    return api_version.split("/")[0] if isinstance(api_version, str) and "/" in api_version else ""
+
+
+def _check_sourced(state: ClusterState, doc: Document, sources: list[Source], counted: dict, now: datetime):
+    """A document of a sourced kind: the request and decision, as the sources' webhook makes them."""
+    kind, group = doc.body.get("kind"), _group(doc.body.get("apiVersion"))
+    name = _metadata_name(doc)
+    meta = doc.body["metadata"]
+    ns = meta.get("namespace") or "default"
+    if not isinstance(ns, str):
+        raise BadInput(f"{doc.where('metadata.namespace')}: expected a string")
+    key = object_key(kind, group, name)
+    existing = state.workload(ns, key)
+    delete = isinstance(meta.get("annotations"), dict) and meta["annotations"].get(DELETE_ANNOTATION) == "delete"
+    operation = DELETE if delete else (UPDATE if existing else CREATE)
+    owner = controller_owner(doc.body)
+    if owner is None:   # in a YAML stream owners are named, not uid'd: match kind and name
+        for ref in meta.get("ownerReferences") or ():
+            if isinstance(ref, dict) and ref.get("controller") is True:
+                owner = (ns, ref.get("kind"), ref.get("name"))
+    source = None if (owner is not None and owner in counted) else \
+        next((s for s in sources if matches(s, doc.body)), None)
+    tenant = state.tenant_of(ns)
+    if source is None or tenant is None:
+        return WorkloadRequest(operation, ns, key, None, existing), Decision(True, NOT_COUNTED, tenant=tenant)
+    try:
+        workload = claim(source, doc.body) if not delete else None
+    except InvalidInstanceCount as exc:
+        return (WorkloadRequest(operation, ns, key, None, existing),
+                Decision(False, reasons.INVALID_INSTANCE_COUNT, f"{kind} {ns}/{name}: {exc}", tenant=tenant))
+    except ValidationError as exc:
+        raise BadInput(f"{doc.where()}: {exc.errors()[0]['msg']}") from None
+    request = WorkloadRequest(operation, ns, key, workload, existing)
+    decision = state.admit(request, now)
+    if decision.allowed and not delete:
+        counted[(ns, kind, name)] = True
+        if isinstance(meta.get("uid"), str):
+            counted[meta["uid"]] = True
+    return request, decision
+
+
 def run_check(documents: list[Document], now: datetime, table: InstanceTable | None = None) -> CheckResult:
     state = ClusterState(table)
     decisions: list[tuple[WorkloadRequest, Decision]] = []
     skipped: list[str] = []
+    stream_sources = [read_source(_parse(InstanceSource, d)) for d in documents if d.body.get("kind") == "InstanceSource"]
+    sources = sorted(stream_sources or default_sources(), key=lambda s: s.name)
+    counted: dict = {}
     for doc in documents:
         kind = doc.body.get("kind")
         if kind == "Namespace":
@@ -148,8 +225,14 @@ def run_check(documents: list[Document], now: datetime, table: InstanceTable | N
             else:
                 request = WorkloadRequest(UPDATE if existing else CREATE, ns, name, workload, existing)
             decisions.append((request, state.admit(request, now)))
+        elif kind == "InstanceSource":
+            continue
+        elif any((s.group, s.kind) == (_group(doc.body.get("apiVersion")), kind) for s in sources):
+            kind_sources = [s for s in sources if (s.group, s.kind) == (_group(doc.body.get("apiVersion")), kind)]
+            decisions.append(_check_sourced(state, doc, kind_sources, counted, now))
         else:
-            skipped.append(f"{doc.where()}: kind {kind!r} is not Namespace, License or Workload; skipped")
+            skipped.append(f"{doc.where()}: kind {kind!r} is not Namespace, License, Workload or a sourced kind; "
+                           "skipped")
     return CheckResult(decisions, state, skipped)
 
 
@@ -169,7 +252,8 @@ def tenants_summary(state: ClusterState, now: datetime) -> dict[str, Any]:
 def to_json(result: CheckResult, now: datetime) -> dict[str, Any]:
     return {
         "decisions": [{
-            "namespace": req.namespace, "name": req.name,
+            "namespace": req.namespace, "name": req.name.rsplit("/", 1)[-1],
+            **({"kind": req.name.split(".", 1)[0]} if "/" in req.name else {}),
             "operation": _OPERATION_NAMES[req.operation],
             "allowed": dec.allowed, "reason": dec.reason, "message": dec.message,
             "warnings": dec.warnings,

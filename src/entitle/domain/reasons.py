@@ -15,6 +15,10 @@ INSTANCE_CAP_EXCEEDED = "InstanceCapExceeded"
 SEAT_CAP_EXCEEDED = "SeatCapExceeded"
 RULE_VIOLATION = "RuleViolation"
 
+# Not a check of the engine: the object's instance count (an InstanceSource's replicasPath) is
+# not an integer (decided in entitle.adapters.webhook.sources; always denies).
+INVALID_INSTANCE_COUNT = "InvalidInstanceCount"
+
 # Not a check: the shared reservation could not be written after several concurrent attempts
 # (decided in entitle.adapters.webhook.admission; the client should retry, as with ResourceQuota).
 RESERVATION_CONFLICT = "ReservationConflict"

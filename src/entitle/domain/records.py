@@ -39,7 +39,8 @@ def workload_record(workload: Workload, operation: str, tenant: str, time: datet
     generation = meta.generation or 1
     key = "deleted" if operation == "deleted" else generation
     data = {
-        "tenant": tenant, "namespace": meta.namespace, "name": meta.name, "uid": meta.uid,
+        "tenant": tenant, "apiVersion": workload.api_version, "kind": workload.kind,
+        "namespace": meta.namespace, "name": meta.name, "uid": meta.uid,
         "generation": generation, "operation": operation, "instanceKind": spec.instance_kind,
         "replicas": spec.replicas, "units": table.units(spec.instance_kind, spec.replicas),
         "users": sorted(set(spec.users)), "guests": sorted(set(spec.guests)),
@@ -80,3 +81,17 @@ def vanished_workload_record(last: dict, time: datetime) -> dict:
     data = dict(last["data"], operation="deleted")
     return _event(WORKLOAD_TYPE, record_id("workload", data["uid"], "deleted", "deleted"), last["subject"],
                   time, data, last["source"])
+
+
+def workload_from_record(record: dict) -> Workload:
+    """The claim a workload record describes (what was counted), for a deletion recorded later."""
+    data = record.get("data") or {}
+    workload = Workload.model_validate({
+        "metadata": {"name": data.get("name") or "", "namespace": data.get("namespace"), "uid": data.get("uid"),
+                     "generation": data.get("generation")},
+        "spec": {"instanceKind": data.get("instanceKind") or "container", "replicas": data.get("replicas") or 0,
+                 "users": data.get("users") or [], "guests": data.get("guests") or [],
+                 "features": data.get("features") or []}})
+    workload.kind = data.get("kind") or "Workload"               # type: ignore[assignment]
+    workload.api_version = data.get("apiVersion") or workload.api_version
+    return workload

@@ -23,6 +23,7 @@ from entitle.domain.checks import CheckContext
 from entitle.domain.entitlement import Entitlement, effective_entitlement
 from entitle.domain.licenses import ReadLicense, read_license
 from entitle.domain.normalization import InstanceTable
+from entitle.domain.sources import state_key
 from entitle.domain.usage import EMPTY, Footprint, TenantUsage, footprint
 
 POOLS = ("instances", "seats")
@@ -165,7 +166,8 @@ class ClusterState:
     # --- workloads (the stored truth, from watches) -------------------------------------
     def observe_workload(self, workload: Workload) -> None:
         """A Workload as stored in the apiserver: it replaces the matching reservation."""
-        ns, name = workload.metadata.namespace or "default", workload.metadata.name
+        # A Workload by its name; a counted object of another kind by its qualified name.
+        ns, name = workload.metadata.namespace or "default", state_key(workload)
         entry = self._entry(ns, name)
         entry.workload = workload
         entry.stored = footprint(workload.spec, self.table)
@@ -285,7 +287,7 @@ class ClusterState:
     def admit(self, request: WorkloadRequest, now: datetime) -> Decision:
         """Decide, and when allowed (and not a dry run) apply the change as stored at once
         (``entitle check``; the webhook reserves through holds instead, see
-        ``entitle.adapters.admission.SharedAdmission``)."""
+        ``entitle.adapters.webhook.admission.SharedAdmission``)."""
         decision = self.decide(request, now)
         if not decision.allowed or request.dry_run:
             return decision

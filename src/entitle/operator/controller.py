@@ -24,7 +24,8 @@ from entitle.domain.licenses import invalid_license
 from entitle.domain.state import ClusterState
 from entitle.operator import metrics
 from entitle.operator.config import OperatorConfig
-from entitle.operator.records import RecordKeeping
+from entitle.operator.records import MISSING, RecordKeeping
+from entitle.operator.sources import SourceKeeping
 from entitle.operator.status import StatusReporting
 
 log = logging.getLogger("entitle.controller")
@@ -35,10 +36,7 @@ log = logging.getLogger("entitle.controller")
 USAGE_FINALIZER = "entitle.dev/usage-record"
 
 
-_MISSING = object()
-
-
-class Controller(RecordKeeping, StatusReporting):
+class Controller(RecordKeeping, StatusReporting, SourceKeeping):
     """Watch events in, the in-memory state kept current; usage records (``RecordKeeping``) and
     status, conditions and Events (``StatusReporting``) derived from it.
 
@@ -89,6 +87,7 @@ class Controller(RecordKeeping, StatusReporting):
         self.admission: Any = None
         # AsyncApi (aiohttp) for status patches and events (set by the operator's wiring).
         self.async_api: Any = None
+        self._init_sources()
 
     def _on_ledger_added(self, added: int) -> None:
         metrics.LEDGER_RECORDS.inc(added)
@@ -119,7 +118,8 @@ class Controller(RecordKeeping, StatusReporting):
 
     # -- start-up ------------------------------------------------------------------------
     def prime(self) -> None:
-        """List everything once so the webhook decides from a complete picture from the start.
+        """List everything once so the webhook decides from a complete picture from the start
+        (the blocking part; :meth:`prime_async` adds the sourced kinds and marks ready).
 
         Idempotent (Kopf retries a failed start-up handler) and per-object guarded: one bad
         object is reported and skipped, it never keeps the operator from becoming ready."""
@@ -128,22 +128,38 @@ class Controller(RecordKeeping, StatusReporting):
             data = last.get("data") or {}
             self._counted[uid] = None if data.get("operation") == "movedOut" else data.get("tenant")
             self._recorded_generation[uid] = int(data.get("generation") or 0)
+            if (data.get("kind") or "Workload") != "Workload":
+                self._recorded_claim[uid] = _claim_of_record(data, self.state.table)
         for ns in self.api.list_namespaces():
             self.on_namespace(ns)
         for lic in self.api.list_licenses():
             self.on_license(lic)
-        workloads = self.api.list_workloads()
-        for wl in workloads:
+        for source in self.api.list_instance_sources():
+            self.on_source(source)
+        for anchor in self.api.list_usage_anchors():
+            self.on_anchor(anchor)
+        self._listed_workloads = self.api.list_workloads()
+        for wl in self._listed_workloads:
             actions = self.on_workload(wl)
             if actions:
                 self.apply_finalizer_actions(actions)
+
+    async def prime_async(self) -> None:
+        import asyncio as _asyncio
+
+        if self.ready.is_set():
+            return
+        await _asyncio.to_thread(self.prime)
+        # The sourced kinds' first listings (bounded: a kind that cannot be listed is reported on
+        # its source and is neither counted nor gated, it never keeps the replica unready).
+        await self.sync_informers(wait=True)
         try:
-            self._reconcile_vanished({(w.get("metadata") or {}).get("uid") for w in workloads})
+            self._reconcile_vanished({(w.get("metadata") or {}).get("uid") for w in self._listed_workloads})
         except Exception:  # noqa: BLE001 -- a damaged ledger row must not keep admission down
             log.exception("reconciling objects that vanished while the operator was down failed")
         self.ready.set()
         log.info("state primed", extra={"licenses": len(self.state.licenses),
-                                        "workloads": len(self.state.workloads)})
+                                        "workloads": len(self.state.workloads), "sources": len(self.sources)})
 
     # -- watch events ----------------------------------------------------------------------
     def _guarded(self, kind: str, body: Any, handler: Any, *args: Any) -> Any:
@@ -293,8 +309,8 @@ class Controller(RecordKeeping, StatusReporting):
         self._stored_status.pop(("Workload", ns, name), None)
         self.invalid.pop(("Workload", ns, name), None)
         uid = meta.get("uid") or (workload.metadata.uid if workload else None)
-        counted = self._counted.pop(uid, _MISSING) if uid else _MISSING
-        tenant = self.state.tenant_of(ns) if counted is _MISSING else counted
+        counted = self._counted.pop(uid, MISSING) if uid else MISSING
+        tenant = self.state.tenant_of(ns) if counted is MISSING else counted
         if workload is not None and tenant:
             when = workload.metadata.deletion_timestamp or now
             self._append(records.workload_record(
@@ -310,14 +326,14 @@ class Controller(RecordKeeping, StatusReporting):
         return [] if deleted else [("remove", ns, name, finalizers)]
 
     def _sync_tenant(self, workload: Workload, tenant: str | None, when: datetime,
-                     default: Any = _MISSING) -> None:
+                     default: Any = MISSING) -> None:
         """Meter a change of the tenant a workload counts under (its namespace's label changed,
         now or while the operator was down): movedOut of the old, movedIn to the new."""
         uid = workload.metadata.uid
         if not uid:
             return
         counted = self._counted.get(uid, default)
-        if counted is _MISSING:
+        if counted is MISSING:
             # Never metered by this ledger: its created/updated records will count it.
             if tenant:
                 self._counted[uid] = tenant
@@ -333,12 +349,14 @@ class Controller(RecordKeeping, StatusReporting):
 
     def apply_finalizer_actions(self, actions: list[tuple]) -> None:
         """Blocking API writes; run in a thread."""
-        if any(action[0] == "remove" for action in actions):
+        if any(action[0] in ("remove", "anchor-remove") for action in actions):
             # The finalizer goes only once the deletion's record is durable in the ledger.
             self.writer.barrier().result()
         for action in actions:
             try:
-                if action[0] == "add":
+                if action[0] == "anchor-remove":
+                    self.api.remove_anchor_finalizer(action[1], action[2], action[3])
+                elif action[0] == "add":
                     self.api.add_workload_finalizer(action[1], action[2], USAGE_FINALIZER, action[3], action[4])
                 else:
                     self.api.remove_workload_finalizer(action[1], action[2], USAGE_FINALIZER, action[3])
@@ -369,3 +387,10 @@ def _label_changed_at(body: dict[str, Any], fallback: datetime) -> datetime:
         return parse_time(max(times))
     except ValueError:
         return fallback
+
+
+def _claim_of_record(data: dict, table: Any) -> tuple:
+    from entitle.domain.records import workload_from_record
+    from entitle.operator.sources import _claim_key
+
+    return _claim_key(workload_from_record({"data": data}), table)

@@ -20,6 +20,18 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     async def license_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.on_license(dict(body), deleted=type == "DELETED")
 
+    @kopf.on.event(GROUP, VERSION, "instancesources", registry=registry)
+    async def source_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        controller.on_source(dict(body), deleted=type == "DELETED")
+        if controller.ready.is_set():
+            await controller.sync_informers()
+
+    @kopf.on.event(GROUP, VERSION, "usageanchors", registry=registry)
+    async def anchor_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        actions = controller.on_anchor(dict(body), deleted=type == "DELETED")
+        if actions:
+            await asyncio.to_thread(controller.apply_finalizer_actions, actions)
+
     @kopf.on.event(GROUP, VERSION, "workloads", registry=registry)
     async def workload_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         actions = controller.on_workload(dict(body), deleted=type == "DELETED")

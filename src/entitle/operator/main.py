@@ -86,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
         settings.scanning.disabled = True
         # Serve at once (requests wait for the primed state), so readiness follows listening.
         await server.start()
-        if not controller.ready.is_set():
-            await asyncio.to_thread(controller.prime)
+        await controller.prime_async()
         if cfg.webhook.register_url:
             await asyncio.to_thread(api.ensure_webhooks, cfg.webhook.configuration_name, cfg.webhook.register_url,
                                     certificate.ca_pem, cfg.webhook.timeout_seconds, cfg.webhook.failure_policy)

@@ -17,6 +17,13 @@ from entitle.domain import records
 from entitle.domain.licenses import Phase
 
 
+class _Missing:
+    """Marks "this ledger has never counted the object" (distinct from None: counted nowhere)."""
+
+
+MISSING = _Missing()
+
+
 def _changed_at(body: dict[str, Any], fallback: datetime) -> datetime:
     """When the object's spec last changed, from its own timestamps (managedFields), else ``fallback``.
 
@@ -35,12 +42,29 @@ def _changed_at(body: dict[str, Any], fallback: datetime) -> datetime:
 class RecordKeeping:
     def _reconcile_vanished(self, present_uids: set[str | None]) -> None:
         """Objects the ledger holds as live but the cluster no longer has were deleted while the
-        operator was down: record each deletion once (deterministic id), at the time it is noticed."""
+        operator was down: record each deletion once (deterministic id) -- at its anchor's
+        deletion time for a sourced object that has one, else at the time it is noticed.
+        ``present_uids``: the Workloads listed; sourced kinds are judged by their informers (a
+        kind entitle cannot list now is left alone: absence of evidence is not a deletion)."""
         now = self.now()
         for uid, last in self.ledger.live("workload").items():
-            if uid in present_uids:
-                continue
-            if (last.get("data") or {}).get("operation") == "movedOut":
+            data = last.get("data") or {}
+            kind = data.get("kind") or "Workload"
+            if kind == "Workload":
+                if uid in present_uids:
+                    continue
+            else:
+                api_version = data.get("apiVersion") or ""
+                group = api_version.split("/")[0] if "/" in api_version else ""
+                if uid in self.tracked or not self.kind_listed(group, kind):
+                    continue
+                if uid in self.anchors and data.get("operation") != "movedOut":
+                    self.departed[uid] = (records.workload_from_record(last), last["subject"])
+                    anchor_meta = self.anchors[uid].get("metadata") or {}
+                    if anchor_meta.get("deletionTimestamp"):
+                        self._record_departure(uid, parse_time(anchor_meta["deletionTimestamp"]))
+                    continue
+            if data.get("operation") == "movedOut":
                 self.writer.forget_live("workload", uid)   # counted nowhere when it went
             else:
                 self._append(records.vanished_workload_record(last, now))

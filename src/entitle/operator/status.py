@@ -88,14 +88,15 @@ class StatusReporting:
                            f"{cond['type']}{cond['status']}", cond.get("message") or cond["reason"], now, uid=uid)
 
     def event(self, kind: str, name: str, ns: str | None, event_type: str, reason: str, message: str,
-              now: datetime, uid: str | None = None, own: bool = False) -> None:
+              now: datetime, uid: str | None = None, own: bool = False, api_version: str | None = None) -> None:
         """Queue an Event. ``own``: about a request this replica decided (posted by any replica);
         otherwise about shared state (posted by the leader only, so never twice). ``uid`` makes
         the Event show under ``kubectl describe`` of the object."""
         log.info("event %s on %s %s/%s: %s", reason, kind, ns or "", name, message)
         if len(self.events) < 10_000:  # never grow without bound if the API is unreachable
             self.events.append({"kind": kind, "name": name, "namespace": ns, "uid": uid, "event_type": event_type,
-                                "reason": reason, "message": message, "time": format_time(now), "own": own})
+                                "reason": reason, "message": message, "time": format_time(now), "own": own,
+                                "api_version": api_version})
 
     # Workload verdicts computed per tick at most: the event loop also serves the webhook, so a
     # new leader's first pass over 10,000 Workloads (~0.3 s) is spread over several ticks.
@@ -209,6 +210,8 @@ class StatusReporting:
             log.info("released %d expired reservations", released)
         if ticks % 10 == 0:   # time-driven transitions: expiry, grace, trials, bursts
             self.dirty.update(self.state.tenants())
+            # A source whose kind was not served yet (its CRD just applied) is retried.
+            await self.sync_informers()
         if not self.leader:
             # Standby: keep the picture (bursts folded) but leave status and events to the leader.
             for tenant in self.dirty:
@@ -222,6 +225,10 @@ class StatusReporting:
             return
         tenants, self.dirty = self.dirty, set()
         writes = self.refresh(tenants, now) if tenants or self.dirty_namespaces else []
+        try:
+            await self.leader_sources(now)
+        except Exception:  # noqa: BLE001 -- sources' duties never stop the tenants' status
+            log.exception("instance sources' status, rules or anchors failed this tick")
         failed = 0
         for start in range(0, len(writes), 16):  # a few in flight at once
             results = await asyncio.gather(*[self._write_status(kind, args) for kind, args in

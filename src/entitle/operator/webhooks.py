@@ -1,5 +1,6 @@
-"""The two Workload webhooks: validating (entitlement decisions) and mutating (the usage-record
-finalizer). Thin: the decision is the engine's, the envelope is ``adapters.webhook_server``'s."""
+"""The webhooks: Workloads (validating: entitlement decisions; mutating: the usage-record
+finalizer) and the sourced kinds (validating, the same decisions for Deployments, Jobs, Pods...).
+Thin: the decision is the engine's, the envelope is ``adapters.webhook.server``'s."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 
 from entitle.adapters.webhook.admission import RequestNotUnderstood
 from entitle.adapters.webhook.server import AdmissionDenied, Review, ReviewCallback
+from entitle.adapters.webhook.sources import InvalidInstanceCount, source_request
+from entitle.domain import reasons
 from entitle.operator.controller import USAGE_FINALIZER, Controller
 from entitle.operator.metrics import ADMISSION_LATENCY, DECISIONS
 
@@ -15,6 +18,7 @@ log = logging.getLogger("entitle.webhook")
 
 VALIDATE_PATH = "/workloads"
 FINALIZER_PATH = "/workloads-finalizer"
+SOURCES_PATH = "/sources"
 
 
 def routes(controller: Controller) -> dict[str, ReviewCallback]:
@@ -33,17 +37,53 @@ def routes(controller: Controller) -> dict[str, ReviewCallback]:
             raise AdmissionDenied(str(exc), code=400, reason="BadRequest")
         finally:
             ADMISSION_LATENCY.observe(time.perf_counter() - started)
+        answer(review, request, decision)
+
+    def answer(review: Review, request, decision) -> None:
         DECISIONS.labels(tenant=decision.tenant or "", reason=decision.reason,
                          allowed=str(decision.allowed).lower()).inc()
         review.warnings.extend(decision.warnings)
         if not decision.allowed:
-            log.info("denied %s %s/%s: %s", review.operation, request.namespace, request.name, decision.message)
+            subject = request.workload or request.old
+            name = subject.metadata.name if subject is not None else request.name
+            log.info("denied %s %s/%s: %s", review.operation, request.namespace, name, decision.message)
             if not review.dry_run:
-                subject = request.workload or request.old
-                controller.event("Workload", request.name, request.namespace, "Warning", decision.reason,
-                                 f"denied {review.operation.lower()}: {decision.message}", controller.now(),
-                                 uid=subject.metadata.uid if subject is not None else None, own=True)
+                controller.event(subject.kind if subject is not None else "Workload", name, request.namespace,
+                                 "Warning", decision.reason, f"denied {review.operation.lower()}: {decision.message}",
+                                 controller.now(), uid=subject.metadata.uid if subject is not None else None, own=True,
+                                 api_version=subject.api_version if subject is not None else None)
             raise AdmissionDenied(f"{decision.reason}: {decision.message}", code=403, reason="Forbidden")
+
+    async def validate_source(review: Review) -> None:
+        """Deployments, Jobs, Pods, custom kinds: counted and gated like Workloads, in tenant
+        namespaces only (the platform's own namespaces are never touched)."""
+        await controller.ready.wait()
+        group, _, resource = review.resource
+        kind = controller.kind_of_resource(group, resource)
+        namespace = review.namespace or ""
+        if kind is None or not controller.source_ready(group, kind) or controller.state.tenant_of(namespace) is None:
+            return
+        started = time.perf_counter()
+        try:
+            request = await controller.admission.parse(lambda: source_request(
+                controller.state, controller._sources_of_kind(group, kind), controller._covered, controller.known_source,
+                operation=review.operation, subresource=review.subresource, namespace=namespace,
+                name=review.name or "", group=group, kind=kind, body=review.body, old=review.old,
+                dry_run=review.dry_run))
+            if request is None:
+                return
+            decision = await controller.admission.decide(request, controller.now())
+        except InvalidInstanceCount as exc:
+            DECISIONS.labels(tenant=controller.state.tenant_of(namespace) or "", reason=reasons.INVALID_INSTANCE_COUNT,
+                             allowed="false").inc()
+            raise AdmissionDenied(f"{reasons.INVALID_INSTANCE_COUNT}: {kind} {namespace}/{review.name}: {exc}",
+                                  code=403, reason="Forbidden")
+        except RequestNotUnderstood as exc:
+            DECISIONS.labels(tenant="", reason="BadRequest", allowed="false").inc()
+            raise AdmissionDenied(str(exc), code=400, reason="BadRequest")
+        finally:
+            ADMISSION_LATENCY.observe(time.perf_counter() - started)
+        answer(review, request, decision)
 
     # A new Workload carries the usage-record finalizer from birth, so even a deletion while the
     # operator is down reaches it with the object's last state and its deletionTimestamp.
@@ -61,4 +101,4 @@ def routes(controller: Controller) -> dict[str, ReviewCallback]:
         else:
             review.patch.append({"op": "add", "path": "/metadata/finalizers", "value": [USAGE_FINALIZER]})
 
-    return {VALIDATE_PATH: validate, FINALIZER_PATH: add_usage_finalizer}
+    return {VALIDATE_PATH: validate, FINALIZER_PATH: add_usage_finalizer, SOURCES_PATH: validate_source}

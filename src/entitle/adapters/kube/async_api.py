@@ -71,6 +71,18 @@ class AsyncApi:
                 raise ApiError(resp.status, raw.decode(errors="replace"))
             return resp.status, (orjson.loads(raw) if raw else None)
 
+    async def stream(self, path: str, params: dict[str, str], read_timeout: float) -> Any:
+        """An open response whose body is JSON lines (a watch); the caller iterates
+        ``response.content`` and must release it. No overall timeout: a watch lasts."""
+        response = await self._session_for_loop().request(
+            "GET", path.lstrip("/"), params=params, headers=self._headers(None),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout))
+        if response.status != 200:
+            raw = await response.read()
+            response.release()
+            raise ApiError(response.status, raw.decode(errors="replace"))
+        return response
+
     async def close(self) -> None:
         self._closed = True
         if self._session is not None and not self._session.closed:

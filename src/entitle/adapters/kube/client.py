@@ -37,6 +37,27 @@ class KubeApi:
     def list_workloads(self) -> list[dict[str, Any]]:
         return self.custom.list_cluster_custom_object(GROUP, VERSION, "workloads")["items"]
 
+    def list_instance_sources(self) -> list[dict[str, Any]]:
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, "instancesources")["items"]
+
+    def list_usage_anchors(self) -> list[dict[str, Any]]:
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, "usageanchors")["items"]
+
+    def remove_anchor_finalizer(self, namespace: str, name: str, current: list[str]) -> None:
+        finalizer = "entitle.dev/usage-record"
+        if finalizer not in current:
+            return
+        index = current.index(finalizer)
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "usageanchors", name,
+                [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+                 {"op": "remove", "path": f"/metadata/finalizers/{index}"}],
+                field_manager=FIELD_MANAGER, _content_type="application/json-patch+json")
+        except ApiException as exc:
+            if exc.status not in (404, 409, 422):
+                raise
+
     def ensure_namespace(self, name: str) -> None:
         """Create the operator's namespace in development; installed by the chart (403/409 fine)."""
         try:
@@ -91,11 +112,19 @@ class KubeApi:
         def client_config(path: str) -> dict[str, Any]:
             return {"url": url.rstrip("/") + path, "caBundle": base64.b64encode(ca_pem).decode()}
 
+        sources = {
+            "name": "sources.entitle.dev", "clientConfig": client_config("/sources"),
+            "rules": [],   # kept equal to the Ready InstanceSources' kinds by the leader
+            "sideEffects": "NoneOnDryRun", **common,
+            # Tenant namespaces only: the platform's own namespaces are never touched.
+            "namespaceSelector": {"matchExpressions": [
+                {"key": "entitle.dev/tenant", "operator": "Exists"},
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]}}
         self._ensure(name, "ValidatingWebhookConfiguration", {
             "name": "workloads.entitle.dev", "clientConfig": client_config("/workloads"),
             "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["workloads", "workloads/scale"],
                        "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
-            "sideEffects": "NoneOnDryRun", **common})
+            "sideEffects": "NoneOnDryRun", **common}, sources)
         # CREATE only: puts the usage-record finalizer on every new Workload.
         self._ensure(name, "MutatingWebhookConfiguration", {
             "name": "finalizer.workloads.entitle.dev", "clientConfig": client_config("/workloads-finalizer"),
@@ -103,15 +132,22 @@ class KubeApi:
                        "operations": ["CREATE"], "scope": "Namespaced"}],
             "sideEffects": "None", "reinvocationPolicy": "Never", **common})
 
-    def _ensure(self, name: str, kind: str, webhook: dict[str, Any]) -> None:
+    def _ensure(self, name: str, kind: str, *webhooks: dict[str, Any]) -> None:
         body = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
-                "metadata": {"name": name}, "webhooks": [webhook]}
+                "metadata": {"name": name}, "webhooks": list(webhooks)}
         snake = "validating" if kind.startswith("Validating") else "mutating"
         read = getattr(self.admission, f"read_{snake}_webhook_configuration")
         replace = getattr(self.admission, f"replace_{snake}_webhook_configuration")
         create = getattr(self.admission, f"create_{snake}_webhook_configuration")
         try:
-            body["metadata"]["resourceVersion"] = read(name).metadata.resource_version
+            current = read(name)
+            body["metadata"]["resourceVersion"] = current.metadata.resource_version
+            # Rules the leader keeps (the sourced kinds') survive a re-registration.
+            for hook in body["webhooks"]:
+                kept = next((h for h in current.webhooks or [] if h.name == hook["name"]), None)
+                if kept is not None and hook["name"] == "sources.entitle.dev":
+                    hook["rules"] = self.api_client.sanitize_for_serialization(kept.rules or [])
+                    hook["matchConditions"] = self.api_client.sanitize_for_serialization(kept.match_conditions or [])
             replace(name, body)
         except ApiException as exc:
             if exc.status != 404:
@@ -121,13 +157,13 @@ class KubeApi:
 
 
 def event_body(*, kind: str, name: str, namespace: str | None, uid: str | None, event_type: str, reason: str,
-               message: str, time: str) -> tuple[str, dict[str, Any]]:
+               message: str, time: str, api_version: str | None = None) -> tuple[str, dict[str, Any]]:
     """(namespace, core/v1 Event); cluster-scoped objects' events go to the ``default`` namespace."""
     ns = namespace or "default"
     return ns, {
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"generateName": f"{name}.", "namespace": ns},
-        "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name,
+        "involvedObject": {"apiVersion": api_version or f"{GROUP}/{VERSION}", "kind": kind, "name": name,
                            **({"namespace": namespace} if namespace else {}), **({"uid": uid} if uid else {})},
         "type": event_type, "reason": reason, "message": message[:1024],
         "firstTimestamp": time, "lastTimestamp": time, "count": 1,

@@ -172,19 +172,27 @@ class SharedAdmission:
     watch_wait_seconds = 2.0
 
     async def review(self, now: datetime, **request: Any) -> tuple[WorkloadRequest, Decision]:
+        """Decide a Workload admission request (the AdmissionRequest's parts as keywords)."""
+        parsed = await self.parse(lambda: to_request(self.state, **request))
+        return parsed, await self.decide(parsed, now)
+
+    async def parse(self, build: Any) -> Any:
+        """``build()``, waiting briefly while it raises :class:`NotYetKnown` (watch lag)."""
         loop = self._asyncio.get_running_loop()
         deadline = loop.time() + self.watch_wait_seconds
         while True:
             try:
-                parsed = to_request(self.state, **request)
-                break
+                return build()
             except NotYetKnown:
                 if loop.time() >= deadline:
                     raise
                 await self._asyncio.sleep(0.02)
+
+    async def decide(self, parsed: WorkloadRequest, now: datetime) -> Decision:
+        """Decide an engine request, with capacity held in the apiserver for raises."""
         tenant = self.state.tenant_of(parsed.namespace)
         if tenant is None or parsed.operation == DELETE:
-            return parsed, self.state.decide(parsed, now)
+            return self.state.decide(parsed, now)
         future = self._asyncio.get_running_loop().create_future()
         queue = self._queues.get(tenant)
         if queue is None:
@@ -192,7 +200,7 @@ class SharedAdmission:
             self._asyncio.get_running_loop().create_task(self._drain(tenant))
         else:
             queue.append((parsed, now, future))
-        return parsed, await future
+        return await future
 
     async def _drain(self, tenant: str) -> None:
         try:

@@ -44,6 +44,9 @@ class Review:
     old: dict[str, Any] | None
     dry_run: bool
     warnings: list[str] = field(default_factory=list)
+    # The requested resource (group, version, resource plural): the kind of a scale request is
+    # autoscaling Scale, its resource is the scaled kind's.
+    resource: tuple[str, str, str] = ("", "", "")
     # Mutating callbacks fill this with RFC 6902 operations.
     patch: list[dict[str, Any]] = field(default_factory=list)
 
@@ -56,9 +59,11 @@ def parse(request: dict[str, Any]) -> Review:
         value = request.get(key)
         return value if isinstance(value, str) and value else None
 
+    resource = request.get("resource") if isinstance(request.get("resource"), dict) else {}
     return Review(operation=text("operation") or "", subresource=text("subResource"),
                   namespace=text("namespace"), name=text("name"),
-                  body=request.get("object"), old=request.get("oldObject"), dry_run=request.get("dryRun") is True)
+                  body=request.get("object"), old=request.get("oldObject"), dry_run=request.get("dryRun") is True,
+                  resource=tuple(str(resource.get(k) or "") for k in ("group", "version", "resource")))
 
 
 def respond(uid: str, review: Review | None, error: AdmissionDenied | None) -> dict[str, Any]:

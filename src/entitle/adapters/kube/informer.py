@@ -1,0 +1,124 @@
+"""List-then-watch of one resource, the way client-go's informers do it, on the operator's
+event loop (AsyncApi): for kinds known only at run time (instance sources), where Kopf's
+handlers, fixed at start-up, cannot follow.
+
+- **List** in pages (``limit``/``continue``), then **watch** from the list's resourceVersion
+  with bookmarks; a watch that ends is resumed from the last version seen.
+- **410 Gone** (the version is too old) relists; objects that were known but are absent from the
+  new list are reported deleted (``on_event("DELETED", last known body)``), so nothing stays
+  counted that vanished while the watch was down.
+- Any other failure (403 when RBAC lacks the kind, the apiserver away) is reported through
+  ``on_error`` and retried with backoff; the informer never ends on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from entitle.adapters.kube.async_api import ApiError
+
+log = logging.getLogger("entitle.informer")
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old (410): relist."""
+
+
+class Informer:
+    def __init__(self, api: Any, collection: str, on_event: Callable[[str, dict], None],
+                 on_synced: Callable[[], None] | None = None, on_error: Callable[[Exception | None], None] | None = None,
+                 page: int = 500, watch_seconds: int = 300) -> None:
+        self.api, self.collection = api, collection
+        self.on_event, self.on_synced, self.on_error = on_event, on_synced, on_error
+        self.page, self.watch_seconds = page, watch_seconds
+        self.known: dict[str, dict] = {}          # uid -> last body seen
+        self.synced = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> Informer:
+        self._task = asyncio.get_running_loop().create_task(self.run())
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def run(self) -> None:
+        backoff = 0.5
+        version: str | None = None
+        while True:
+            try:
+                if version is None:
+                    version = await self._list()
+                    if self.on_error:
+                        self.on_error(None)
+                    self.synced.set()
+                    if self.on_synced:
+                        self.on_synced()
+                version = await self._watch(version)
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Gone:
+                version = None
+            except Exception as exc:  # noqa: BLE001 -- report, back off, retry: never end
+                if self.on_error:
+                    self.on_error(exc)
+                log.warning("watching %s failed: %s", self.collection, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(30.0, backoff * 2)
+                if isinstance(exc, ApiError) and exc.status in (403, 404):
+                    version = None
+
+    async def _list(self) -> str:
+        seen: dict[str, dict] = {}
+        params: dict[str, str] = {"limit": str(self.page)}
+        while True:
+            _, listing = await self.api.request("GET", self.collection, params=params)
+            for item in listing.get("items") or []:
+                uid = (item.get("metadata") or {}).get("uid")
+                if uid:
+                    seen[uid] = item
+                    self.known[uid] = item
+                    self.on_event("ADDED", item)
+            meta = listing.get("metadata") or {}
+            if not meta.get("continue"):
+                version = meta.get("resourceVersion")
+                break
+            params = {"limit": str(self.page), "continue": meta["continue"]}
+        for uid in [u for u in self.known if u not in seen]:
+            self.on_event("DELETED", self.known.pop(uid))
+        return version
+
+    async def _watch(self, version: str) -> str:
+        params = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "true",
+                  "timeoutSeconds": str(self.watch_seconds)}
+        response = await self.api.stream(self.collection, params, read_timeout=self.watch_seconds + 30)
+        try:
+            while True:
+                line = await response.content.readline()
+                if not line:
+                    return version
+                event = orjson.loads(line)
+                kind, body = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if body.get("code") == 410:
+                        raise Gone()
+                    raise ApiError(body.get("code") or 500, str(body.get("message")))
+                version = (body.get("metadata") or {}).get("resourceVersion") or version
+                if kind == "BOOKMARK":
+                    continue
+                uid = (body.get("metadata") or {}).get("uid")
+                if kind == "DELETED":
+                    self.known.pop(uid, None)
+                elif uid:
+                    self.known[uid] = body
+                self.on_event(kind, body)
+        finally:
+            response.release()

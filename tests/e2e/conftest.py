@@ -1,0 +1,79 @@
+"""Fixtures shared by the end-to-end tests: two operator replicas behind a round-robin proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+
+import pytest
+
+from entitle.adapters.pki import CertificateAuthority
+from tests.conftest import Operator, free_port
+
+
+class RoundRobinProxy:
+    """TLS passes through untouched; each connection goes to the next live backend."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self.port = free_port()
+        self._cycle = itertools.cycle(range(len(ports)))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    async def _pipe(self, reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, client_reader, client_writer):
+        for _ in range(len(self.ports)):
+            port = self.ports[next(self._cycle)]
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                continue
+        else:
+            client_writer.close()
+            return
+        await asyncio.gather(self._pipe(client_reader, writer), self._pipe(reader, client_writer))
+
+    def start(self) -> RoundRobinProxy:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", self.port), self.loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture
+def replicas(cluster, tmp_path):
+    ca = CertificateAuthority("entitle-test-ca")
+    pair = ca.issue("entitle-webhook", hosts=["127.0.0.1"])
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    (tmp_path / "tls.crt").write_bytes(pair.cert_pem)
+    (tmp_path / "tls.key").write_bytes(pair.key_pem)
+    ports = [free_port(), free_port()]
+    proxy = RoundRobinProxy(ports).start()
+    ops = []
+    for i, port in enumerate(ports):
+        (tmp_path / f"r{i}").mkdir()
+        ops.append(Operator(cluster, tmp_path / f"r{i}", port=port, webhook={
+            "port": port, "certFile": str(tmp_path / "tls.crt"), "keyFile": str(tmp_path / "tls.key"),
+            "caFile": str(tmp_path / "ca.crt"), "registerURL": f"https://127.0.0.1:{proxy.port}"}).start())
+    yield ops
+    for op in ops:
+        op.stop()
+    proxy.stop()
+    cluster.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "entitle",
+                    "--ignore-not-found", check=False)
+
+
