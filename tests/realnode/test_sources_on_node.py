@@ -60,7 +60,7 @@ def test_a_deployment_counts_its_replicas_not_its_pods_and_rolls_out_at_the_cap(
     # At the cap, a new image rolls out (a surge pod included) without a denial.
     repository, tag = node.image_ref.rsplit(":", 1)
     node.cluster.ctr("images", "tag", "--force", node.image_ref, f"{repository}:{tag}-v2")
-    node.kubectl("set", "image", f"deployment/web", f"app={repository}:{tag}-v2", "-n", NS)
+    node.kubectl("set", "image", "deployment/web", f"app={repository}:{tag}-v2", "-n", NS)
     out = node.kubectl("rollout", "status", "deployment/web", "-n", NS, "--timeout=180s", check=False, timeout=200)
     assert out.returncode == 0, out.stdout + out.stderr
     images = {p["spec"]["containers"][0]["image"] for p in _running_pods(node, "web")}
