@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="operator configuration file (YAML)")
     p.add_argument("--namespace", help="namespace the operator runs in (peering, events)")
     p.add_argument("--standalone", action="store_true", help="no peering: run controllers unconditionally")
+    p.add_argument("--webhook-worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("dev", help="a local control plane (etcd + kube-apiserver) for development")

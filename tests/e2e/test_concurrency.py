@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -107,7 +108,16 @@ def test_sigkill_of_the_active_replica_mid_load(cluster, replicas):
              message="load under way")
     leader.stop(signal.SIGKILL)
     thread.join(300)
-    assert len(results) == len(bodies) and sum(results) == 60
+    assert len(results) == len(bodies) and sum(results) <= 60
+    # A grant the dead replica held stays counted until it expires (reservationSeconds): then
+    # the survivor admits exactly up to the cap, never above it.
+    top_up = [workload(f"late{i}", ns, replicas=1) for i in range(60)]
+    deadline = time.monotonic() + 40
+    while sum(results) < 60 and time.monotonic() < deadline:
+        results += _create_all(cluster, ns, top_up[:60 - sum(results)], workers=5, retry_failed_calls=True)
+        top_up = [workload(unique("late"), ns, replicas=1) for _ in range(60)]
+    assert sum(results) == 60
+    assert not _create_all(cluster, ns, [workload("one-more", ns)], workers=1, retry_failed_calls=True)[0]
     items = api_client(cluster).list_namespaced_custom_object(GROUP, VERSION, ns, "workloads")["items"]
     assert len(items) == 60
     admitted = sum(w["spec"]["replicas"] for w in items)
@@ -129,3 +139,51 @@ def test_burst_window_races_admit_exactly_max_plus_extra(cluster, replicas):
     wait_for(lambda: ((get(cluster, "license", lic) or {}).get("status") or {}).get("conditions") and
              any(c["type"] == "InBurst" and c["status"] == "True" for c in get(cluster, "license", lic)["status"]["conditions"]),
              message="InBurst")
+
+
+def test_a_replica_sigkilled_while_holding_escrow(cluster, replicas):
+    """Under a steady stream of creates both replicas pay from escrow grants; the one holding a
+    live grant is SIGKILLed. The survivor counts that grant in full until it expires: never
+    above the cap meanwhile, and within reservationSeconds (15 s) it admits up to the cap."""
+    import json
+
+    from entitle.adapters.kube.holds import decode_grants, object_name
+
+    tenant, ns, lic = _setup(cluster, instances={"max": 200})
+    stream: list[bool] = []
+    stop = threading.Event()
+
+    def steady():
+        while not stop.is_set():
+            stream.extend(_create_all(cluster, ns, [workload(unique("s"), ns)], workers=1, retry_failed_calls=True))
+
+    thread = threading.Thread(target=steady)
+    thread.start()
+
+    def grant_holder():
+        got = cluster.kubectl("get", "configmap", object_name(tenant), "-n", "entitle-system", "-o", "json", check=False)
+        if got.returncode != 0:
+            return None
+        grants = decode_grants((json.loads(got.stdout).get("data") or {}).get("grants"))
+        pids = {g.replica.split("-")[-2] for g in grants if (g.units or 0) > 1}
+        return next((op for op in replicas if str(op.proc.pid) in pids), None)
+
+    victim = wait_for(grant_holder, timeout=60, interval=0.05, message="a replica holding a live grant")
+    victim.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    stop.set()
+    thread.join(120)
+
+    def stored() -> int:
+        return len(api_client(cluster).list_namespaced_custom_object(GROUP, VERSION, ns, "workloads")["items"])
+
+    admitted = stored()
+    assert admitted == sum(stream) <= 200
+    while time.monotonic() - killed < 40 and admitted < 200:
+        batch = _create_all(cluster, ns, [workload(unique("w"), ns) for _ in range(200 - admitted)], workers=10,
+                            retry_failed_calls=True)
+        admitted += sum(batch)
+        assert stored() == admitted <= 200
+    assert admitted == 200, "within reservationSeconds of the kill the survivor admits up to the cap"
+    assert time.monotonic() - killed < 40
+    assert not _create_all(cluster, ns, [workload("one-more", ns)], workers=1, retry_failed_calls=True)[0]

@@ -208,3 +208,57 @@ def parse(text: str) -> Node:
         return _Parser(text).parse()
     except (IndexError, RecursionError):
         raise CelSyntaxError("expression too deeply nested or truncated") from None
+
+
+def referenced_paths(tree: Node) -> dict[str, set[tuple[str, ...]]]:
+    """The variable paths an expression reads: ``workload.spec.replicas`` -> {"workload":
+    {("spec", "replicas")}}; a variable used whole (passed to a function, compared, indexed at
+    its root) -> {()}. Comprehension variables are not variables of the caller."""
+    out: dict[str, set[tuple[str, ...]]] = {}
+
+    def chain(node: Node) -> tuple[str, tuple[str, ...]] | None:
+        names: list[str] = []
+        while node.op == "select":
+            names.append(str(node.value))
+            node = node.args[0]
+        if node.op == "ident":
+            return str(node.value), tuple(reversed(names))
+        return None
+
+    def walk(node: Node, bound: frozenset[str]) -> None:
+        if node.op in ("select", "ident"):
+            found = chain(node)
+            if found is not None and found[0] not in bound:
+                out.setdefault(found[0], set()).add(found[1])
+                return
+            for arg in node.args:
+                walk(arg, bound)
+            return
+        if node.op == "method" and node.value in ("all", "exists", "exists_one", "map", "filter") and \
+                len(node.args) >= 3 and all(a.op == "ident" for a in node.args[1:-1]):
+            walk(node.args[0], bound)
+            names = frozenset(str(a.value) for a in node.args[1:-1])
+            for arg in node.args[1:]:
+                if arg.op != "ident" or arg is node.args[-1]:
+                    walk(arg, bound | names)
+            return
+        if node.op == "call" and node.value == "has" and node.args:
+            found = chain(node.args[0])
+            if found is not None and found[0] not in bound:
+                out.setdefault(found[0], set()).add(found[1])
+                return
+        for arg in node.args:
+            walk(arg, bound)
+
+    walk(tree, frozenset())
+    return out
+
+
+def project(value, paths: set[tuple[str, ...]]):
+    """The part of ``value`` (nested dicts) those paths read; what they do not read is left out."""
+    if () in paths or not isinstance(value, dict):
+        return value
+    heads: dict[str, set[tuple[str, ...]]] = {}
+    for path in paths:
+        heads.setdefault(path[0], set()).add(path[1:])
+    return {key: project(value[key], rest) for key, rest in heads.items() if key in value}

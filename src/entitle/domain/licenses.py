@@ -9,7 +9,10 @@ from typing import Any
 
 from entitle.api import License, LicenseSpec, limits
 from entitle.api.common import format_time, parse_duration
-from entitle.domain.rules import CompiledRule, RuleCompileError, RuleTooExpensive, compile_rule, license_context
+from entitle.domain.cel_syntax import project
+from entitle.domain.rules import (
+    CompiledRule, RuleCompileError, RuleTooExpensive, combine, compile_rule, license_context, union_paths,
+)
 
 
 class Phase(str, enum.Enum):
@@ -33,9 +36,10 @@ class ReadLicense:
     invalid_code: str | None = None
     # The spec as CEL's ``license`` variable sees it, built once per license version.
     view: dict = field(default_factory=dict, compare=False)
-    # A CEL evaluation context holding ``license`` already converted: converting the spec is
-    # the expensive part of an evaluation, so it happens once per license version.
-    cel_context: Any = field(default=None, compare=False, repr=False)
+    # What the rules need, prepared once per license version: ``license`` projected to the
+    # paths its rules read, and the rules combined into one program (``rules.combine``).
+    combined: Any = field(default=None, compare=False, repr=False)
+    license_projection: Any = field(default=None, compare=False, repr=False)
 
     @property
     def tenant(self) -> str:
@@ -89,16 +93,17 @@ def read_license(license: License) -> ReadLicense:
         return ReadLicense(name, license.spec, license.metadata.generation, (), str(exc), "RuleTooExpensive", view)
     except RuleCompileError as exc:
         return ReadLicense(name, license.spec, license.metadata.generation, (), str(exc), "RuleCompileError", view)
-    context = None
     if compiled:
         try:
-            context = license_context(view)
+            license_context(view)   # can the extension take this license at all?
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 -- the extension may panic on odd values
             return ReadLicense(name, license.spec, license.metadata.generation, (),
                                f"the license cannot be given to CEL rules: {str(exc)[:300]}", "InvalidSpec", view)
-    return ReadLicense(name, license.spec, license.metadata.generation, tuple(compiled), None, None, view, context)
+    rules = tuple(compiled)
+    return ReadLicense(name, license.spec, license.metadata.generation, rules, None, None, view,
+                       combine(rules), project(view, union_paths(rules, "license")) if rules else None)
 
 
 def invalid_license(name: str, tenant: str, generation: int | None, reason: str) -> ReadLicense:

@@ -13,7 +13,7 @@ things about it shape this module (each measured, see tests/unit/test_rule_safet
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -21,7 +21,7 @@ import cel
 
 from entitle.api import limits
 from entitle.domain.cel_cost import RULE_COST_LIMIT, estimate
-from entitle.domain.cel_syntax import CelSyntaxError, parse
+from entitle.domain.cel_syntax import CelSyntaxError, parse, referenced_paths
 
 # Exceptions that must keep propagating (shutdown, cancellation); anything else the extension
 # raises -- including Rust panics, which are BaseExceptions -- is the rule's failure.
@@ -44,6 +44,9 @@ class CompiledRule:
     message: str | None
     program: Any
     cost: int = 0
+    # variable -> the paths it reads (see cel_syntax.referenced_paths): what the per-request
+    # variables are projected to, so only what the rules read is converted into CEL values.
+    paths: dict = field(default_factory=dict, compare=False, repr=False)
 
     def evaluate(self, variables: Any) -> tuple[bool, str | None]:
         """Return (holds, error) for a dict or ``cel.Context`` of variables.
@@ -93,7 +96,7 @@ def compile_rule(license_name: str, name: str, expression: str, message: str | N
     except BaseException as exc:  # noqa: BLE001 -- compile errors and Rust panics alike
         raise RuleCompileError(f"rule {name!r}: {str(exc)[:500]}") from None
     try:
-        parse(expression)
+        tree = parse(expression)
     except CelSyntaxError as exc:
         raise RuleCompileError(f"rule {name!r}: cannot estimate its cost ({exc})") from None
     cost = estimate(expression)
@@ -102,9 +105,55 @@ def compile_rule(license_name: str, name: str, expression: str, message: str | N
             f"rule {name!r}: estimated worst-case cost {cost:,} exceeds the limit of {RULE_COST_LIMIT:,} "
             f"(over the largest Workload the schema admits: {limits.MAX_USERS:,} users, "
             f"{limits.MAX_FEATURES} features); iterate fewer times, e.g. avoid nested comprehensions")
-    return CompiledRule(license_name, name, expression, message, program, cost)
+    return CompiledRule(license_name, name, expression, message, program, cost, referenced_paths(tree))
+
+
+def combine(rules: tuple[CompiledRule, ...]) -> Any:
+    """One program for all of a license's rules (``(r1) && (r2) && ...``): one evaluation when
+    they all hold, the common case; None when the combination would be too long to compile safely."""
+    if len(rules) < 2:
+        return None
+    expression = " && ".join(f"({rule.expression})" for rule in rules)
+    try:
+        check_shape(expression)
+        return _compile(expression)
+    except _PASS_THROUGH:
+        raise
+    except BaseException:  # noqa: BLE001 -- fall back to one evaluation per rule
+        return None
+
+
+def union_paths(rules: tuple[CompiledRule, ...], variable: str) -> set[tuple[str, ...]]:
+    paths: set[tuple[str, ...]] = set()
+    for rule in rules:
+        paths |= rule.paths.get(variable, set())
+    return paths
 
 
 def license_context(view: dict) -> Any:
     """A reusable evaluation context with the ``license`` variable converted once."""
     return cel.Context({"license": view})
+
+
+def evaluate_all(rules: tuple[CompiledRule, ...], combined: Any, variables: dict) -> tuple[CompiledRule, str | None] | None:
+    """The first rule that does not hold (and its error), or None when all hold. One context,
+    converted once, for every rule; the combined program first."""
+    try:
+        context = cel.Context(variables)
+    except _PASS_THROUGH:
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        return rules[0], f"evaluation error: {str(exc)[:300]}"
+    if combined is not None:
+        try:
+            if combined.execute(context) is True:
+                return None
+        except _PASS_THROUGH:
+            raise
+        except BaseException:  # noqa: BLE001 -- find which rule, below
+            pass
+    for rule in rules:
+        holds, error = rule.evaluate(context)
+        if not holds:
+            return rule, error
+    return None

@@ -24,7 +24,7 @@ from entitle.domain.entitlement import Entitlement, effective_entitlement
 from entitle.domain.licenses import ReadLicense, read_license
 from entitle.domain.normalization import InstanceTable
 from entitle.domain.sources import state_key
-from entitle.domain.usage import EMPTY, Footprint, TenantUsage, footprint
+from entitle.domain.usage import EMPTY, Change, Footprint, TenantUsage, footprint, raises
 
 POOLS = ("instances", "seats")
 Key = tuple[str, str]
@@ -72,7 +72,15 @@ class WorkloadEntry:
         if reservation.uid is None or self.workload is None or self.stored is None:
             return False
         meta = self.workload.metadata
-        return meta.uid == reservation.uid and (meta.generation or 0) >= (reservation.generation or 0)
+        if meta.uid != reservation.uid:
+            return False
+        generation, reserved = meta.generation or 0, reservation.generation or 0
+        # At the reserved generation, only if what is stored is what was reserved: two updates
+        # of one object admitted at once (by two replicas, say two scales) both reserve the
+        # next generation. The apiserver re-admits the loser against the new object (a new
+        # reservation), so settling its first one with the winner's write is harmless today;
+        # this keeps it counted anyway rather than rely on that.
+        return generation > reserved or (generation == reserved and not raises(self.stored, reservation.footprint))
 
     def wanted(self) -> Footprint:
         held = self.stored or EMPTY
@@ -81,9 +89,16 @@ class WorkloadEntry:
         return held
 
 
-def workload_view(workload: Workload) -> dict:
-    """The object as CEL's ``workload`` variable sees it: defaults applied, lists always lists."""
-    return workload.model_dump(by_alias=True, exclude_none=True, mode="json")
+def _lower_baseline(change: Change, via_actual: Change) -> Change:
+    """``change`` measured from the lower of two baselines on every pool: what this state counts
+    for the object, and what the apiserver says is stored now (``via_actual``: the usage as if
+    the object were counted at that). A view that lags a peer's decrease must not let an
+    increase pass as a decrease -- the capacity that decrease freed may already be given away.
+    What the change ends at is the same either way."""
+    return Change(min(change.instances_before, via_actual.instances_after), change.instances_after,
+                  min(change.seats_before, via_actual.seats_after), change.seats_after,
+                  {f: min(n, via_actual.features_after.get(f, n)) for f, n in change.features_before.items()},
+                  change.features_after)
 
 
 class ClusterState:
@@ -103,6 +118,8 @@ class ClusterState:
         self._held_keys: dict[str, set[Key]] = defaultdict(set)
         # uids of workloads seen deleted (bounded: oldest dropped first).
         self._gone: dict[str, int] = {}
+        # tenant -> (units, seats, {feature: n}) reserved by other replicas' escrow grants.
+        self._grant_totals: dict[str, tuple[int, int, dict[str, int]]] = {}
 
     # --- namespaces -------------------------------------------------------------------
     def set_namespace(self, name: str, labels: dict[str, str] | None) -> None:
@@ -237,10 +254,26 @@ class ClusterState:
         entry = self.workloads.get(key)
         return entry is not None and entry.satisfied(held)
 
+    def set_peer_grants(self, tenant: str, grants: list) -> None:
+        """Count other replicas' escrow grants (``domain.escrow.Grant``) as fully used in every
+        decision for the tenant (not in its displayed usage: status shows what runs)."""
+        units = sum(g.units or 0 for g in grants)
+        seats = sum(g.seats or 0 for g in grants)
+        features: dict[str, int] = {}
+        for grant in grants:
+            for feature, n in grant.features.items():
+                features[feature] = features.get(feature, 0) + n
+        if units or seats or features:
+            self._grant_totals[tenant] = (units, seats, features)
+        else:
+            self._grant_totals.pop(tenant, None)
+
     def add_reservation(self, tenant: str, key: Key, reservation: Reservation) -> None:
         """Count one more reservation at once (the rest of a batch is decided with it)."""
         entry = self._entry(*key)
-        entry.reservations = [reservation]
+        # Beside what is already counted for the name (a peer's hold may be there): the next
+        # replace_reservations() folds them back into one.
+        entry.reservations = [r for r in entry.reservations if not entry.satisfied(r)] + [reservation]
         self._rehome(entry)
         self._held_keys[tenant].add(key)
 
@@ -275,10 +308,22 @@ class ClusterState:
         ctx.usage = usage
         ctx.entitlement = self.entitlement(tenant, now)
         ctx.change = usage.change(held, new)
+        if request.operation == UPDATE and held is not None and request.old is not None:
+            actual = footprint(request.old.spec, self.table)
+            if actual != held:
+                ctx.change = _lower_baseline(ctx.change, usage.change(held, actual))
+        granted = self._grant_totals.get(tenant)
+        if granted is not None:
+            # Other replicas' escrow grants count as used in every decision.
+            units, seats, features = granted
+            change = ctx.change
+            ctx.change = Change(change.instances_before + units, change.instances_after + units,
+                                change.seats_before + seats, change.seats_after + seats,
+                                {f: n + features.get(f, 0) for f, n in change.features_before.items()},
+                                {f: n + features.get(f, 0) for f, n in change.features_after.items()})
         ctx.bursts = {pool: self.bursts.get((tenant, pool), BurstClock()) for pool in POOLS}
         ctx.licenses = {lic.name: lic for lic in self.licenses_of(tenant)}
-        if request.workload is not None:
-            ctx.workload = workload_view(request.workload)
+        ctx.workload_model = request.workload
         return ctx
 
     def decide(self, request: WorkloadRequest, now: datetime) -> Decision:
@@ -306,8 +351,10 @@ class ClusterState:
         if request.operation == CREATE:
             generation = 1
         else:
-            base = (stored.metadata.generation if stored is not None else None) or \
-                (request.old.metadata.generation if request.old is not None else None) or 0
+            # The newer of the two generations: a lagging view's would let an older write of
+            # the object settle this change's reservation while the change is still in flight.
+            base = max((stored.metadata.generation if stored is not None else None) or 0,
+                       (request.old.metadata.generation if request.old is not None else None) or 0)
             generation = base + 1
         return Reservation(footprint(request.workload.spec, self.table), expires, meta.uid, generation)
 
@@ -348,4 +395,4 @@ class ClusterState:
             self.usage[entry.tenant].add(entry.held)
 
 
-__all__ = ["ClusterState", "WorkloadRequest", "CREATE", "UPDATE", "DELETE", "workload_view"]
+__all__ = ["ClusterState", "WorkloadRequest", "CREATE", "UPDATE", "DELETE"]

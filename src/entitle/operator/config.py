@@ -45,6 +45,8 @@ class WebhookConfig(BaseModel):
     # On shutdown, answer this long with "Connection: close" (and readiness failing) before
     # stopping, so no keep-alive connection is cut under a review in flight.
     drain_seconds: float = Field(3.0, alias="drainSeconds")
+    # Processes serving the webhook port (SO_REUSEPORT): one per core the replica may use.
+    workers: int = Field(1, ge=1, le=64)
     failure_policy: str = Field("Fail", alias="failurePolicy")
 
 
@@ -64,10 +66,16 @@ class OperatorConfig(BaseModel):
     # How long a capacity hold outlives its admission: longer than the webhook timeout plus the
     # watch lag, so an admitted object is counted from the watch before its hold lapses.
     reservation_seconds: float = Field(15.0, alias="reservationSeconds")
-    # A hold this replica has seen stored leaves the shared hold object this long afterwards
-    # (peers' watches must catch up within it); keeps every hold write small.
-    hold_settle_seconds: float = Field(5.0, alias="holdSettleSeconds")
+    # Escrow (docs/admission-concurrency.md): a replica reserves a chunk of a tenant's headroom
+    # with one write and spends it in memory; chunks start at escrowInitialChunk units (seats,
+    # feature slots), double while used up, never exceed escrowMaxChunk nor a share of the
+    # headroom. false: one hold written per raising admission.
+    escrow: bool = True
+    escrow_initial_chunk: int = Field(8, alias="escrowInitialChunk", ge=1)
+    escrow_max_chunk: int = Field(512, alias="escrowMaxChunk", ge=1)
     status_interval_seconds: float = Field(1.0, alias="statusIntervalSeconds")
+    # The leader's status writes are paced to this (coalesced per object, Licenses first).
+    status_writes_per_second: float = Field(100.0, alias="statusWritesPerSecond", gt=0)
     # Where ledger records go next: [{type: jsonl, path}, {type: http, url, headers}, {type: kafka, ...}].
     sinks: list[dict] = Field(default_factory=list)
     metrics_port: int | None = Field(8080, alias="metricsPort")

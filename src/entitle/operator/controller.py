@@ -96,6 +96,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping):
 
     def set_leader(self, leader: bool) -> None:
         self.leader = leader
+        self._pending_status = {}     # a new term recomputes every status
         if leader:
             # Recompute everything: a new leader owes status for every tenant.
             self._license_status.clear()
@@ -187,8 +188,10 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping):
         self._guarded("License", body, self._on_license, deleted)
 
     def on_workload(self, body: dict[str, Any], deleted: bool = False) -> list[tuple]:
-        """Apply a watch event; returns the finalizer writes to make (outside the event loop)."""
-        return self._guarded("Workload", body, self._on_workload, deleted) or []
+        """Apply a watch event; returns the finalizer writes to make (outside the event loop).
+        A webhook worker only decides: the operator process records and releases finalizers."""
+        actions = self._guarded("Workload", body, self._on_workload, deleted) or []
+        return actions if self.records_enabled else []
 
     def _on_namespace(self, body: dict[str, Any], deleted: bool) -> None:
         meta = body.get("metadata") or {}

@@ -52,20 +52,31 @@ def run(args: argparse.Namespace) -> int:
     except configmod.ConfigError as exc:
         log.error("entitle run: %s", exc)
         return 2
+    worker = bool(getattr(args, "webhook_worker", False))
     api = KubeApi()
     ledger = Ledger(cfg.ledger_path)
     state = ClusterState(cfg.instance_table())
     controller = Controller(cfg, state, ledger, api)
+    # A webhook worker (operator.workers) decides only: no records, no status, never the leader.
+    controller.records_enabled = not worker
     async_api = AsyncApi(api.api_client.configuration)
     controller.async_api = async_api
     hold_writer = AsyncHoldStore(async_api, cfg.namespace)
     controller.admission = SharedAdmission(state, hold_writer, timedelta(seconds=cfg.reservation_seconds),
-                                           settle=timedelta(seconds=cfg.hold_settle_seconds))
+                                           escrow=cfg.escrow, chunk=cfg.escrow_initial_chunk,
+                                           max_chunk=cfg.escrow_max_chunk)
     registry = kopf.OperatorRegistry()
     register(registry, controller)
     certificate = ServingCertificate(cfg, api)
     server = AdmissionServer(webhook_routes(controller), cfg.webhook.listen_host, cfg.webhook.port,
-                             certificate.tls, ready=controller.ready.is_set, drain_seconds=cfg.webhook.drain_seconds)
+                             certificate.tls, ready=controller.ready.is_set, drain_seconds=cfg.webhook.drain_seconds,
+                             reuse_port=cfg.webhook.workers > 1 or worker)
+    workers = None
+    if cfg.webhook.workers > 1 and not worker:
+        from entitle.operator.workers import Workers, worker_config
+
+        workers = Workers(cfg.webhook.workers - 1,
+                          worker_config(cfg, certificate.certfile, certificate.keyfile, certificate.directory))
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -87,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         # Serve at once (requests wait for the primed state), so readiness follows listening.
         await server.start()
         await controller.prime_async()
-        if cfg.webhook.register_url:
+        if cfg.webhook.register_url and not worker:
             await asyncio.to_thread(api.ensure_webhooks, cfg.webhook.configuration_name, cfg.webhook.register_url,
                                     certificate.ca_pem, cfg.webhook.timeout_seconds, cfg.webhook.failure_policy)
         if cfg.metrics_port and "metrics" not in started:
@@ -102,20 +113,27 @@ def run(args: argparse.Namespace) -> int:
             ledger, sink,
             on_error=lambda name: SINK_ERRORS.labels(sink=name).inc(),
             on_lag=lambda name, lag: LEDGER_LAG.labels(sink=name).set(lag)) for sink in build_sinks(cfg.sinks)]
-        await asyncio.to_thread(api.ensure_namespace, cfg.namespace)
+        if not worker:
+            await asyncio.to_thread(api.ensure_namespace, cfg.namespace)
         if not tasks:
             loop = asyncio.get_running_loop()
             tasks.append(loop.create_task(controller.status_loop()))
             tasks.append(loop.create_task(certificate.keep_fresh()))
-            tasks.append(loop.create_task(leadership(
-                controller, LeaseElector(api.api_client, cfg.namespace, "entitle-controller",
-                                         f"{socket.gethostname()}-{os.getpid()}", timedelta(seconds=cfg.lease_seconds)),
-                period=max(0.5, cfg.lease_seconds / 5))))
+            if workers is not None:
+                tasks.append(loop.create_task(workers.supervise()))
+            if not worker:     # a worker never leads: status, Events and sinks stay here
+                tasks.append(loop.create_task(leadership(
+                    controller, LeaseElector(api.api_client, cfg.namespace, "entitle-controller",
+                                             f"{socket.gethostname()}-{os.getpid()}",
+                                             timedelta(seconds=cfg.lease_seconds)),
+                    period=max(0.5, cfg.lease_seconds / 5))))
         log.info("entitle operator started", extra={"webhook_port": cfg.webhook.port,
                                                     "ledger": cfg.ledger_path})
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
+        if workers is not None:
+            await asyncio.to_thread(workers.stop)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

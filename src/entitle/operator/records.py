@@ -96,7 +96,11 @@ class RecordKeeping:
             workload, operation, tenant, when, self.state.table,
             self.state.entitlement(tenant, now).licenses, self.cfg.source))
 
+    records_enabled = True   # False in a webhook worker (operator.workers): the operator records
+
     def _append(self, record: dict) -> None:
+        if not self.records_enabled:
+            return
         # Status ticks and echo events re-derive the same records; skip the ledger transaction
         # (an fsync) for ids this process already appended. The ledger still deduplicates.
         key = (record["source"], record["id"])

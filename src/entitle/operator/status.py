@@ -224,11 +224,12 @@ class StatusReporting:
             await self._flush_events(only_own=True)
             return
         tenants, self.dirty = self.dirty, set()
-        writes = self.refresh(tenants, now) if tenants or self.dirty_namespaces else []
+        fresh = self.refresh(tenants, now) if tenants or self.dirty_namespaces else []
         try:
             await self.leader_sources(now)
         except Exception:  # noqa: BLE001 -- sources' duties never stop the tenants' status
             log.exception("instance sources' status, rules or anchors failed this tick")
+        writes = self._paced(fresh)
         failed = 0
         for start in range(0, len(writes), 16):  # a few in flight at once
             results = await asyncio.gather(*[self._write_status(kind, args) for kind, args in
@@ -243,6 +244,21 @@ class StatusReporting:
             self._workload_basis.clear()
             self.dirty.update(tenants)
         await self._flush_events(only_own=False)
+
+    def _paced(self, fresh: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """Status writes at most ``statusWritesPerSecond``: they compete with admissions for the
+        apiserver and etcd, and a burst of creates must not be answered with a burst of status
+        patches. Later statuses of one object replace queued ones (coalesced); Licenses first."""
+        pending = getattr(self, "_pending_status", None)
+        if pending is None:
+            pending = self._pending_status = {}
+        for kind, args in fresh:
+            key = (kind, args[0]) if kind == "license" else (kind, args[0], args[1])
+            pending.pop(key, None)
+            pending[key] = (kind, args)
+        budget = max(1, int(self.cfg.status_writes_per_second * self.cfg.status_interval_seconds))
+        ordered = sorted(pending, key=lambda k: k[0] != "license")[:budget]
+        return [pending.pop(key) for key in ordered]
 
     async def _write_status(self, kind: str, args: tuple) -> None:
         """A merge patch of the status subresource (field manager ``entitle``) that also removes

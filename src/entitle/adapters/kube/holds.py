@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from entitle.domain.escrow import Grant
 from entitle.domain.state import Reservation
 from entitle.domain.usage import Footprint
 
@@ -48,13 +49,29 @@ class Holds:
     # what it reserved, so raising admissions wait until any hold in it would have expired,
     # then the object is replaced (see SharedAdmission).
     corrupt: str | None = None
+    # Escrow grants of every replica (domain.escrow): headroom reserved, spent in memory.
+    grants: list[Grant] | None = None
+
+    def live_grants(self, wall: datetime) -> list[Grant]:
+        return [g for g in self.grants or () if g.expires is not None and g.expires > wall]
 
 
 def merge_hold(previous: Reservation | None, hold: Reservation) -> Reservation:
-    if previous is None or previous.uid != hold.uid:
+    """Two reservations for one name, as one that counts at least what each does.
+
+    Never "the newer wins": the two may come from different replicas (a peer's hold in the
+    shared object, this replica's own unwritten spend), and dropping either under-counts --
+    the over-admission a race test found when a stale own spend for a create replaced a
+    peer's hold for the scale that followed it. Same object: the union, settled at the later
+    generation. Different objects (deleted and recreated): at most one exists at a time, so
+    the union is safe; it is settled with the later admission's identity.
+    """
+    if previous is None:
         return hold
+    later = hold if hold.expires >= previous.expires else previous
+    generation = max(hold.generation or 0, previous.generation or 0) if previous.uid == hold.uid else later.generation
     return Reservation(previous.footprint.union(hold.footprint), max(hold.expires, previous.expires),
-                       hold.uid, max(hold.generation or 0, previous.generation or 0))
+                       later.uid, generation)
 
 
 def _encode(entries: dict[Key, Reservation]) -> str:
@@ -96,10 +113,34 @@ def _decode(text: str | None) -> dict[Key, Reservation]:
         raise HoldsCorrupt(f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
-def read_holds(tenant: str, resource_version: str | None, text: str | None) -> Holds:
-    """The holds in an object's data, or a :class:`Holds` marked ``corrupt`` (never raises)."""
+def encode_grants(grants: list[Grant]) -> str:
+    return orjson.dumps([{"r": g.replica, "i": g.id, "u": g.units, "s": g.seats, "f": g.features,
+                          "e": round(g.expires.timestamp(), 3), "b": g.basis} for g in grants]).decode()
+
+
+def decode_grants(text: str | None) -> list[Grant]:
     try:
-        return Holds(tenant, resource_version, _decode(text))
+        raw = orjson.loads(text) if text else []
+        if not isinstance(raw, list):
+            raise HoldsCorrupt(f"grants: expected a list, found {type(raw).__name__}")
+        out = []
+        for g in raw:
+            units, seats = g.get("u"), g.get("s")
+            features = {str(k): int(v) for k, v in (g.get("f") or {}).items()}
+            out.append(Grant(str(g["r"]), str(g["i"]), None if units is None else int(units),
+                             None if seats is None else int(seats), features,
+                             datetime.fromtimestamp(float(g["e"]), timezone.utc), str(g.get("b", ""))))
+        return out
+    except HoldsCorrupt:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, OSError) as exc:
+        raise HoldsCorrupt(f"grants: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def read_holds(tenant: str, resource_version: str | None, text: str | None, grants: str | None = None) -> Holds:
+    """The holds and grants in an object's data, or a :class:`Holds` marked ``corrupt`` (never raises)."""
+    try:
+        return Holds(tenant, resource_version, _decode(text), grants=decode_grants(grants))
     except HoldsCorrupt as exc:
         return Holds(tenant, resource_version, {}, corrupt=str(exc))
 
@@ -118,10 +159,10 @@ class MemoryHoldStore:
         with self._lock:
             if tenant not in self._objects:
                 return Holds(tenant, None, {})
-            version, entries = self._objects[tenant]
+            version, entries, *rest = self._objects[tenant]
             if isinstance(entries, str):   # raw (corrupted) content, see corrupt()
                 return read_holds(tenant, str(version), entries)
-            return Holds(tenant, str(version), dict(entries))
+            return Holds(tenant, str(version), dict(entries), grants=list(rest[0]) if rest else [])
 
     def corrupt(self, tenant: str, text: str) -> None:
         """Replace the tenant's object content by ``text`` (as a careless edit would)."""
@@ -129,7 +170,7 @@ class MemoryHoldStore:
             version = self._objects[tenant][0] + 1 if tenant in self._objects else 1
             self._objects[tenant] = (version, text)
 
-    def write(self, holds: Holds, entries: dict) -> Holds:
+    def write(self, holds: Holds, entries: dict, grants: list[Grant] | None = None) -> Holds:
         with self._lock:
             current = self._objects.get(holds.tenant)
             current_version = None if current is None else str(current[0])
@@ -137,8 +178,9 @@ class MemoryHoldStore:
                 self.conflicts += 1
                 raise HoldConflict(holds.tenant)
             version = 1 if current is None else current[0] + 1
-            self._objects[holds.tenant] = (version, dict(entries))
-            return Holds(holds.tenant, str(version), dict(entries))
+            self.writes = getattr(self, "writes", 0) + 1
+            self._objects[holds.tenant] = (version, dict(entries), list(grants or []))
+            return Holds(holds.tenant, str(version), dict(entries), grants=list(grants or []))
 
 
 class AsyncHoldStore:
@@ -159,13 +201,13 @@ class AsyncHoldStore:
         if status == 404:
             return Holds(tenant, None, {})
         data = cm.get("data") if isinstance(cm.get("data"), dict) else {}
-        return read_holds(tenant, cm["metadata"]["resourceVersion"], data.get("holds"))
+        return read_holds(tenant, cm["metadata"]["resourceVersion"], data.get("holds"), data.get("grants"))
 
-    async def write(self, holds: Holds, entries: dict[Key, Reservation]) -> Holds:
+    async def write(self, holds: Holds, entries: dict[Key, Reservation], grants: list[Grant] | None = None) -> Holds:
         body = {"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": object_name(holds.tenant), "namespace": self.namespace,
                              "labels": {LABEL: "true"}, "annotations": {"entitle.dev/tenant": holds.tenant}},
-                "data": {"holds": _encode(entries)}}
+                "data": {"holds": _encode(entries), "grants": encode_grants(grants or [])}}
         if holds.resource_version is None:
             method, path = "POST", self._path()
         else:
@@ -174,4 +216,4 @@ class AsyncHoldStore:
         status, cm = await self.api.request(method, path, body, ok=(200, 201, 409) + ((404,) if method == "PUT" else ()))
         if status in (404, 409):  # changed, appeared, or vanished since it was read
             raise HoldConflict(holds.tenant)
-        return Holds(holds.tenant, cm["metadata"]["resourceVersion"], entries)
+        return Holds(holds.tenant, cm["metadata"]["resourceVersion"], entries, grants=list(grants or []))

@@ -101,9 +101,12 @@ class AdmissionServer:
     keepalive_seconds = 120.0
 
     def __init__(self, routes: dict[str, ReviewCallback], host: str, port: int, tls: ReloadableTLS,
-                 ready: Callable[[], bool] = lambda: True, drain_seconds: float = 3.0) -> None:
+                 ready: Callable[[], bool] = lambda: True, drain_seconds: float = 3.0,
+                 reuse_port: bool = False) -> None:
         self.routes, self.host, self.port, self.tls, self.ready = routes, host, port, tls, ready
         self.drain_seconds = drain_seconds
+        # Several worker processes on one port (the kernel spreads connections over them).
+        self.reuse_port = reuse_port
         self.draining = False
         self._runner: web.AppRunner | None = None
 
@@ -153,7 +156,7 @@ class AdmissionServer:
                                      keepalive_timeout=self.keepalive_seconds)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port, ssl_context=self.tls.context,
-                          backlog=1024).start()
+                          backlog=1024, reuse_port=self.reuse_port or None).start()
         log.info("admission webhook serving on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from entitle.adapters.webhook.admission import NotYetKnown, RequestNotUnderstood
+from entitle.adapters.webhook.admission import NotYetKnown, RequestNotUnderstood, scale_request
 from entitle.api import limits
 from entitle.domain.admission import CREATE, UPDATE
 from entitle.domain.sources import InvalidInstanceCount, Source, claim, controller_owner, matches, object_key
@@ -55,13 +55,7 @@ def source_request(state: ClusterState, sources: list[Source], covered: Callable
             if known(namespace, key) is False:
                 return None   # watched, not counted (not selected, or its owner counts)
             raise NotYetKnown(f"{kind} {namespace}/{name} is not yet known to entitle (starting up?); retry")
-        spec = (body or {}).get("spec") if isinstance(body, dict) else None
-        replicas = spec.get("replicas", 0) if isinstance(spec, dict) else None
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= limits.MAX_REPLICAS:
-            raise RequestNotUnderstood(f"scale: spec.replicas must be an integer from 0 to {limits.MAX_REPLICAS}")
-        updated = stored.model_copy(deep=True)
-        updated.spec.replicas = replicas
-        return WorkloadRequest(UPDATE, namespace, key, updated, stored, dry_run)
+        return scale_request(stored, body, old, namespace, key, dry_run)
     if operation not in (CREATE, UPDATE):
         return None
     new = _claim(sources, body, covered)

@@ -6,6 +6,8 @@ and the effective entitlement), ``license`` (the rule's own license spec), ``now
 
 from entitle.api import limits
 from entitle.domain.cel_cost import TENANT_COST_LIMIT
+from entitle.domain.cel_syntax import project
+from entitle.domain.rules import evaluate_all, union_paths
 from entitle.domain.checks.context import CheckContext, Finding
 from entitle.domain.reasons import RULE_VIOLATION
 
@@ -54,16 +56,28 @@ def check(ctx: CheckContext) -> Finding | None:
     if oversized:
         return Finding(RULE_VIOLATION, f"tenant {ctx.tenant}: the workload has {oversized}; "
                                        "its rules are not evaluated")
-    base = {"workload": ctx.workload, "tenant": tenant_variable(ctx), "now": ctx.now}
-    prepared: set[str] = set()
-    for rule in ctx.entitlement.rules:
-        variables = ctx.licenses[rule.license].cel_context
-        if rule.license not in prepared:
-            # Per-request variables go into the license's context once, for all its rules.
-            variables.update(base)
-            prepared.add(rule.license)
-        holds, error = rule.evaluate(variables)
-        if not holds:
+    # Only what the rules read is converted into CEL values (the cost of an evaluation is
+    # mostly that conversion): the variables are projected to the paths the rules name.
+    rules = ctx.entitlement.rules
+    workload = project(ctx.workload, union_paths(rules, "workload")) if any("workload" in r.paths for r in rules) \
+        else None
+    tenant = project(tenant_variable(ctx), union_paths(rules, "tenant")) if any("tenant" in r.paths for r in rules) \
+        else None
+    by_license: dict[str, list] = {}
+    for rule in rules:
+        by_license.setdefault(rule.license, []).append(rule)
+    for name, own in by_license.items():
+        read = ctx.licenses[name]
+        variables = {"now": ctx.now}
+        if workload is not None:
+            variables["workload"] = workload
+        if tenant is not None:
+            variables["tenant"] = tenant
+        if read.license_projection is not None and any("license" in r.paths for r in own):
+            variables["license"] = read.license_projection
+        failed = evaluate_all(tuple(own), read.combined if len(own) == len(read.rules) else None, variables)
+        if failed is not None:
+            rule, error = failed
             detail = error or rule.message or f"{rule.expression} is false"
             return Finding(RULE_VIOLATION, f"tenant {ctx.tenant}: rule {rule.name} of license "
                                            f"{rule.license} denied: {detail}")
