@@ -262,3 +262,21 @@ def project(value, paths: set[tuple[str, ...]]):
     for path in paths:
         heads.setdefault(path[0], set()).add(path[1:])
     return {key: project(value[key], rest) for key, rest in heads.items() if key in value}
+
+
+def projection(paths: set[tuple[str, ...]]) -> object:
+    """``paths`` compiled for :func:`project_by`: True (the whole value) or {key: sub-projection}."""
+    if () in paths:
+        return True
+    heads: dict[str, set[tuple[str, ...]]] = {}
+    for path in paths:
+        heads.setdefault(path[0], set()).add(path[1:])
+    return {key: projection(rest) for key, rest in heads.items()}
+
+
+def project_by(value, spec):
+    """:func:`project` with the paths compiled once (the per-request form)."""
+    if spec is True or not isinstance(value, dict):
+        return value
+    return {key: project_by(value[key], sub) for key, sub in spec.items() if key in value}
+

@@ -11,7 +11,8 @@ from entitle.api import License, LicenseSpec, limits
 from entitle.api.common import format_time, parse_duration
 from entitle.domain.cel_syntax import project
 from entitle.domain.rules import (
-    CompiledRule, RuleCompileError, RuleTooExpensive, combine, compile_rule, license_context, union_paths,
+    CompiledRule, RuleCompileError, RuleTooExpensive, combine, compile_rule, flat_program, license_context,
+    union_paths,
 )
 
 
@@ -40,6 +41,9 @@ class ReadLicense:
     # paths its rules read, and the rules combined into one program (``rules.combine``).
     combined: Any = field(default=None, compare=False, repr=False)
     license_projection: Any = field(default=None, compare=False, repr=False)
+    # The fast path (``cel_flat``): all rules as one program over flat variables, and what to
+    # bind them to -- ((identifier, root, path), ...); None when a rule cannot be rewritten.
+    flat: Any = field(default=None, compare=False, repr=False)
 
     @property
     def tenant(self) -> str:
@@ -103,7 +107,8 @@ def read_license(license: License) -> ReadLicense:
                                f"the license cannot be given to CEL rules: {str(exc)[:300]}", "InvalidSpec", view)
     rules = tuple(compiled)
     return ReadLicense(name, license.spec, license.metadata.generation, rules, None, None, view,
-                       combine(rules), project(view, union_paths(rules, "license")) if rules else None)
+                       combine(rules), project(view, union_paths(rules, "license")) if rules else None,
+                       flat_program(rules))
 
 
 def invalid_license(name: str, tenant: str, generation: int | None, reason: str) -> ReadLicense:

@@ -123,11 +123,60 @@ def combine(rules: tuple[CompiledRule, ...]) -> Any:
         return None
 
 
+def flat_program(rules: tuple[CompiledRule, ...]) -> tuple[Any, tuple] | None:
+    """All rules as one program over flat variables (``cel_flat``) and its bindings, or None."""
+    from entitle.domain.cel_flat import flatten
+
+    if not rules:
+        return None
+    names: dict = {}
+    parts = []
+    for rule in rules:
+        flat = flatten(rule.expression, names)
+        if flat is None:
+            return None
+        parts.append(f"({flat})")
+    try:
+        check_shape(" && ".join(parts))
+        program = _compile(" && ".join(parts))
+    except _PASS_THROUGH:
+        raise
+    except BaseException:  # noqa: BLE001 -- no fast path; the nested evaluation decides
+        return None
+    return program, tuple((name, root, path) for (root, path), name in names.items())
+
+
 def union_paths(rules: tuple[CompiledRule, ...], variable: str) -> set[tuple[str, ...]]:
     paths: set[tuple[str, ...]] = set()
     for rule in rules:
         paths |= rule.paths.get(variable, set())
     return paths
+
+
+# Not a CEL identifier: the key under which projections() also keeps {license: its rule count}.
+RULES_PER_LICENSE = "<rules per license>"
+# rules tuple id -> (the tuple, kept alive so the id is not reused; {variable: projection}).
+_PROJECTIONS: dict[int, tuple[tuple, dict[str, object]]] = {}
+
+
+def projections(rules: tuple[CompiledRule, ...]) -> dict[str, object]:
+    """What the rules read of each variable, compiled once per set of rules (an effective
+    entitlement's rules are one tuple until a license changes): {variable: projection}."""
+    cached = _PROJECTIONS.get(id(rules))
+    if cached is not None and cached[0] is rules:
+        return cached[1]
+    from entitle.domain.cel_syntax import projection
+
+    variables = {v for rule in rules for v in rule.paths}
+    compiled: dict[str, object] = {v: projection(union_paths(rules, v)) for v in variables}
+    counts: dict[str, int] = {}
+    for rule in rules:
+        counts[rule.license] = counts.get(rule.license, 0) + 1
+    compiled[RULES_PER_LICENSE] = counts
+    if len(_PROJECTIONS) > 1024:
+        _PROJECTIONS.clear()
+    _PROJECTIONS[id(rules)] = (rules, compiled)
+    return compiled
 
 
 def license_context(view: dict) -> Any:

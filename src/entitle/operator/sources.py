@@ -51,7 +51,7 @@ class Tracked:
 
 
 def anchor_name(kind: str, name: str, uid: str) -> str:
-    stem = f"{kind.lower()}-{name}"[:200].rstrip("-.")
+    stem = f"{kind.lower()}-{name}".strip("-.")[:200].rstrip("-.") or "object"
     return f"{stem}-{hashlib.sha256(uid.encode()).hexdigest()[:8]}"
 
 

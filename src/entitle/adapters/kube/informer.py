@@ -81,7 +81,18 @@ class Informer:
         params: dict[str, str] = {"limit": str(self.page)}
         while True:
             _, listing = await self.api.request("GET", self.collection, params=params)
+            # A list's items carry no kind/apiVersion (the list does): stamp them, so an item
+            # from the start-up list reads like one from the watch (an anchor named after an
+            # empty kind was refused by the apiserver -- found by the admission benchmark).
+            list_kind = str(listing.get("kind") or "")
+            item_kind = list_kind[:-4] if list_kind.endswith("List") else ""
+            api_version = listing.get("apiVersion")
             for item in listing.get("items") or []:
+                if isinstance(item, dict):
+                    if item_kind and not item.get("kind"):
+                        item["kind"] = item_kind
+                    if api_version and not item.get("apiVersion"):
+                        item["apiVersion"] = api_version
                 uid = (item.get("metadata") or {}).get("uid")
                 if uid:
                     seen[uid] = item

@@ -6,8 +6,9 @@ and the effective entitlement), ``license`` (the rule's own license spec), ``now
 
 from entitle.api import limits
 from entitle.domain.cel_cost import TENANT_COST_LIMIT
-from entitle.domain.cel_syntax import project
-from entitle.domain.rules import evaluate_all, union_paths
+from entitle.domain.cel_flat import bind
+from entitle.domain.cel_syntax import project_by
+from entitle.domain.rules import RULES_PER_LICENSE, evaluate_all, projections
 from entitle.domain.checks.context import CheckContext, Finding
 from entitle.domain.reasons import RULE_VIOLATION
 
@@ -42,6 +43,30 @@ def _oversized(ctx: CheckContext) -> str | None:
     return None
 
 
+def _all_hold_fast(ctx: CheckContext, rules: tuple) -> bool:
+    """True when every license's rules hold on the flat fast path (``cel_flat``); False means
+    "not known" -- the nested evaluation below decides and words the denial."""
+    reads = projections(rules)
+    uses_now = "now" in reads
+    roots = None
+    for name, count in reads[RULES_PER_LICENSE].items():
+        read = ctx.licenses[name]
+        if read.flat is None or len(read.rules) != count:
+            return False
+        if roots is None:
+            roots = {"workload": ctx.workload, "tenant": tenant_variable(ctx)}
+        program, bindings = read.flat
+        variables = bind(bindings, {**roots, "license": read.view}, {"now": ctx.now} if uses_now else {})
+        try:
+            if program.execute(variables) is not True:
+                return False
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException:  # noqa: BLE001 -- a missing path, a type error: decide the slow way
+            return False
+    return True
+
+
 def check(ctx: CheckContext) -> Finding | None:
     if not ctx.entitlement.rules:
         return None
@@ -59,16 +84,17 @@ def check(ctx: CheckContext) -> Finding | None:
     # Only what the rules read is converted into CEL values (the cost of an evaluation is
     # mostly that conversion): the variables are projected to the paths the rules name.
     rules = ctx.entitlement.rules
-    workload = project(ctx.workload, union_paths(rules, "workload")) if any("workload" in r.paths for r in rules) \
-        else None
-    tenant = project(tenant_variable(ctx), union_paths(rules, "tenant")) if any("tenant" in r.paths for r in rules) \
-        else None
+    if _all_hold_fast(ctx, rules):
+        return None
+    reads = projections(rules)
+    workload = project_by(ctx.workload, reads["workload"]) if "workload" in reads else None
+    tenant = project_by(tenant_variable(ctx), reads["tenant"]) if "tenant" in reads else None
     by_license: dict[str, list] = {}
     for rule in rules:
         by_license.setdefault(rule.license, []).append(rule)
     for name, own in by_license.items():
         read = ctx.licenses[name]
-        variables = {"now": ctx.now}
+        variables = {"now": ctx.now} if "now" in reads else {}
         if workload is not None:
             variables["workload"] = workload
         if tenant is not None:
