@@ -247,6 +247,27 @@ class ClusterState:
             self._rehome(entry)
         self._held_keys[tenant] = set(live)
 
+    def replace_key_reservation(self, tenant: str, key: Key, held: Reservation | None, now: datetime) -> None:
+        """:meth:`replace_reservations` for one name: count ``held`` for it (None, expired or
+        settled: nothing) -- what an expired own escrow spend leaves behind, in O(1)."""
+        entry = self.workloads.get(key)
+        live = held is not None and held.expires > now and held.uid not in self._gone and \
+            not (entry is not None and entry.satisfied(held))
+        if not live:
+            if key in self._held_keys[tenant]:
+                self._held_keys[tenant].discard(key)
+                if entry is not None:
+                    entry.reservations = []
+                    if entry.stored is None:
+                        self.forget_workload(*key)
+                    else:
+                        self._rehome(entry)
+            return
+        entry = self._entry(*key)
+        entry.reservations = [held]
+        self._rehome(entry)
+        self._held_keys[tenant].add(key)
+
     def hold_settled(self, key: Key, held: Reservation) -> bool:
         """This state's watch has seen the held change stored (or the object deleted)."""
         if held.uid in self._gone:

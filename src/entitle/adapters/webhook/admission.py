@@ -205,7 +205,23 @@ class SharedAdmission:
         self.state.set_peer_grants(tenant, peers)
         self._grants[tenant] = [(g, spent) for g, spent in self._grants.get(tenant, []) if g.expires > wall]
         self._applied[tenant] = (holds.resource_version,
-                                 _first_expiry(wall, holds.entries.values(), spends.values(), peers))
+                                 _first_expiry(wall, holds.entries.values(), peers))
+
+    def _expire_own(self, tenant: str, holds: Any, wall: datetime) -> None:
+        """Drop this replica's own expired spends -- oldest first, in O(expired): the dict is in
+        admission order -- and count for each name only what the hold object still holds."""
+        spends = self._spends.get(tenant)
+        if not spends:
+            return
+        expired = []
+        for key, reservation in spends.items():
+            if reservation.expires > wall:
+                break
+            expired.append(key)
+        for key in expired:
+            del spends[key]
+            self._spent_from.pop((tenant, key), None)
+            self.state.replace_key_reservation(tenant, key, holds.entries.get(key), wall)
 
     def _corrupt_hold(self, tenant: str, holds: Any, wall: datetime) -> str | None:
         """For an unreadable hold object: the denial message for raising requests until any hold
@@ -367,8 +383,12 @@ class SharedAdmission:
                     applied[0] != holds.resource_version or wall >= applied[1]:
                 self._apply(tenant, holds, wall)
             # Undo point: a conflict re-decides the batch from the object's new content.
+            if not holds.corrupt:
+                self._expire_own(tenant, holds, wall)
             grants_before = [(g, Spent(s.units, s.seats, dict(s.features))) for g, s in self._grants.get(tenant, [])]
-            spends_before = dict(self._spends.get(tenant, {}))
+            # Undo log of this attempt's spends (a copy of every spend per batch would cost
+            # O(admissions in the last reservationSeconds) on each commit).
+            spends_undo: list[tuple[Any, Any]] = []
             entries: dict | None = None
             new_grant, new_spent = None, None
             decisions, changed = [], False
@@ -409,7 +429,10 @@ class SharedAdmission:
                         spend(slot[1], ask)
                         self._grant_used[(tenant, slot[0].id)] = wall
                         own = self._spends.setdefault(tenant, {})
-                        own[key] = merge_hold(own.get(key), reservation)
+                        previous = own.pop(key, None)
+                        spends_undo.append((key, previous))
+                        # Re-inserted at the end: the dict stays in admission order (see _expire_own).
+                        own[key] = merge_hold(previous, reservation)
                         self._spent_from[(tenant, key)] = slot[0].id
                         self.state.add_reservation(tenant, key, own[key])
                     else:
@@ -437,7 +460,12 @@ class SharedAdmission:
                     self.writes += 1
                 except HoldConflict:
                     self._cache.pop(tenant, None)
-                    self._grants[tenant], self._spends[tenant] = grants_before, spends_before
+                    self._grants[tenant] = grants_before
+                    own = self._spends.setdefault(tenant, {})
+                    for key, previous in reversed(spends_undo):
+                        own.pop(key, None)
+                        if previous is not None:
+                            own[key] = previous
                     continue
                 if closing:
                     self._grants[tenant] = [(g, sp) for g, sp in self._grants.get(tenant, []) if g.id not in closing]
@@ -447,7 +475,7 @@ class SharedAdmission:
                     if self._closer is None or self._closer.done():
                         self._closer = self._asyncio.get_running_loop().create_task(self.close_idle_grants())
                 self._applied[tenant] = (written.resource_version,
-                                         _first_expiry(wall, entries.values(), self._spends.get(tenant, {}).values(),
+                                         _first_expiry(wall, entries.values(),
                                                        [g for g in grants if g.replica != self.replica]))
             loop = self._asyncio.get_running_loop()
             for item, decision in zip(batch, decisions):
