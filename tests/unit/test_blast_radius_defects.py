@@ -235,3 +235,31 @@ def test_defect12_a_full_disk_is_reported_as_a_full_disk(tmp_path):
     ledger._db.execute("PRAGMA max_page_count = 100000")   # space again: nothing lost, nothing doubled
     ledger.append([{**record, "id": str(i)} for i in range(100)])
     assert ledger.count() == 100 and count < 100
+
+
+def test_defect6_nothing_is_written_over_an_object_corrupted_while_a_grant_is_open():
+    """Corrupted after this replica took a grant: closing the grant must not overwrite the
+    object (it may carry a peer's holds nobody can read); raising requests are denied naming
+    it until one TTL has passed."""
+    store = MemoryHoldStore()
+    wall = [NOW]
+    admission = SharedAdmission(state_with(lic("base", instances={"max": 10})), store, timedelta(seconds=15),
+                                wall_clock=lambda: wall[0])
+
+    async def run():
+        async def create(name):
+            body = wl(name, replicas=1).model_dump(by_alias=True, mode="json")
+            return (await admission.review(NOW, operation="CREATE", subresource=None, body=body, old=None,
+                                           dry_run=False))[1]
+
+        assert (await create("w1")).allowed and store.read("acme").grants
+        store.corrupt("acme", "{garbage")
+        wall[0] = NOW + timedelta(seconds=1)        # the grant is idle: the closer wants to close it
+        await admission._commit("acme", [])         # one closing pass (conflict, re-read, corrupt)
+        assert store.read("acme").corrupt, "the corrupted object was overwritten"
+        denied = await create("w2")
+        assert not denied.allowed and object_name("acme") in denied.message
+        if admission._closer is not None:
+            admission._closer.cancel()
+
+    asyncio.run(run())
