@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--node", action="store_true", help="the real node started by `up --node`")
     p.set_defaults(func=cmd_dev)
 
+    from entitle.adapters.licensing.cli import add_parser as add_license_parser
+
+    add_license_parser(sub)
+
     p = sub.add_parser("usage", help="usage records")
     usub = p.add_subparsers(dest="usage_command", required=True)
     ex = usub.add_parser("export", help="per-tenant usage totals for [from, to)")

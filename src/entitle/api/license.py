@@ -78,6 +78,16 @@ class Rule(ApiModel):
                                 json_schema_extra={"maxLength": limits.MAX_MESSAGE_LENGTH})
 
 
+class Signature(ApiModel):
+    """A vendor's Ed25519 signature over the RFC 8785 canonical JSON of the License's name and spec
+    (without this field). Produced by `entitle license sign`."""
+
+    key_id: str = Field(alias="keyID", min_length=1, description="Id of the signing key, as trusted in the operator's configuration.",
+                        json_schema_extra={"maxLength": 253})
+    value: str = Field(min_length=1, description="The signature, base64 (standard alphabet, padded).",
+                       json_schema_extra={"maxLength": 128})
+
+
 class LicenseSpec(ApiModel):
     """Desired entitlement of one license."""
 
@@ -124,6 +134,13 @@ class LicenseSpec(ApiModel):
     enforcement: Enforcement = Field(
         default="Enforce",
         description="Enforce denies, Warn allows with a warning, Audit allows silently and records the violation.")
+    cluster_id: str | None = Field(
+        default=None, alias="clusterID",
+        description="Binds the license to one cluster: the UID of its kube-system namespace. Elsewhere it is "
+                    "Valid=False (ClusterMismatch).", json_schema_extra={"maxLength": 128})
+    signature: Signature | None = Field(
+        default=None, description="The vendor's signature (entitle license sign). Required when the operator trusts "
+                                  "signing keys: missing, unknown or wrong makes the license Valid=False.")
 
 
 class PoolStatus(ApiModel):

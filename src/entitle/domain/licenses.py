@@ -84,11 +84,16 @@ class ReadLicense:
         return min(moments, default=None)
 
 
-def read_license(license: License) -> ReadLicense:
+def read_license(license: License, keys: dict | None = None, cluster_id: str | None = None) -> ReadLicense:
     """Compile a license's rules; a rule that does not compile, or whose worst case costs too
-    much, makes the license invalid (it grants nothing, and says why in its status)."""
+    much, makes the license invalid (it grants nothing, and says why in its status). With
+    trusted signing ``keys`` (key id -> Ed25519 public key), so does a missing, unknown or
+    wrong signature; with the cluster's id known, so does a binding to another cluster."""
     name = license.metadata.name
     view = license.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    refusal = _signature_refusal(license, keys, cluster_id)
+    if refusal is not None:
+        return ReadLicense(name, license.spec, license.metadata.generation, (), refusal[1], refusal[0], view)
     compiled = []
     try:
         for rule in license.spec.rules:
@@ -109,6 +114,30 @@ def read_license(license: License) -> ReadLicense:
     return ReadLicense(name, license.spec, license.metadata.generation, rules, None, None, view,
                        combine(rules), project(view, union_paths(rules, "license")) if rules else None,
                        flat_program(rules))
+
+
+def _signature_refusal(license: License, keys: dict | None, cluster_id: str | None) -> tuple[str, str] | None:
+    """(reason code, message) when the license may not grant here, else None."""
+    from entitle.domain import reasons
+    from entitle.domain.signatures import cluster_mismatch, verify
+
+    spec = license.spec.model_dump(by_alias=True, exclude_defaults=True, mode="json")
+    if keys:
+        reason = verify(license.metadata.name, spec, keys)
+        if reason is not None:
+            key_id = (spec.get("signature") or {}).get("keyID")
+            messages = {
+                reasons.SIGNATURE_MISSING: "the operator trusts signing keys and this license carries no signature",
+                reasons.UNKNOWN_SIGNING_KEY: f"signed with key {key_id!r}, which the operator does not trust "
+                                             f"(trusted: {', '.join(sorted(keys))})",
+                reasons.SIGNATURE_INVALID: f"the signature (key {key_id!r}) does not match this name and spec: "
+                                           "changed after signing, or copied under another name",
+            }
+            return reason, messages[reason]
+    if cluster_id is not None and cluster_mismatch(spec, cluster_id):
+        return reasons.CLUSTER_MISMATCH, (f"bound to cluster {spec.get('clusterID')}; this cluster is {cluster_id} "
+                                          "(the UID of its kube-system namespace)")
+    return None
 
 
 def invalid_license(name: str, tenant: str, generation: int | None, reason: str) -> ReadLicense:

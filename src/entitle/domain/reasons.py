@@ -23,6 +23,13 @@ INVALID_INSTANCE_COUNT = "InvalidInstanceCount"
 # (decided in entitle.adapters.webhook.admission; the client should retry, as with ResourceQuota).
 RESERVATION_CONFLICT = "ReservationConflict"
 
+# License validity (Valid=False reasons), not admission decisions: a signed-license check
+# (entitle.domain.signatures) when the operator trusts signing keys, and the cluster binding.
+SIGNATURE_MISSING = "SignatureMissing"
+UNKNOWN_SIGNING_KEY = "UnknownSigningKey"
+SIGNATURE_INVALID = "SignatureInvalid"
+CLUSTER_MISMATCH = "ClusterMismatch"
+
 # Checks 1-3 deny whatever the enforcement; the rest follow Enforce / Warn / Audit.
 ALWAYS_DENY = frozenset({NO_TENANT, NO_ACTIVE_LICENSE, UNKNOWN_INSTANCE_KIND})
 

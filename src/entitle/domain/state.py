@@ -102,7 +102,14 @@ def _lower_baseline(change: Change, via_actual: Change) -> Change:
 
 
 class ClusterState:
+    # Trusted license signing keys (key id -> Ed25519 public key; empty: licenses need no
+    # signature) and this cluster's id (kube-system's UID; None: not known, bindings unchecked).
+    signing_keys: dict = {}
+    cluster_id: str | None = None
+
     def __init__(self, table: InstanceTable | None = None) -> None:
+        self.signing_keys = {}
+        self.cluster_id = None
         self.table = table or InstanceTable()
         self.namespaces: dict[str, str | None] = {}
         self.licenses: dict[str, ReadLicense] = {}
@@ -140,7 +147,7 @@ class ClusterState:
         return self._by_namespace.get(namespace, set())
 
     def set_license(self, license: License) -> ReadLicense:
-        return self.set_read_license(read_license(license))
+        return self.set_read_license(read_license(license, self.signing_keys, self.cluster_id))
 
     def set_read_license(self, read: ReadLicense) -> ReadLicense:
         """Put a license (as the engine read it, valid or not) into the picture."""

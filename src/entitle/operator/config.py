@@ -83,6 +83,26 @@ class OperatorConfig(BaseModel):
     metrics_host: str | None = Field(None, alias="metricsHost")
     # Tests inject time: when set and the file exists, its RFC 3339 content is "now".
     clock_file: str | None = Field(None, alias="clockFile")
+    # Trusted license signing keys: key id -> Ed25519 public key (SubjectPublicKeyInfo PEM).
+    # Several for rotation. Empty: licenses need no signature (DESIGN "Licenses from a vendor").
+    signing_keys: dict[str, str] = Field(default_factory=dict, alias="signingKeys")
+
+    @field_validator("signing_keys")
+    @classmethod
+    def _readable_keys(cls, keys: dict[str, str]) -> dict[str, str]:
+        from entitle.adapters.licensing.keys import KeyFileError, public_from_pem
+
+        for key_id, pem in keys.items():
+            try:
+                public_from_pem(pem)
+            except KeyFileError as exc:
+                raise ValueError(f"signingKeys.{key_id}: {exc}") from None
+        return keys
+
+    def public_keys(self) -> dict:
+        from entitle.adapters.licensing.keys import public_from_pem
+
+        return {key_id: public_from_pem(pem) for key_id, pem in self.signing_keys.items()}
 
     @field_validator("sinks")
     @classmethod

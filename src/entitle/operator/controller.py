@@ -196,6 +196,10 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping):
     def _on_namespace(self, body: dict[str, Any], deleted: bool) -> None:
         meta = body.get("metadata") or {}
         name = meta.get("name")
+        if name == "kube-system" and not deleted and meta.get("uid") and self.state.cluster_id != meta["uid"]:
+            # The cluster's id (what spec.clusterID binds a license to): re-read the bound ones.
+            self.state.cluster_id = str(meta["uid"])
+            self._reread_bound_licenses()
         before = self.state.tenant_of(name)
         if deleted:
             self.state.delete_namespace(name)
@@ -217,6 +221,13 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping):
                     self._sync_tenant(entry.workload, after, when, default=before)
             if after is None:
                 self.dirty_namespaces.add(name)
+
+    def _reread_bound_licenses(self) -> None:
+        """Licenses bound to a cluster are decided again once this cluster's id is known/changed."""
+        for name, known in list(self._license_meta.items()):
+            spec = (known.get("body") or {}).get("spec") or {}
+            if isinstance(spec, dict) and spec.get("clusterID"):
+                self._on_license(known["body"], deleted=False)
 
     def _on_license(self, body: dict[str, Any], deleted: bool) -> None:
         meta = body.get("metadata") or {}

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     api = KubeApi()
     ledger = Ledger(cfg.ledger_path)
     state = ClusterState(cfg.instance_table())
+    state.signing_keys = cfg.public_keys()
     controller = Controller(cfg, state, ledger, api)
     # A webhook worker (operator.workers) decides only: no records, no status, never the leader.
     controller.records_enabled = not worker
