@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
         log.error("entitle run: %s", exc)
         return 2
     worker = bool(getattr(args, "webhook_worker", False))
+    if worker:
+        from entitle.operator.workers import bind_to_parent
+
+        bind_to_parent()
     api = KubeApi()
     ledger = Ledger(cfg.ledger_path)
     state = ClusterState(cfg.instance_table())

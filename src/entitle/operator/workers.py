@@ -43,15 +43,17 @@ class Workers:
     def __init__(self, count: int, config: Path) -> None:
         self.count, self.config = count, config
         self.processes: list[subprocess.Popen | None] = [None] * count
+        self.stopping = False
 
     def _start(self, index: int) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if k != "ENTITLE_LIVENESS"}   # one liveness port: the operator's
         env["ENTITLE_WORKER_INDEX"] = str(index + 1)
+        env["ENTITLE_PARENT_PID"] = str(os.getpid())
         return subprocess.Popen([sys.executable, "-m", "entitle.cli", "run", "--config", str(self.config),
                                  "--webhook-worker"], env=env)
 
     async def supervise(self) -> None:
-        while True:
+        while not self.stopping:
             for index, proc in enumerate(self.processes):
                 if proc is None or proc.poll() is not None:
                     if proc is not None:
@@ -60,6 +62,9 @@ class Workers:
             await asyncio.sleep(2)
 
     def stop(self, timeout: float = 20) -> None:
+        # First: no restarts. A worker orphaned by a restart racing the shutdown once kept
+        # serving the port after its operator was gone (found by the admission benchmark).
+        self.stopping = True
         for proc in self.processes:
             if proc is not None and proc.poll() is None:
                 proc.terminate()
@@ -69,3 +74,21 @@ class Workers:
                     proc.wait(timeout)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def bind_to_parent() -> None:
+    """In a worker, first thing: SIGTERM when the operator process dies, however it dies
+    (SIGKILL, OOM), so a worker never outlives its operator; and if the operator is already
+    gone, exit now. Linux (prctl PR_SET_PDEATHSIG); elsewhere only the second half."""
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+    parent = os.environ.get("ENTITLE_PARENT_PID")
+    if parent and parent.isdigit() and os.getppid() != int(parent):
+        log.error("webhook worker: its operator process %s is gone; exiting", parent)
+        raise SystemExit(0)
