@@ -256,12 +256,7 @@ def referenced_paths(tree: Node) -> dict[str, set[tuple[str, ...]]]:
 
 def project(value, paths: set[tuple[str, ...]]):
     """The part of ``value`` (nested dicts) those paths read; what they do not read is left out."""
-    if () in paths or not isinstance(value, dict):
-        return value
-    heads: dict[str, set[tuple[str, ...]]] = {}
-    for path in paths:
-        heads.setdefault(path[0], set()).add(path[1:])
-    return {key: project(value[key], rest) for key, rest in heads.items() if key in value}
+    return project_by(value, projection(paths))
 
 
 def projection(paths: set[tuple[str, ...]]) -> object:

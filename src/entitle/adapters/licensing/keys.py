@@ -33,32 +33,33 @@ def generate(directory: Path, key_id: str) -> tuple[Path, Path]:
     return private, public
 
 
-def load_private(path: Path) -> Ed25519PrivateKey:
+def _ed25519(load, data: bytes, kind: type, where: str, what: str):
+    """``load(data)`` checked to be an Ed25519 key of ``kind``; KeyFileError saying ``where``."""
     try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path}: not a readable private key ({exc})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{path}: not an Ed25519 private key")
+        key = load(data)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{where}not a readable {what} ({exc})") from None
+    if not isinstance(key, kind):
+        raise KeyFileError(f"{where}not an Ed25519 {what}")
     return key
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"{path}: not a readable key file ({exc})") from None
+
+
+def load_private(path: Path) -> Ed25519PrivateKey:
+    return _ed25519(lambda data: serialization.load_pem_private_key(data, password=None), _read(path),
+                    Ed25519PrivateKey, f"{path}: ", "private key")
 
 
 def load_public(path: Path) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path}: not a readable public key ({exc})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{path}: not an Ed25519 public key")
-    return key
+    return _ed25519(serialization.load_pem_public_key, _read(path), Ed25519PublicKey, f"{path}: ", "public key")
 
 
 def public_from_pem(text: str) -> Ed25519PublicKey:
     """A public key given inline (operator configuration, Helm values)."""
-    try:
-        key = serialization.load_pem_public_key(text.encode())
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"not a PEM public key ({exc})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError("not an Ed25519 public key")
-    return key
+    return _ed25519(serialization.load_pem_public_key, text.encode(), Ed25519PublicKey, "", "public key")

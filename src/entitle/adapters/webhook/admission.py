@@ -325,15 +325,13 @@ class SharedAdmission:
         return (not decision.allowed and decision.reason in _CAP_REASONS and clock < item[3]
                 and tenant in self.state._grant_totals)
 
-    def _rules_read_usage(self, tenant: str, now: datetime) -> bool:
-        """Rules that read the tenant's usage are caps too: those admissions take holds."""
-        cached = getattr(self, "_rule_usage_cache", {}).get(tenant)
-        ent = self.state.entitlement(tenant, now)
-        if cached is not None and cached[0] is ent:
-            return cached[1]
-        reads = any("tenant" in rule.program.variables() for rule in ent.rules)
-        self._rule_usage_cache = {**getattr(self, "_rule_usage_cache", {}), tenant: (ent, reads)}
-        return reads
+    @staticmethod
+    def _rules_read_usage(ent: Any) -> bool:
+        """Rules that read the tenant's usage are caps too: those admissions take holds.
+        (``projections`` is computed once per rule set.)"""
+        from entitle.domain.rules import projections
+
+        return "tenant" in projections(ent.rules)
 
     def _escrow_slot(self, tenant: str, ask: Any, basis: str, wall: datetime) -> Any:
         """This replica's grant with room for ``ask`` and more than half its life left."""
@@ -410,10 +408,11 @@ class SharedAdmission:
                     ask = need(decision.change, ent)
                     basis = basis_of(ent)
                     slot = None
-                    if not (ask.units or ask.seats or ask.features) and not self._rules_read_usage(tenant, now):
+                    reads_usage = self._rules_read_usage(ent)
+                    if not (ask.units or ask.seats or ask.features) and not reads_usage:
                         decisions.append(decision)   # raises only uncapped pools: nothing to reserve
                         continue
-                    if self.escrow and not self._rules_read_usage(tenant, now):
+                    if self.escrow and not reads_usage:
                         slot = self._escrow_slot(tenant, ask, basis, wall)
                         if slot is None and new_grant is not None and fits(new_grant, new_spent, ask):
                             slot = (new_grant, new_spent)
