@@ -24,7 +24,7 @@ from entitle.domain.entitlement import Entitlement, effective_entitlement
 from entitle.domain.licenses import ReadLicense, read_license
 from entitle.domain.normalization import InstanceTable
 from entitle.domain.sources import state_key
-from entitle.domain.usage import EMPTY, Change, Footprint, TenantUsage, footprint, raises
+from entitle.domain.usage import EMPTY, Change, Footprint, TenantUsage, footprint
 
 POOLS = ("instances", "seats")
 Key = tuple[str, str]
@@ -74,13 +74,7 @@ class WorkloadEntry:
         meta = self.workload.metadata
         if meta.uid != reservation.uid:
             return False
-        generation, reserved = meta.generation or 0, reservation.generation or 0
-        # At the reserved generation, only if what is stored is what was reserved: two updates
-        # of one object admitted at once (by two replicas, say two scales) both reserve the
-        # next generation. The apiserver re-admits the loser against the new object (a new
-        # reservation), so settling its first one with the winner's write is harmless today;
-        # this keeps it counted anyway rather than rely on that.
-        return generation > reserved or (generation == reserved and not raises(self.stored, reservation.footprint))
+        return (meta.generation or 0) >= (reservation.generation or 0)
 
     def wanted(self) -> Footprint:
         held = self.stored or EMPTY
@@ -230,22 +224,9 @@ class ClusterState:
         if len(self._gone) > 100_000:
             for uid in list(self._gone)[:50_000]:
                 del self._gone[uid]
-        live = {}
-        for key, held in holds.items():
-            if held.expires <= now or (held.uid in self._gone):
-                continue
-            entry = self.workloads.get(key)
-            if entry is not None and entry.satisfied(held):
-                continue
-            live[key] = held
+        live = {key: held for key, held in holds.items() if self._still_held(key, held, now)}
         for key in self._held_keys[tenant] - set(live):
-            entry = self.workloads.get(key)
-            if entry is not None:
-                entry.reservations = []
-                if entry.stored is None:
-                    self.forget_workload(*key)
-                else:
-                    self._rehome(entry)
+            self._release(key)
         for key, held in live.items():
             entry = self._entry(*key)
             if entry.reservations == [held]:
@@ -257,23 +238,28 @@ class ClusterState:
     def replace_key_reservation(self, tenant: str, key: Key, held: Reservation | None, now: datetime) -> None:
         """:meth:`replace_reservations` for one name: count ``held`` for it (None, expired or
         settled: nothing) -- what an expired own escrow spend leaves behind, in O(1)."""
-        entry = self.workloads.get(key)
-        live = held is not None and held.expires > now and held.uid not in self._gone and \
-            not (entry is not None and entry.satisfied(held))
-        if not live:
+        if held is None or not self._still_held(key, held, now):
             if key in self._held_keys[tenant]:
                 self._held_keys[tenant].discard(key)
-                if entry is not None:
-                    entry.reservations = []
-                    if entry.stored is None:
-                        self.forget_workload(*key)
-                    else:
-                        self._rehome(entry)
+                self._release(key)
             return
         entry = self._entry(*key)
         entry.reservations = [held]
         self._rehome(entry)
         self._held_keys[tenant].add(key)
+
+    def _still_held(self, key: Key, held: Reservation, now: datetime) -> bool:
+        return held.expires > now and not self.hold_settled(key, held)
+
+    def _release(self, key: Key) -> None:
+        """Stop counting any reservation for ``key`` (an entry known only by one is forgotten)."""
+        entry = self.workloads.get(key)
+        if entry is not None:
+            entry.reservations = []
+            if entry.stored is None:
+                self.forget_workload(*key)
+            else:
+                self._rehome(entry)
 
     def hold_settled(self, key: Key, held: Reservation) -> bool:
         """This state's watch has seen the held change stored (or the object deleted)."""
