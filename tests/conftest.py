@@ -173,6 +173,8 @@ class Operator:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Operator:
+        import yaml
+
         # The chart owns the webhook configurations; the operator (URL mode) only updates them.
         created = self.cluster.kubectl("create", "-f", "-", input=self.cluster.webhook_manifests, check=False)
         if created.returncode != 0 and "AlreadyExists" not in created.stderr:
@@ -202,6 +204,22 @@ class Operator:
             return got.stdout.strip() == url
 
         wait_for(registered, timeout=60, message=f"the webhook configuration to point at {url}")
+
+        # The URL alone proves little after a restart: it is the same port, while this
+        # process serves under a new loopback CA. The apiserver picks up the patched caBundle
+        # from its own watch a moment later; until then every call fails TLS verification.
+        # Ready means a real request went through the apiserver to this webhook and back.
+        probe = {"apiVersion": "entitle.dev/v1alpha1", "kind": "Workload",
+                 "metadata": {"name": "entitle-readiness-probe", "namespace": "default"},
+                 "spec": {"replicas": 0}}
+
+        def served_through_apiserver():
+            listening()
+            got = self.cluster.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(probe),
+                                       check=False)
+            return "failed calling webhook" not in got.stderr
+
+        wait_for(served_through_apiserver, timeout=60, message="the apiserver to reach the webhook over TLS")
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
