@@ -17,6 +17,7 @@ from entitle.domain import reasons
 
 from entitle.api import Workload, limits
 from entitle.domain.admission import CREATE, DELETE, UPDATE, Decision
+from entitle.domain.rules import projections
 from entitle.domain.state import ClusterState, WorkloadRequest
 
 
@@ -329,8 +330,6 @@ class SharedAdmission:
     def _rules_read_usage(ent: Any) -> bool:
         """Rules that read the tenant's usage are caps too: those admissions take holds.
         (``projections`` is computed once per rule set.)"""
-        from entitle.domain.rules import projections
-
         return "tenant" in projections(ent.rules)
 
     def _escrow_slot(self, tenant: str, ask: Any, basis: str, wall: datetime) -> Any:
