@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     from entitle.adapters.licensing.cli import add_parser as add_license_parser
 
     add_license_parser(sub)
+    from entitle.adapters.licensing.plan import add_parser as add_plan_parser
+
+    add_plan_parser(sub)
 
     p = sub.add_parser("usage", help="usage records")
     usub = p.add_subparsers(dest="usage_command", required=True)

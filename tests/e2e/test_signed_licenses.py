@@ -32,21 +32,28 @@ def test_signed_tampered_renamed_unsigned_and_rebound_licenses(cluster, tmp_path
     key = Ed25519PrivateKey.generate()
     pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    good_tenant, bad_tenant, ns_good, ns_bad = unique("sg"), unique("sb"), unique("ns"), unique("ns")
+    good = _signed(key, unique("good"), good_tenant, instances={"max": 5})
+    tampered = _signed(key, unique("tamp"), bad_tenant, instances={"max": 5})
+    tampered["spec"]["instances"]["max"] = 500
+    renamed = json.loads(json.dumps(good))
+    renamed["metadata"]["name"] = unique("copy")
+    renamed["spec"]["tenant"] = good_tenant
+    # The renamed copy differs only by name: the signature no longer matches.
+    unsigned = license(unique("unsigned"), bad_tenant, instances={"max": 5})
+    elsewhere = _signed(key, unique("bound"), bad_tenant, instances={"max": 5}, clusterID="another-cluster")
+    # Stored while no entitle replica answered (the License webhooks fail open, by design):
+    # the controller still makes each of them Valid=False, granting nothing.
+    apply(cluster, namespace(ns_good, good_tenant), namespace(ns_bad, bad_tenant), tampered, unsigned, renamed)
     operator = Operator(cluster, tmp_path, extra_config={"signingKeys": {"vendor-1": pem}}).start()
     try:
-        good_tenant, bad_tenant, ns_good, ns_bad = unique("sg"), unique("sb"), unique("ns"), unique("ns")
-        good = _signed(key, unique("good"), good_tenant, instances={"max": 5})
-        tampered = _signed(key, unique("tamp"), bad_tenant, instances={"max": 5})
-        tampered["spec"]["instances"]["max"] = 500
-        renamed = json.loads(json.dumps(good))
-        renamed["metadata"]["name"] = unique("copy")
-        renamed["spec"]["tenant"] = good_tenant
-        unsigned = license(unique("unsigned"), bad_tenant, instances={"max": 5})
-        elsewhere = _signed(key, unique("bound"), bad_tenant, instances={"max": 5}, clusterID="another-cluster")
-        apply(cluster, namespace(ns_good, good_tenant), namespace(ns_bad, bad_tenant), good, tampered, unsigned, elsewhere)
-        # The renamed copy differs only by name: the signature no longer matches.
-        renamed["spec"]["signature"] = good["spec"]["signature"]
-        apply(cluster, renamed)
+        apply(cluster, good, elsewhere)   # accepted by the webhook (a foreign binding only warns)
+        # With the webhook answering, bad signatures are refused outright.
+        for body, reason in ((tampered, "SignatureInvalid"), (unsigned, "SignatureMissing"), (renamed, "SignatureInvalid")):
+            fresh = json.loads(json.dumps(body))
+            fresh["metadata"]["name"] = unique("again")
+            refused = apply(cluster, fresh, check=False)
+            assert refused.returncode != 0 and reason in refused.stderr, refused.stderr
         expected = {good["metadata"]["name"]: "True", tampered["metadata"]["name"]: "SignatureInvalid",
                     renamed["metadata"]["name"]: "SignatureInvalid", unsigned["metadata"]["name"]: "SignatureMissing",
                     elsewhere["metadata"]["name"]: "ClusterMismatch"}

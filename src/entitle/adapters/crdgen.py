@@ -143,6 +143,7 @@ def build_crds() -> dict[str, dict[str, Any]]:
         # "string", not "date": kubectl renders a date column as an age, and a future time as
         # "<invalid>"; the RFC 3339 text is what an admin wants to read here.
         {"name": "Expires", "type": "string", "jsonPath": ".spec.notAfter"},
+        {"name": "Revision", "type": "integer", "jsonPath": ".status.revision", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ], scale=False)
     workload_crd = _crd("Workload", "workloads", "ewl", "Namespaced", Workload, [

@@ -171,6 +171,13 @@ class LicenseStatus(ApiModel):
     burst_month: str | None = Field(
         default=None, alias="burstMonth", description="Calendar month (UTC, YYYY-MM) the burst budgets count in.")
     summary: str | None = Field(default=None, description="One-line usage summary, e.g. 'instances 18/20 seats 4/10'.")
+    revision: int | None = Field(
+        default=None, description="The revision number of the current spec: every distinct spec is kept as an "
+                                  "immutable ControllerRevision <license>-<n> (entitle license history).",
+        json_schema_extra={"minimum": 1})
+    revision_hash: str | None = Field(
+        default=None, alias="revisionHash", description="Hash of the current spec (signature included) that "
+                                                        "revision numbers.", json_schema_extra={"maxLength": 64})
 
 
 class License(ApiModel):

@@ -33,7 +33,7 @@ def _event(type_: str, id_: str, tenant: str, time: datetime, data: dict, source
 
 def workload_record(workload: Workload, operation: str, tenant: str, time: datetime,
                     table: InstanceTable, licenses: tuple[str, ...] | list[str],
-                    source: str = DEFAULT_SOURCE) -> dict:
+                    source: str = DEFAULT_SOURCE, license_revisions: dict[str, int] | None = None) -> dict:
     """``dev.entitle.workload.v1`` for a created / updated / deleted (/ moved) Workload."""
     meta, spec = workload.metadata, workload.spec
     generation = meta.generation or 1
@@ -45,13 +45,15 @@ def workload_record(workload: Workload, operation: str, tenant: str, time: datet
         "replicas": spec.replicas, "units": table.units(spec.instance_kind, spec.replicas),
         "users": sorted(set(spec.users)), "guests": sorted(set(spec.guests)),
         "features": sorted(set(spec.features)), "licenses": sorted(licenses),
+        # The revision of each license drawn on (DESIGN: revisions); absent when not known yet.
+        "licenseRevisions": {n: r for n, r in sorted((license_revisions or {}).items()) if n in licenses},
     }
     return _event(WORKLOAD_TYPE, record_id("workload", meta.uid, key, operation), tenant, time, data, source)
 
 
 def moved_records(workload: Workload, before: str | None, after: str | None, time: datetime,
                   table: InstanceTable, licenses_after: tuple[str, ...] | list[str],
-                  source: str = DEFAULT_SOURCE) -> list[dict]:
+                  source: str = DEFAULT_SOURCE, license_revisions: dict[str, int] | None = None) -> list[dict]:
     """A namespace changed tenant (label changed, added or removed): the workload stops counting
     under ``before`` (``movedOut``, like a deletion) and starts under ``after`` (``movedIn``, like
     a creation), both timed at the label change. A side without a tenant is not written.
@@ -62,7 +64,7 @@ def moved_records(workload: Workload, before: str | None, after: str | None, tim
     for operation, tenant, licenses in (("movedOut", before, ()), ("movedIn", after, licenses_after)):
         if not tenant:
             continue
-        record = workload_record(workload, operation, tenant, time, table, licenses, source)
+        record = workload_record(workload, operation, tenant, time, table, licenses, source, license_revisions)
         record["id"] = record_id("workload", workload.metadata.uid, operation, before or "", after or "",
                                  format_time(time))
         out.append(record)
@@ -70,9 +72,12 @@ def moved_records(workload: Workload, before: str | None, after: str | None, tim
 
 
 def license_record(name: str, uid: str, tenant: str, operation: str, key: object, time: datetime,
-                   entitlement: Entitlement, source: str = DEFAULT_SOURCE) -> dict:
-    """``dev.entitle.license.v1``; ``key`` pins what changed (generation, or the moment of expiry)."""
-    data = {"tenant": tenant, "name": name, "operation": operation, "entitlement": entitlement.as_record()}
+                   entitlement: Entitlement, source: str = DEFAULT_SOURCE, audit: dict | None = None) -> dict:
+    """``dev.entitle.license.v1``; ``key`` pins what changed (generation, or the moment of expiry).
+    ``audit`` (activated / updated): the revision and who made it -- ``revision``, ``changedBy``,
+    ``changedAt``, ``fieldManager``, ``rollbackOf`` (domain.revisions)."""
+    data = {"tenant": tenant, "name": name, "operation": operation, "entitlement": entitlement.as_record(),
+            **(audit or {})}
     return _event(LICENSE_TYPE, record_id("license", uid, operation, key), tenant, time, data, source)
 
 

@@ -48,6 +48,10 @@ class WebhookConfig(BaseModel):
     # Processes serving the webhook port (SO_REUSEPORT): one per core the replica may use.
     workers: int = Field(1, ge=1, le=64)
     failure_policy: str = Field("Fail", alias="failurePolicy")
+    # The License webhooks (refusals, what-if warnings, audit stamps). Ignore by default: while
+    # no replica answers, a cluster admin can still fix or remove a License; the controller
+    # still makes a bad one Valid=False, and the leader keeps its revision with an unknown author.
+    license_failure_policy: str = Field("Ignore", alias="licenseFailurePolicy")
 
 
 class OperatorConfig(BaseModel):

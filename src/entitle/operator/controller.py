@@ -25,6 +25,7 @@ from entitle.domain.state import ClusterState
 from entitle.operator import metrics
 from entitle.operator.config import OperatorConfig
 from entitle.operator.records import MISSING, RecordKeeping
+from entitle.operator.revisions import RevisionKeeping
 from entitle.operator.sources import SourceKeeping
 from entitle.operator.status import StatusReporting
 
@@ -36,7 +37,7 @@ log = logging.getLogger("entitle.controller")
 USAGE_FINALIZER = "entitle.dev/usage-record"
 
 
-class Controller(RecordKeeping, StatusReporting, SourceKeeping):
+class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping):
     """Watch events in, the in-memory state kept current; usage records (``RecordKeeping``) and
     status, conditions and Events (``StatusReporting``) derived from it.
 
@@ -88,6 +89,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping):
         # AsyncApi (aiohttp) for status patches and events (set by the operator's wiring).
         self.async_api: Any = None
         self._init_sources()
+        self._init_revisions()
 
     def _on_ledger_added(self, added: int) -> None:
         metrics.LEDGER_RECORDS.inc(added)
@@ -113,6 +115,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping):
             for pump in self.pumps:
                 pump.stop(timeout=1)
             self.pumps = []
+            self._revisions_lost_leadership()
 
     def now(self) -> datetime:
         return self.cfg.now()
@@ -243,6 +246,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping):
                     self.state.entitlement(read.tenant, now), self.cfg.source))
                 self.dirty.add(read.tenant)
             self._license_status.pop(name, None)
+            self.license_revision.pop(name, None)
             return
         self._stored_status[("License", name)] = body.get("status") if isinstance(body.get("status"), dict) else {}
         try:
@@ -260,6 +264,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping):
             self.dirty.add(read.tenant)
             return
         read = self.state.set_license(lic)
+        self._note_revision_status(name, body)
         self.invalid.pop(("License", None, name), None)
         self._license_meta[name] = {"uid": lic.metadata.uid, "body": body}
         self._license_conditions[name] = [c.model_dump(by_alias=True, mode="json") for c in
@@ -329,7 +334,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping):
             when = workload.metadata.deletion_timestamp or now
             self._append(records.workload_record(
                 workload, "deleted", tenant, when, self.state.table,
-                self.state.entitlement(tenant, now).licenses, self.cfg.source))
+                self.state.entitlement(tenant, now).licenses, self.cfg.source, self.revisions_of(self.state.entitlement(tenant, now).licenses)))
             self.state.observe_bursts(tenant, now)
             self.dirty.add(tenant)
         elif uid and counted is None:
@@ -357,7 +362,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping):
         now = self.now()
         licenses = self.state.entitlement(tenant, now).licenses if tenant else ()
         for record in records.moved_records(workload, counted, tenant, when, self.state.table, licenses,
-                                            self.cfg.source):
+                                            self.cfg.source, self.revisions_of(licenses)):
             self._append(record)
         self._counted[uid] = tenant
 

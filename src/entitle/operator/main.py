@@ -26,6 +26,7 @@ from entitle.operator.handlers import register
 from entitle.operator.logs import setup_logging
 from entitle.operator.serving import ServingCertificate
 from entitle.operator.webhooks import routes as webhook_routes
+from entitle.operator.license_webhooks import license_routes
 
 log = logging.getLogger("entitle")
 
@@ -73,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     registry = kopf.OperatorRegistry()
     register(registry, controller)
     certificate = ServingCertificate(cfg, api)
-    server = AdmissionServer(webhook_routes(controller), cfg.webhook.listen_host, cfg.webhook.port,
+    server = AdmissionServer({**webhook_routes(controller), **license_routes(controller)},
+                             cfg.webhook.listen_host, cfg.webhook.port,
                              certificate.tls, ready=controller.ready.is_set, drain_seconds=cfg.webhook.drain_seconds,
                              reuse_port=cfg.webhook.workers > 1 or worker)
     workers = None
@@ -105,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         await controller.prime_async()
         if cfg.webhook.register_url and not worker:
             await asyncio.to_thread(api.ensure_webhooks, cfg.webhook.configuration_name, cfg.webhook.register_url,
-                                    certificate.ca_pem, cfg.webhook.timeout_seconds, cfg.webhook.failure_policy)
+                                    certificate.ca_pem, cfg.webhook.timeout_seconds, cfg.webhook.failure_policy,
+                                    cfg.webhook.license_failure_policy)
         if cfg.metrics_port and "metrics" not in started:
             from prometheus_client import start_http_server
             start_http_server(cfg.metrics_port, addr=cfg.metrics_host or cfg.webhook.listen_host)

@@ -15,6 +15,7 @@ from entitle.api import Workload
 from entitle.api.common import format_time, parse_time
 from entitle.domain import records
 from entitle.domain.licenses import Phase
+from entitle.domain.revisions import audit_of, spec_hash
 
 
 class _Missing:
@@ -94,7 +95,7 @@ class RecordKeeping:
         when = (workload.metadata.creation_timestamp or now) if operation == "created" else _changed_at(body, now)
         self._append(records.workload_record(
             workload, operation, tenant, when, self.state.table,
-            self.state.entitlement(tenant, now).licenses, self.cfg.source))
+            self.state.entitlement(tenant, now).licenses, self.cfg.source, self.revisions_of(self.state.entitlement(tenant, now).licenses)))
 
     records_enabled = True   # False in a webhook worker (operator.workers): the operator records
 
@@ -122,6 +123,15 @@ class RecordKeeping:
         if read is None or meta is None:
             return
         uid, body = meta["uid"], meta["body"]
+        # The records carry the revision number: wait until this spec has one (the leader gives
+        # it on its next tick; a standby reads it from status.revision). Only a leader that cannot
+        # keep revisions at all (keep_revisions failing) writes them without.
+        revision = self.license_revision.get(name)
+        if revision is not None and revision[0] != spec_hash(body.get("spec")):
+            revision = None
+        if revision is None and (self._revisions_loaded or not self.leader):
+            return
+        audit = {**audit_of(body).as_data(), **({"revision": revision[1]} if revision else {})}
         phase = read.phase(now)
         created = parse_time(body["metadata"]["creationTimestamp"]) \
             if body.get("metadata", {}).get("creationTimestamp") else now
@@ -129,11 +139,11 @@ class RecordKeeping:
             start = max(created, read.spec.not_before) if read.spec.not_before else created
             self._append(records.license_record(name, uid, read.tenant, "activated", "activated", start,
                                                 self.state.entitlement(read.tenant, start),
-                                                self.cfg.source))
+                                                self.cfg.source, audit if (read.generation or 1) == 1 else None))
         if (read.generation or 1) > 1:
             self._append(records.license_record(name, uid, read.tenant, "updated", read.generation,
                                                 _changed_at(body, now), self.state.entitlement(read.tenant, now),
-                                                self.cfg.source))
+                                                self.cfg.source, audit))
         if phase is Phase.EXPIRED:
             end = read.grace_ends
             self._append(records.license_record(name, uid, read.tenant, "expired", format_time(end), end,

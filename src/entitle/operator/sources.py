@@ -266,7 +266,7 @@ class SourceKeeping:
                 self._record_claim(workload, body, tenant, "created", created)
             else:
                 for record in records.moved_records(workload, None, tenant, start, self.state.table,
-                                                    self.state.entitlement(tenant, now).licenses, self.cfg.source):
+                                                    self.state.entitlement(tenant, now).licenses, self.cfg.source, self.revisions_of(self.state.entitlement(tenant, now).licenses)):
                     self._append(record)
                 self._recorded_claim[uid] = _claim_key(workload, self.state.table)
             self._counted[uid] = tenant
@@ -281,7 +281,7 @@ class SourceKeeping:
     def _record_claim(self, workload: Workload, body: dict, tenant: str, operation: str, when: datetime) -> None:
         now = self.now()
         self._append(records.workload_record(workload, operation, tenant, when, self.state.table,
-                                             self.state.entitlement(tenant, now).licenses, self.cfg.source))
+                                             self.state.entitlement(tenant, now).licenses, self.cfg.source, self.revisions_of(self.state.entitlement(tenant, now).licenses)))
         self._recorded_claim[workload.metadata.uid] = _claim_key(workload, self.state.table)
 
     def _stop_counting(self, tracked: Tracked, reason: str) -> None:
@@ -328,14 +328,14 @@ class SourceKeeping:
                 self._record_departure(uid, parse_time(self.anchors[uid]["metadata"]["deletionTimestamp"]))
             return
         self._append(records.workload_record(workload, "deleted", tenant, self.now(), self.state.table,
-                                             self.state.entitlement(tenant, self.now()).licenses, self.cfg.source))
+                                             self.state.entitlement(tenant, self.now()).licenses, self.cfg.source, self.revisions_of(self.state.entitlement(tenant, self.now()).licenses)))
         self._counted.pop(uid, None)
         self._recorded_claim.pop(uid, None)
 
     def _record_departure(self, uid: str, when: datetime) -> None:
         workload, tenant = self.departed.pop(uid)
         self._append(records.workload_record(workload, "deleted", tenant, when, self.state.table,
-                                             self.state.entitlement(tenant, self.now()).licenses, self.cfg.source))
+                                             self.state.entitlement(tenant, self.now()).licenses, self.cfg.source, self.revisions_of(self.state.entitlement(tenant, self.now()).licenses)))
         self._counted.pop(uid, None)
         self._recorded_claim.pop(uid, None)
 

@@ -131,6 +131,9 @@ class StatusReporting:
         for lic in self.state.licenses_of(tenant):
             # (An unreadable License is in the picture as an invalid one: Valid=False, its reason.)
             status = license_status(lic, ent, usage, bursts, now, self._license_conditions.get(lic.name, []))
+            revision = self.license_revision.get(lic.name)
+            if revision is not None:
+                status["revisionHash"], status["revision"] = revision
             comparable = {k: v for k, v in status.items() if k not in ("instances", "seats")}
             # Burst time is persisted (so a restart keeps the budget) at minute resolution,
             # not on every tick.
@@ -223,6 +226,10 @@ class StatusReporting:
             self.dirty_namespaces = set()
             await self._flush_events(only_own=True)
             return
+        try:
+            await self.keep_revisions()   # before status: status.revision names the current one
+        except Exception:  # noqa: BLE001 -- revisions never stop the tenants' status
+            log.exception("license revisions could not be kept this tick; retrying on the next one")
         tenants, self.dirty = self.dirty, set()
         fresh = self.refresh(tenants, now) if tenants or self.dirty_namespaces else []
         try:

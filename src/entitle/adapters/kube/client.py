@@ -96,8 +96,9 @@ class KubeApi:
 
     # -- webhook registration (development / out-of-cluster mode) ------------------------
     def ensure_webhooks(self, name: str, url: str, ca_pem: bytes, timeout_seconds: int = 5,
-                        failure_policy: str = "Fail") -> None:
-        """Register both Workload webhooks (the Helm chart renders the same objects in-cluster).
+                        failure_policy: str = "Fail", license_failure_policy: str = "Ignore") -> None:
+        """Register the Workload, sources and License webhooks (the Helm chart renders the same
+        objects in-cluster).
 
         Both see every namespace but kube-system, never selected by tenant label: a
         label-scoped webhook would let Workloads in unlabeled namespaces skip NoTenant.
@@ -124,13 +125,22 @@ class KubeApi:
             "name": "workloads.entitle.dev", "clientConfig": client_config("/workloads"),
             "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["workloads", "workloads/scale"],
                        "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
-            "sideEffects": "NoneOnDryRun", **common}, sources)
+            "sideEffects": "NoneOnDryRun", **common}, sources, {
+            "name": "licenses.entitle.dev", "clientConfig": client_config("/licenses"),
+            "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["licenses"],
+                       "operations": ["CREATE", "UPDATE", "DELETE"], "scope": "Cluster"}],
+            "sideEffects": "None", **common, "failurePolicy": license_failure_policy})
         # CREATE only: puts the usage-record finalizer on every new Workload.
         self._ensure(name, "MutatingWebhookConfiguration", {
             "name": "finalizer.workloads.entitle.dev", "clientConfig": client_config("/workloads-finalizer"),
             "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["workloads"],
                        "operations": ["CREATE"], "scope": "Namespaced"}],
-            "sideEffects": "None", "reinvocationPolicy": "Never", **common})
+            "sideEffects": "None", "reinvocationPolicy": "Never", **common}, {
+            # The audit trail of every License spec change (who, field manager, when).
+            "name": "revision.licenses.entitle.dev", "clientConfig": client_config("/licenses-revision"),
+            "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["licenses"],
+                       "operations": ["CREATE", "UPDATE"], "scope": "Cluster"}],
+            "sideEffects": "None", "reinvocationPolicy": "Never", **common, "failurePolicy": license_failure_policy})
 
     def _ensure(self, name: str, kind: str, *webhooks: dict[str, Any]) -> None:
         body = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,

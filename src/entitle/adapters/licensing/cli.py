@@ -94,7 +94,7 @@ def cmd_verify(args: Any) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("license", help="vendor licenses: keys, signatures (offline)")
+    p = sub.add_parser("license", help="vendor licenses: keys and signatures (offline); revisions: history, diff, rollback")
     lsub = p.add_subparsers(dest="license_command", required=True)
     kg = lsub.add_parser("keygen", help="a new Ed25519 signing key: DIR/ID.key (0600) and DIR/ID.pub")
     kg.add_argument("--key-id", required=True, help="the key's id (its files' stem, quoted in signatures)")
@@ -110,3 +110,6 @@ def add_parser(sub: Any) -> None:
                     help="trusted public key file(s); each one's key id is its file's stem")
     vf.add_argument("-f", "--file", required=True, help="License YAML ('-' for stdin)")
     vf.set_defaults(func=cmd_verify)
+    from entitle.adapters.licensing.history import add_parsers as add_history_parsers
+
+    add_history_parsers(lsub)

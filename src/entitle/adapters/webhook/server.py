@@ -49,6 +49,10 @@ class Review:
     resource: tuple[str, str, str] = ("", "", "")
     # Mutating callbacks fill this with RFC 6902 operations.
     patch: list[dict[str, Any]] = field(default_factory=list)
+    # Who asked (userInfo.username) and with which field manager (the request's options):
+    # the License webhooks keep them as the audit trail.
+    user: str | None = None
+    field_manager: str | None = None
 
 
 ReviewCallback = Callable[[Review], Awaitable[None]]
@@ -60,7 +64,12 @@ def parse(request: dict[str, Any]) -> Review:
         return value if isinstance(value, str) and value else None
 
     resource = request.get("resource") if isinstance(request.get("resource"), dict) else {}
-    return Review(operation=text("operation") or "", subresource=text("subResource"),
+    user_info = request.get("userInfo") if isinstance(request.get("userInfo"), dict) else {}
+    options = request.get("options") if isinstance(request.get("options"), dict) else {}
+    user = user_info.get("username") if isinstance(user_info.get("username"), str) else None
+    manager = options.get("fieldManager") if isinstance(options.get("fieldManager"), str) else None
+    return Review(user=user, field_manager=manager,
+                  operation=text("operation") or "", subresource=text("subResource"),
                   namespace=text("namespace"), name=text("name"),
                   body=request.get("object"), old=request.get("oldObject"), dry_run=request.get("dryRun") is True,
                   resource=tuple(str(resource.get(k) or "") for k in ("group", "version", "resource")))

@@ -1,0 +1,75 @@
+"""The License webhooks (DESIGN "Licenses from a vendor"), served beside the Workload ones.
+
+* ``/licenses-revision`` (mutating): stamps the audit trail of a spec change
+  (``domain.revisions.stamp``): who, with which field manager, when, the spec hash.
+* ``/licenses`` (validating): refuses what cannot work (``domain.license_review``) and answers
+  every accepted CREATE/UPDATE/DELETE with its impact per tenant as warnings
+  (``domain.license_impact``) -- so ``kubectl apply --dry-run=server`` is the what-if.
+
+Thin: what to refuse, stamp and warn is the domain's. The impact scan gives the event loop
+back every few hundred objects (Workload admissions are served on the same loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from entitle.adapters.webhook.server import AdmissionDenied, Review, ReviewCallback
+from entitle.domain.license_impact import impact, printable
+from entitle.domain.license_review import LicenseRefused, review_license
+from entitle.domain.revisions import annotation_patch, stamp
+from entitle.operator.controller import Controller
+from entitle.operator.metrics import DECISIONS
+
+log = logging.getLogger("entitle.webhook")
+
+LICENSES_PATH = "/licenses"
+REVISION_PATH = "/licenses-revision"
+# At most this many warning lines per review (the apiserver caps the total size of warnings).
+MAX_WARNINGS = 60
+
+
+def license_routes(controller: Controller) -> dict[str, ReviewCallback]:
+    async def validate(review: Review) -> None:
+        await controller.ready.wait()
+        now = controller.now()
+        name = review.name or ""
+        warnings: list[str] = []
+        if review.operation == "DELETE":
+            after = None
+        elif review.operation in ("CREATE", "UPDATE") and isinstance(review.body, dict):
+            old = review.old if isinstance(review.old, dict) else None
+            try:
+                reviewed = review_license(review.body, old, controller.state.signing_keys, controller.state.cluster_id)
+            except LicenseRefused as exc:
+                DECISIONS.labels(tenant="", reason=exc.code, allowed="false").inc()
+                log.info("refused %s of license %s: %s", review.operation, name, exc)
+                raise AdmissionDenied(str(exc), code=422, reason="Invalid") from None
+            after = reviewed.read
+            warnings += reviewed.warnings
+        else:
+            return
+        steps = impact(controller.state, name, after, now)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                tenants = done.value
+                break
+            await asyncio.sleep(0)   # give the loop back: Workload admissions go on meanwhile
+        prefix = "what-if (dry run): " if review.dry_run else ""
+        for tenant in tenants:
+            warnings += tenant.lines()
+        review.warnings.extend(printable(prefix + w) for w in warnings[:MAX_WARNINGS])
+        if len(warnings) > MAX_WARNINGS:
+            review.warnings.append(f"... and {len(warnings) - MAX_WARNINGS} more lines not shown")
+
+    async def stamp_revision(review: Review) -> None:
+        if review.operation not in ("CREATE", "UPDATE") or not isinstance(review.body, dict):
+            return
+        old = review.old if isinstance(review.old, dict) and review.operation == "UPDATE" else None
+        wanted = stamp(old, review.body, review.user, review.field_manager, controller.now())
+        review.patch.extend(annotation_patch(review.body, wanted))
+
+    return {LICENSES_PATH: validate, REVISION_PATH: stamp_revision}
