@@ -48,9 +48,12 @@ def _run_steps(cluster, example, steps, licenses, sources):
                 wait_for(lambda: _ready(cluster, source), timeout=60, message=f"source {source} Ready")
 
         def attempt():
-            proc = cluster.kubectl("apply", "-f", str(example / step["file"]), check=False)
+            dry = ["--dry-run=server"] if step.get("dryRun") else []
+            proc = cluster.kubectl("apply", *dry, "-f", str(example / step["file"]), check=False)
             if step["allowed"] and proc.returncode != 0 and "NoTenant" in proc.stderr:
                 return None   # the operator's namespace watch has not caught up yet
+            if dry and step.get("warning", "") not in proc.stderr:
+                return None   # a what-if: its watch has not delivered every Workload yet (no side effects)
             return proc
 
         proc = wait_for(attempt, message=f"{example.name}/{step['file']}")

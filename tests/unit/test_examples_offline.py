@@ -18,7 +18,10 @@ NOT_DECIDED = {"Namespace", "License", "InstanceSource", "CustomResourceDefiniti
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_entitle_check_agrees_with_the_example(example):
-    steps = yaml.safe_load((example / "steps.yaml").read_text())
+    # Steps about Licenses alone (the License webhook's refusals and what-if dry runs) are the
+    # apiserver's to decide, not `entitle check`'s: they are left out here.
+    steps = [step for step in yaml.safe_load((example / "steps.yaml").read_text()) if not step.get("dryRun") and not all(
+        d.get("kind") == "License" for d in yaml.safe_load_all((example / step["file"]).read_text()) if d)]
     args = [a for step in steps for a in ("-f", str(example / step["file"]))]
     proc = subprocess.run([sys.executable, "-m", "entitle.cli", "check", *args, "-o", "json",
                            "--now", "2026-11-27T00:00:00Z"], capture_output=True, text=True)
