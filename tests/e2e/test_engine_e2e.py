@@ -57,11 +57,14 @@ def test_cel_rule_denial(cluster, operator):
     assert proc.returncode != 0 and "rule small" in proc.stderr
 
 
-def test_invalid_rule_makes_license_invalid(cluster, operator):
+def test_invalid_rule_is_refused_by_the_license_webhook(cluster, operator):
+    # (A License with such a rule stored while no replica answered is Valid=False instead:
+    # tests/e2e/test_blast_radius.py, tests/unit/test_rule_safety.py.)
     tenant, ns, lic = unique("t"), unique("ns"), unique("lic")
-    apply(cluster, namespace(ns, tenant), license(lic, tenant, rules=[{"name": "broken", "expression": "1 +"}]))
-    valid = wait_for(lambda: _condition(cluster, "license", lic, "Valid"), message="Valid condition")
-    assert valid["status"] == "False" and "rule 'broken'" in valid["message"]
+    apply(cluster, namespace(ns, tenant))
+    refused = apply(cluster, license(lic, tenant, rules=[{"name": "broken", "expression": "1 +"}]), check=False)
+    assert refused.returncode != 0 and "RuleCompileError: rule 'broken'" in refused.stderr, refused.stderr
+    assert get(cluster, "license", lic) is None
     proc = apply(cluster, workload("w", ns), check=False)
     assert "NoActiveLicense" in proc.stderr
 

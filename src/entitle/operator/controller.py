@@ -21,6 +21,7 @@ from entitle.api.common import TENANT_LABEL, parse_time
 from entitle.domain import records
 from entitle.domain.bursts import BurstClock
 from entitle.domain.licenses import invalid_license
+from entitle.domain.revisions import spec_hash
 from entitle.domain.state import ClusterState
 from entitle.operator import metrics
 from entitle.operator.config import OperatorConfig
@@ -260,13 +261,14 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping)
             tenant = spec.get("tenant") if isinstance(spec.get("tenant"), str) else ""
             log.error("license %s is not valid: %s", name, reason)
             read = self.state.set_read_license(invalid_license(name, tenant, meta.get("generation"), reason))
-            self._license_meta[name] = {"uid": meta.get("uid"), "body": body}
+            self._license_meta[name] = {"uid": meta.get("uid"), "body": body, "digest": spec_hash(body.get("spec"))}
             self.dirty.add(read.tenant)
             return
         read = self.state.set_license(lic)
-        self._note_revision_status(name, body)
         self.invalid.pop(("License", None, name), None)
-        self._license_meta[name] = {"uid": lic.metadata.uid, "body": body}
+        # The spec's hash once per event: revisions and records compare it every tick.
+        self._license_meta[name] = {"uid": lic.metadata.uid, "body": body, "digest": spec_hash(body.get("spec"))}
+        self._note_revision_status(name, body)
         self._license_conditions[name] = [c.model_dump(by_alias=True, mode="json") for c in
                                           (lic.status.conditions if lic.status else [])]
         if lic.status is not None:

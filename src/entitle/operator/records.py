@@ -15,7 +15,7 @@ from entitle.api import Workload
 from entitle.api.common import format_time, parse_time
 from entitle.domain import records
 from entitle.domain.licenses import Phase
-from entitle.domain.revisions import audit_of, spec_hash
+from entitle.domain.revisions import audit_of
 
 
 class _Missing:
@@ -127,7 +127,7 @@ class RecordKeeping:
         # it on its next tick; a standby reads it from status.revision). Only a leader that cannot
         # keep revisions at all (keep_revisions failing) writes them without.
         revision = self.license_revision.get(name)
-        if revision is not None and revision[0] != spec_hash(body.get("spec")):
+        if revision is not None and revision[0] != self._digest(name):
             revision = None
         if revision is None and (self._revisions_loaded or not self.leader):
             return

@@ -49,13 +49,18 @@ class RevisionKeeping:
         self._revisions_loaded = False
         self._unwritten: dict[tuple[str, int], dict] = {}    # (uid, number) -> ControllerRevision
 
+    def _digest(self, name: str) -> str | None:
+        known = self._license_meta.get(name) or {}
+        return known.get("digest") or (spec_hash((known.get("body") or {}).get("spec")) if known else None)
+
     def _note_revision_status(self, name: str, body: dict[str, Any]) -> None:
         """Any replica: the number the leader published in status, if it is this spec's."""
         status = body.get("status") if isinstance(body.get("status"), dict) else {}
         number, digest = status.get("revision"), status.get("revisionHash")
-        if isinstance(number, int) and not isinstance(number, bool) and digest == spec_hash(body.get("spec")):
+        current = self._digest(name)
+        if isinstance(number, int) and not isinstance(number, bool) and digest == current:
             self.license_revision[name] = (digest, number)
-        elif name in self.license_revision and self.license_revision[name][0] != spec_hash(body.get("spec")):
+        elif name in self.license_revision and self.license_revision[name][0] != current:
             del self.license_revision[name]   # the spec moved on; its number is not known yet
 
     def revisions_of(self, names: Any) -> dict[str, int]:
@@ -85,7 +90,7 @@ class RevisionKeeping:
             body, uid = known.get("body") or {}, known.get("uid")
             if not uid or name not in self.state.licenses:
                 continue
-            digest = spec_hash(body.get("spec"))
+            digest = self._digest(name)
             number, new = self._numbering.setdefault(uid, Numbering()).number(digest)
             if new:
                 self._unwritten[(uid, number)] = self._revision_object(name, uid, number, digest, body)
