@@ -110,7 +110,7 @@ class ControlPlane:
             self._spawn("kube-controller-manager", [
                 self.bin("kube-controller-manager"), f"--kubeconfig={self.kubeconfig}",
                 f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
-                "--leader-elect=false", "--controllers=garbagecollector,namespace",
+                "--leader-elect=false", "--controllers=garbagecollector,namespace,clusterrole-aggregation",
                 "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
                 f"--cert-dir={pki / 'kcm'}", "--use-service-account-credentials=false",
             ])

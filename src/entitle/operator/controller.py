@@ -27,6 +27,7 @@ from entitle.operator import metrics
 from entitle.operator.config import OperatorConfig
 from entitle.operator.records import MISSING, RecordKeeping
 from entitle.operator.revisions import RevisionKeeping
+from entitle.operator.tenant_view import TenantViewKeeping
 from entitle.operator.sources import SourceKeeping
 from entitle.operator.status import StatusReporting
 
@@ -38,7 +39,7 @@ log = logging.getLogger("entitle.controller")
 USAGE_FINALIZER = "entitle.dev/usage-record"
 
 
-class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping):
+class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping, TenantViewKeeping):
     """Watch events in, the in-memory state kept current; usage records (``RecordKeeping``) and
     status, conditions and Events (``StatusReporting``) derived from it.
 
@@ -86,11 +87,14 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping)
         self.writer = LedgerWriter(ledger, on_added=self._on_ledger_added)
         self.pump_factory: Any = lambda: []
         self.leader = False
+        # This operator's username (SelfSubjectReview at start): the only writer of TenantEntitlements.
+        self.own_username: str | None = None
         self.admission: Any = None
         # AsyncApi (aiohttp) for status patches and events (set by the operator's wiring).
         self.async_api: Any = None
         self._init_sources()
         self._init_revisions()
+        self._init_tenant_view()
 
     def _on_ledger_added(self, added: int) -> None:
         metrics.LEDGER_RECORDS.inc(added)
@@ -117,6 +121,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping)
                 pump.stop(timeout=1)
             self.pumps = []
             self._revisions_lost_leadership()
+            self._tent_lost_leadership()
 
     def now(self) -> datetime:
         return self.cfg.now()
@@ -207,6 +212,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping)
         before = self.state.tenant_of(name)
         if deleted:
             self.state.delete_namespace(name)
+            self._tent_namespace_gone(name)   # its TenantEntitlement went with it
         else:
             labels = meta.get("labels") or {}
             self.state.set_namespace(name, {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {})

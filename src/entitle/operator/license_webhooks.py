@@ -73,3 +73,28 @@ def license_routes(controller: Controller) -> dict[str, ReviewCallback]:
         review.patch.extend(annotation_patch(review.body, wanted))
 
     return {LICENSES_PATH: validate, REVISION_PATH: stamp_revision}
+
+
+TENANT_VIEW_PATH = "/tenantentitlements"
+# Deletes by the control plane itself: the namespace controller emptying a namespace being
+# deleted, the garbage collector. (With service-account credentials they run as kube-system
+# service accounts; without, as system:kube-controller-manager.)
+_CONTROL_PLANE_PREFIXES = ("system:serviceaccount:kube-system:", "system:kube-controller-manager")
+
+
+def tenant_view_guard(controller: Controller) -> dict[str, ReviewCallback]:
+    """TenantEntitlements are written by the operator only: a tenant (or anyone with a broad
+    grant) cannot raise what its own view says. The RBAC grants tenants read only; this is the
+    second lock. Unknown own identity (SelfSubjectReview unavailable): allow, logged at start."""
+
+    async def guard(review: Review) -> None:
+        own = controller.own_username
+        if own is None or review.user == own:
+            return
+        if review.operation == "DELETE" and (review.user or "").startswith(_CONTROL_PLANE_PREFIXES):
+            return
+        raise AdmissionDenied(f"TenantEntitlement is written by entitle only ({own}); "
+                              f"{review.user or 'this user'} may read it, not {review.operation.lower()} it",
+                              code=403, reason="Forbidden")
+
+    return {TENANT_VIEW_PATH: guard}

@@ -26,7 +26,7 @@ from entitle.operator.handlers import register
 from entitle.operator.logs import setup_logging
 from entitle.operator.serving import ServingCertificate
 from entitle.operator.webhooks import routes as webhook_routes
-from entitle.operator.license_webhooks import license_routes
+from entitle.operator.license_webhooks import license_routes, tenant_view_guard
 
 log = logging.getLogger("entitle")
 
@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     registry = kopf.OperatorRegistry()
     register(registry, controller)
     certificate = ServingCertificate(cfg, api)
-    server = AdmissionServer({**webhook_routes(controller), **license_routes(controller)},
+    server = AdmissionServer({**webhook_routes(controller), **license_routes(controller),
+                              **tenant_view_guard(controller)},
                              cfg.webhook.listen_host, cfg.webhook.port,
                              certificate.tls, ready=controller.ready.is_set, drain_seconds=cfg.webhook.drain_seconds,
                              reuse_port=cfg.webhook.workers > 1 or worker)
@@ -104,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         settings.scanning.disabled = True
         # Serve at once (requests wait for the primed state), so readiness follows listening.
         await server.start()
+        if controller.own_username is None:
+            controller.own_username = await asyncio.to_thread(api.whoami)
+            if controller.own_username is None:
+                log.warning("own username unknown (SelfSubjectReview failed): the TenantEntitlement guard allows all")
         await controller.prime_async()
         if cfg.webhook.register_url and not worker:
             await asyncio.to_thread(api.ensure_webhooks, cfg.webhook.configuration_name, cfg.webhook.register_url,

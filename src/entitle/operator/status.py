@@ -147,6 +147,7 @@ class StatusReporting:
                 self._license_conditions[lic.name] = status["conditions"]
                 writes.append(("license", (lic.name, status)))
             self._license_records(lic.name, now)
+        writes += self._tenant_view_writes(tenant, ent, usage, bursts, now)
         basis = verdict_basis(tenant, ent, usage, bursts, now)
         for ns, name in keys:
             workload = self.state.workloads[(ns, name)].workload
@@ -169,6 +170,8 @@ class StatusReporting:
         writes: list[tuple[str, Any]] = []
         namespaces, self.dirty_namespaces = self.dirty_namespaces, set()
         for ns in sorted(namespaces):
+            if self.state.tenant_of(ns) is None:
+                writes += self._untenanted_view_writes(ns)
             keys = [k for k in self.state.namespace_workloads(ns)]
             keys += [(n, name) for kind, n, name in self.invalid if kind == "Workload" and n == ns]
             for key in sorted(set(keys)):
@@ -230,6 +233,10 @@ class StatusReporting:
             await self.keep_revisions()   # before status: status.revision names the current one
         except Exception:  # noqa: BLE001 -- revisions never stop the tenants' status
             log.exception("license revisions could not be kept this tick; retrying on the next one")
+        try:
+            await self.list_tenant_views()
+        except Exception:  # noqa: BLE001 -- the tenant view never stops the tenants' status
+            log.exception("tenant entitlements could not be listed this tick; retrying on the next one")
         tenants, self.dirty = self.dirty, set()
         fresh = self.refresh(tenants, now) if tenants or self.dirty_namespaces else []
         try:
@@ -260,16 +267,22 @@ class StatusReporting:
         if pending is None:
             pending = self._pending_status = {}
         for kind, args in fresh:
-            key = (kind, args[0]) if kind == "license" else (kind, args[0], args[1])
+            # A namespace's view write and its deletion replace each other (the last one wins).
+            key = (kind, args[0], args[1]) if kind == "workload" else (kind[:4], args[0])
             pending.pop(key, None)
             pending[key] = (kind, args)
         budget = max(1, int(self.cfg.status_writes_per_second * self.cfg.status_interval_seconds))
-        ordered = sorted(pending, key=lambda k: k[0] != "license")[:budget]
+        # Licenses first, then the tenants' own views, then Workloads.
+        rank = {"lice": 0, "tent": 1}
+        ordered = sorted(pending, key=lambda k: rank.get(k[0], 2))[:budget]
         return [pending.pop(key) for key in ordered]
 
     async def _write_status(self, kind: str, args: tuple) -> None:
         """A merge patch of the status subresource (field manager ``entitle``) that also removes
         what the new status no longer has (see ``merge_patch``); gone is fine."""
+        if kind in ("tent", "tent-delete"):
+            await self._write_tenant_view(kind, args)
+            return
         if kind == "license":
             name, status = args
             key: tuple = ("License", name)

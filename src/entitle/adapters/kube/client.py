@@ -94,6 +94,15 @@ class KubeApi:
             if exc.status not in (404, 409, 422):  # gone, or changed under us: the next event retries
                 raise
 
+    def whoami(self) -> str | None:
+        """This client's username (SelfSubjectReview), or None when the apiserver cannot say."""
+        try:
+            review = client.AuthenticationV1Api(self.api_client).create_self_subject_review(
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+            return review.status.user_info.username
+        except Exception:  # noqa: BLE001 -- an old apiserver, or no grant: the caller decides
+            return None
+
     # -- webhook registration (development / out-of-cluster mode) ------------------------
     def ensure_webhooks(self, name: str, url: str, ca_pem: bytes, timeout_seconds: int = 5,
                         failure_policy: str = "Fail", license_failure_policy: str = "Ignore") -> None:
@@ -129,7 +138,14 @@ class KubeApi:
             "name": "licenses.entitle.dev", "clientConfig": client_config("/licenses"),
             "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["licenses"],
                        "operations": ["CREATE", "UPDATE", "DELETE"], "scope": "Cluster"}],
-            "sideEffects": "None", **common, "failurePolicy": license_failure_policy})
+            "sideEffects": "None", **common, "failurePolicy": license_failure_policy}, {
+            # TenantEntitlements are the operator's to write: everyone else is refused. Ignore:
+            # the leader rewrites a view on the tenant's next change anyway.
+            "name": "tenantentitlements.entitle.dev", "clientConfig": client_config("/tenantentitlements"),
+            "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION],
+                       "resources": ["tenantentitlements", "tenantentitlements/status"],
+                       "operations": ["CREATE", "UPDATE", "DELETE"], "scope": "Namespaced"}],
+            "sideEffects": "None", **common, "failurePolicy": "Ignore"})
         # CREATE only: puts the usage-record finalizer on every new Workload.
         self._ensure(name, "MutatingWebhookConfiguration", {
             "name": "finalizer.workloads.entitle.dev", "clientConfig": client_config("/workloads-finalizer"),

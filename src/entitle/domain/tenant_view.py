@@ -1,0 +1,84 @@
+"""The status of a tenant's ``TenantEntitlement`` (DESIGN "Tenant view"). Pure.
+
+Everything a tenant team may know about itself, and nothing about anyone else: its effective
+entitlement, usage (sourced kinds included), burst budget left, its licenses with their
+revision, validity and grace, the next renewal date, and conditions. The same function for every
+namespace of the tenant; the controller writes it only when it changed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from entitle.api import limits
+from entitle.api.common import format_duration, format_time
+from entitle.api.limits import clamp_int64
+from entitle.domain.bursts import BurstClock
+from entitle.domain.entitlement import Entitlement, PoolEntitlement
+from entitle.domain.licenses import Phase, ReadLicense
+from entitle.domain.status import condition, pool_over
+from entitle.domain.usage import TenantUsage
+
+
+def _pool(used: int, cap: PoolEntitlement, clock: BurstClock | None, now: datetime) -> dict:
+    spent = round((clock or BurstClock()).used_at(now), 3)
+    window = cap.burst_window.total_seconds()
+    out = {"used": clamp_int64(used), "max": None if cap.max is None else clamp_int64(cap.max),
+           "burstExtra": clamp_int64(cap.burst_extra), "burstUsedSeconds": spent,
+           "burstLeftSeconds": round(max(0.0, window - spent), 3) if window else None}
+    if window:
+        out["burstWindow"] = format_duration(cap.burst_window)
+    return out
+
+
+def _summary(used: int, cap: PoolEntitlement) -> str:
+    return f"{used}/{'-' if cap.max is None else cap.max}"
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None or moment >= limits.TIME_MAX else format_time(moment)
+
+
+def _no_nulls(item: dict) -> dict:
+    # List items are replaced whole by a merge patch: absent, not null, is how they say "none".
+    return {k: v for k, v in item.items() if v is not None}
+
+
+def tenant_view(tenant: str, ent: Entitlement, usage: TenantUsage, bursts: dict[str, BurstClock],
+                licenses: list[ReadLicense], revisions: dict[str, int], now: datetime,
+                previous: list[dict]) -> dict:
+    """The ``status`` of the tenant's TenantEntitlement at ``now``."""
+    phases = {lic.name: lic.phase(now) for lic in licenses}
+    in_force = [lic for lic in licenses if phases[lic.name] in (Phase.ACTIVE, Phase.GRACE)]
+    in_grace = [lic.name for lic in in_force if phases[lic.name] is Phase.GRACE]
+    renewal = min((lic.spec.not_after for lic in in_force
+                   if lic.spec.not_after is not None and lic.spec.not_after < limits.TIME_MAX), default=None)
+    over = [p for p, used, cap in (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats))
+            if pool_over(used, cap)]
+    conditions = [
+        condition("Active", ent.active, "Active" if ent.active else "NoActiveLicense",
+                  f"licenses in force: {', '.join(ent.licenses)}" if ent.active
+                  else f"tenant {tenant} has no active license", None, previous, now),
+        condition("InGrace", bool(in_grace), "InGrace" if in_grace else "NotInGrace",
+                  f"past notAfter, in grace: {', '.join(in_grace)}" if in_grace else "", None, previous, now),
+        condition("OverCap", bool(over), "OverCap" if over else "WithinCap",
+                  f"above max on {', '.join(over)}" if over else "within every max", None, previous, now),
+    ]
+    return {
+        "tenant": tenant, "active": ent.active, "inGrace": bool(in_grace),
+        "enforcement": ent.enforcement if ent.active else None,
+        "instances": _pool(usage.units, ent.instances, bursts.get("instances"), now),
+        "seats": _pool(usage.seats, ent.seats, bursts.get("seats"), now),
+        "instancesSummary": _summary(usage.units, ent.instances),
+        "seatsSummary": _summary(usage.seats, ent.seats),
+        "features": [_no_nulls({"name": f.name, "requires": sorted(f.requires), "trialEnds": _time(f.trial_ends),
+                      "trialOver": f.trial_ends is not None and now >= f.trial_ends,
+                      "limit": f.limit, "used": usage.feature_count(f.name)})
+                     for f in sorted(ent.features.values(), key=lambda f: f.name)],
+        "licenses": [_no_nulls({"name": lic.name, "phase": phases[lic.name].value, "revision": revisions.get(lic.name),
+                      "edition": lic.spec.edition, "notAfter": _time(lic.spec.not_after),
+                      "graceEnds": _time(lic.grace_ends) if lic.spec.not_after is not None else None})
+                     for lic in licenses],
+        "renewal": _time(renewal),
+        "conditions": conditions,
+    }

@@ -1,0 +1,129 @@
+"""``TenantEntitlement`` objects, one per tenant namespace, written by the leader (DESIGN
+"Tenant view"). A mixin of :class:`entitle.operator.controller.Controller`.
+
+The status is ``domain.tenant_view`` of the tenant, computed once per tenant pass and written
+to each of its namespaces whose stored status differs (burst seconds compared at minute
+resolution, like License status). Created when a namespace gets its tenant label; deleted when
+the label goes (or changes to no tenant); a namespace's deletion takes its object with it.
+
+Once per leadership term the existing objects are listed, so a label removed while no leader ran
+still loses its object, and unchanged statuses are not rewritten by a new leader. A write that
+fails (a namespace being terminated, say) is that namespace's alone: it is retried on the
+tenant's next pass and never makes the other status writes start over.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from entitle.adapters.kube.async_api import ApiError
+from entitle.adapters.kube.client import FIELD_MANAGER
+from entitle.api import GROUP, VERSION
+from entitle.api.tenant import TENANT_ENTITLEMENT_NAME
+from entitle.domain.status import merge_patch, merged
+from entitle.domain.tenant_view import tenant_view
+
+log = logging.getLogger("entitle.controller")
+
+PLURAL = "tenantentitlements"
+
+
+def _comparable(status: Any) -> Any:
+    """A status as stored: nulls dropped (the apiserver prunes them), burst seconds in minutes."""
+    if isinstance(status, list):
+        return [_comparable(v) for v in status]
+    if not isinstance(status, dict):
+        return status
+    return {k: (int(v // 60) if k in ("burstUsedSeconds", "burstLeftSeconds") else _comparable(v))
+            for k, v in status.items() if v is not None}
+
+
+class TenantViewKeeping:
+    def _init_tenant_view(self) -> None:
+        self._tent_stored: dict[str, dict] = {}   # namespace -> status as stored (or last written)
+        # namespace -> the status last queued for writing: a tenant pass that computes the same
+        # view again queues nothing, even before the queued write went out (like License status).
+        self._tent_queued: dict[str, dict] = {}
+        self._tent_listed = False
+
+    def _tent_lost_leadership(self) -> None:
+        self._tent_stored.clear()
+        self._tent_queued.clear()
+        self._tent_listed = False
+
+    def _tent_namespace_gone(self, namespace: str) -> None:
+        self._tent_stored.pop(namespace, None)
+        self._tent_queued.pop(namespace, None)
+
+    async def list_tenant_views(self) -> None:
+        """Leader, once per term: what exists, so stale ones go and unchanged ones stay."""
+        if self._tent_listed:
+            return
+        _, listing = await self.async_api.request("GET", f"apis/{GROUP}/{VERSION}/{PLURAL}")
+        for item in (listing or {}).get("items") or []:
+            meta = item.get("metadata") or {}
+            ns = meta.get("namespace")
+            if meta.get("name") != TENANT_ENTITLEMENT_NAME or not ns:
+                continue
+            self._tent_stored[ns] = item.get("status") if isinstance(item.get("status"), dict) else {}
+            if self.state.tenant_of(ns) is None:
+                self.dirty_namespaces.add(ns)   # its tenant label went while no leader ran
+        self._tent_listed = True
+
+    def _tenant_view_writes(self, tenant: str, ent: Any, usage: Any, bursts: dict, now: datetime) -> list[tuple]:
+        namespaces = sorted(ns for ns, t in self.state.namespaces.items() if t == tenant)
+        writes: list[tuple] = []
+        status = None
+        for ns in namespaces:
+            stored = self._tent_stored.get(ns)
+            known = self._tent_queued.get(ns, stored)
+            if status is None:
+                status = tenant_view(tenant, ent, usage, bursts, self.state.licenses_of(tenant),
+                                     {n: r for n, (_, r) in self.license_revision.items()}, now,
+                                     (stored or {}).get("conditions") or [])
+            if known is not None and _comparable(known) == _comparable(status):
+                continue
+            self._tent_queued[ns] = status
+            writes.append(("tent", (ns, status)))
+        return writes
+
+    def _untenanted_view_writes(self, namespace: str) -> list[tuple]:
+        self._tent_queued.pop(namespace, None)
+        return [("tent-delete", (namespace,))] if namespace in self._tent_stored else []
+
+    async def _write_tenant_view(self, kind: str, args: tuple) -> None:
+        ns = args[0]
+        base = f"apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}"
+        try:
+            if kind == "tent-delete":
+                await self.async_api.request("DELETE", f"{base}/{TENANT_ENTITLEMENT_NAME}", ok=(200, 202, 404))
+                self._tent_stored.pop(ns, None)
+                return
+            status = args[1]
+            if ns not in self._tent_stored:
+                await self.async_api.request("POST", base, {
+                    "apiVersion": f"{GROUP}/{VERSION}", "kind": "TenantEntitlement",
+                    "metadata": {"name": TENANT_ENTITLEMENT_NAME, "namespace": ns,
+                                 "labels": {"app.kubernetes.io/managed-by": "entitle"}}}, ok=(200, 201, 409))
+            stored = self._tent_stored.get(ns)
+            patch = merge_patch(stored, status)
+            code, _ = await self.async_api.request(
+                "PATCH", f"{base}/{TENANT_ENTITLEMENT_NAME}/status", {"status": patch},
+                content_type="application/merge-patch+json", params={"fieldManager": FIELD_MANAGER}, ok=(200, 404))
+            if code == 404:   # deleted under us: created again on the tenant's next pass
+                self._tent_stored.pop(ns, None)
+                self._tent_queued.pop(ns, None)
+                self.dirty.add(status["tenant"])
+                return
+            self._tent_stored[ns] = merged(stored, patch)
+        except ApiError as exc:
+            # This namespace's alone (terminating, say): retried on the tenant's next pass.
+            self._tent_stored.pop(ns, None)
+            self._tent_queued.pop(ns, None)
+            if kind == "tent":
+                self.dirty.add(args[1]["tenant"])
+            else:
+                self.dirty_namespaces.add(ns)
+            log.info("tenant view in %s not written: %s", ns, exc)

@@ -1,0 +1,69 @@
+"""The tenant view against the real apiserver (DESIGN "Tenant view"): the leader writes a
+TenantEntitlement into every tenant namespace; a ServiceAccount holding only the namespace
+`view` role reads its tenant's and is refused another tenant's; nobody but the operator may
+write one (not even a cluster admin, while the webhook answers); it follows License changes and
+goes when the namespace's tenant label goes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.e2e.helpers import apply, get, license, namespace, unique, workload
+
+pytestmark = pytest.mark.e2e
+
+
+def _view(cluster, ns: str) -> dict:
+    return ((get(cluster, "tenantentitlement", "entitlement", ns) or {}).get("status")) or {}
+
+
+def test_tenants_read_their_own_view_only_and_cannot_write_it(cluster, operator):
+    a, b = unique("ta"), unique("tb")
+    a1, a2, b1 = unique("ns"), unique("ns"), unique("ns")
+    lic_a, lic_b = unique("la"), unique("lb")
+    apply(cluster, namespace(a1, a), namespace(a2, a), namespace(b1, b),
+          license(lic_a, a, instances={"max": 8}, notAfter="2099-01-01T00:00:00Z", features=[{"name": "sso"}]),
+          license(lic_b, b, instances={"max": 2}))
+    wait_for(lambda: apply(cluster, workload("w", a1, replicas=3, features=["sso"]), check=False).returncode == 0,
+             message="the workload admitted")
+    for ns in (a1, a2):
+        wait_for(lambda: _view(cluster, ns).get("instancesSummary") == "3/8", timeout=60,
+                 message=f"tenant view in {ns}")
+    view = _view(cluster, a1)
+    assert view["tenant"] == a and view["active"] and view["renewal"] == "2099-01-01T00:00:00Z"
+    assert [f["name"] for f in view["features"]] == ["sso"] and view["features"][0]["used"] == 1
+    assert [entry["name"] for entry in view["licenses"]] == [lic_a]
+    wait_for(lambda: _view(cluster, a1)["licenses"][0].get("revision") == 1, message="the license's revision")
+    row = cluster.kubectl("get", "tent", "-n", a1, "--no-headers").stdout.split()
+    assert row[:5] == ["entitlement", a, "true", "3/8", "0/-"] and row[5] == "2099-01-01T00:00:00Z", row
+
+    # A tenant's ServiceAccount with the namespace `view` role only.
+    cluster.kubectl("create", "serviceaccount", "reader", "-n", a1)
+    cluster.kubectl("create", "rolebinding", "reader-view", "--clusterrole=view",
+                    f"--serviceaccount={a1}:reader", "-n", a1)
+    reader = f"--as=system:serviceaccount:{a1}:reader"
+    own = wait_for(lambda: (p := cluster.kubectl(reader, "get", "tent", "entitlement", "-n", a1, "-o", "json",
+                                                 check=False)).returncode == 0 and p,
+                   timeout=60, message="the aggregated view role to include TenantEntitlements")
+    assert json.loads(own.stdout)["status"]["tenant"] == a
+    other = cluster.kubectl(reader, "get", "tent", "entitlement", "-n", b1, check=False)
+    assert other.returncode != 0 and "forbidden" in other.stderr.lower()
+    denied = cluster.kubectl(reader, "delete", "tent", "entitlement", "-n", a1, check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+
+    # Even a cluster admin cannot raise what the view says while the webhook answers.
+    forged = cluster.kubectl("patch", "tent", "entitlement", "-n", a1, "--subresource=status", "--type=merge",
+                             "-p", json.dumps({"status": {"instancesSummary": "3/999"}}), check=False)
+    assert forged.returncode != 0 and "written by entitle only" in forged.stderr, forged.stderr
+
+    # It follows the License, and goes with the tenant label.
+    apply(cluster, license(lic_a, a, instances={"max": 10}, notAfter="2099-01-01T00:00:00Z",
+                           features=[{"name": "sso"}]))
+    wait_for(lambda: _view(cluster, a2).get("instancesSummary") == "3/10", timeout=60, message="the new max")
+    cluster.kubectl("label", "namespace", a2, "entitle.dev/tenant-")
+    wait_for(lambda: get(cluster, "tenantentitlement", "entitlement", a2) is None, timeout=60,
+             message="the view gone with the label")
+    assert _view(cluster, a1).get("instancesSummary") == "3/10"
