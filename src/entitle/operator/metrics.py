@@ -7,18 +7,28 @@ feature or tenant that is gone are removed, not left at their last value.
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from entitle.domain.licenses import Phase
+
 DECISIONS = Counter("entitle_admission_decisions_total", "Admission decisions",
                     ["tenant", "reason", "allowed"])
 # Up to and past the webhook's timeout (5 s by default, 30 s at most): a slow tail must show.
 ADMISSION_LATENCY = Histogram("entitle_admission_duration_seconds", "Time to decide an admission request",
                               buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                        2.5, 5, 10, 30))
+ADMISSION_ERRORS = Counter("entitle_admission_errors_total",
+                           "Admission reviews answered with an error instead of a decision", ["webhook"])
 USAGE = Gauge("entitle_tenant_usage", "Tenant usage per pool (instances, seats, feature:<name>)",
               ["tenant", "pool"])
 ENTITLEMENT = Gauge("entitle_tenant_entitlement", "Tenant effective max per pool (absent when unlimited)",
                     ["tenant", "pool"])
 UNLIMITED = Gauge("entitle_tenant_unlimited", "1 when no active license of the tenant caps the pool",
                   ["tenant", "pool"])
+BURST_BUDGET = Gauge("entitle_burst_budget_seconds", "Burst budget per calendar month (the longest window granted)",
+                     ["tenant", "pool"])
+LICENSE_NOT_AFTER = Gauge("entitle_license_not_after_timestamp_seconds",
+                          "A license's notAfter as a Unix time (absent when it does not expire)", ["tenant", "license"])
+LICENSE_IN_GRACE = Gauge("entitle_license_in_grace", "1 while a license is past notAfter and within its grace period",
+                         ["tenant", "license"])
 LEDGER_RECORDS = Gauge("entitle_ledger_records", "Records in this replica's usage ledger")
 SINK_ERRORS = Counter("entitle_sink_errors_total", "Failed sink deliveries (retried)", ["sink"])
 LEDGER_LAG = Gauge("entitle_ledger_lag_records", "Ledger records not yet delivered to a sink", ["sink"])
@@ -28,14 +38,14 @@ OBJECT_ERRORS = Counter("entitle_object_errors_total",
 STATUS_ERRORS = Counter("entitle_status_errors_total",
                         "Status computations that failed for one tenant or tick (the others went on)")
 
-# (tenant, pool) label sets last exported per gauge, so vanished ones can be removed.
+# (tenant, pool|license) label sets last exported per gauge, so vanished ones can be removed.
 _exported: dict[str, set[tuple[str, str]]] = {}
 
 
-def _set(gauge: Gauge, name: str, tenant: str, values: dict[str, float]) -> None:
+def _set(gauge: Gauge, name: str, tenant: str, values: dict[str, float], key: str = "pool") -> None:
     seen = _exported.setdefault(name, set())
     for pool, value in values.items():
-        gauge.labels(tenant=tenant, pool=pool).set(value)
+        gauge.labels(tenant=tenant, **{key: pool}).set(value)
     current = {(tenant, pool) for pool in values}
     for stale in {k for k in seen if k[0] == tenant} - current:
         try:
@@ -54,3 +64,14 @@ def observe_tenant(tenant, usage, entitlement, bursts, now) -> None:
     _set(ENTITLEMENT, "entitlement", tenant, {pool: cap.max for pool, _, cap in pools if cap.max is not None})
     _set(UNLIMITED, "unlimited", tenant, {pool: 1 for pool, _, cap in pools if cap.max is None})
     _set(BURST_USED, "burst", tenant, {pool: clock.used_at(now) for pool, clock in bursts.items()})
+    _set(BURST_BUDGET, "budget", tenant, {pool: cap.burst_window.total_seconds() for pool, _, cap in pools
+                                          if cap.burst_window.total_seconds() > 0})
+
+
+def observe_licenses(tenant, licenses, now) -> None:
+    """notAfter and grace of each license of the tenant (the chart's expiry alerts read these)."""
+    _set(LICENSE_NOT_AFTER, "not_after", tenant, {lic.name: lic.spec.not_after.timestamp() for lic in licenses
+                                                  if lic.spec is not None and lic.spec.not_after is not None},
+         key="license")
+    _set(LICENSE_IN_GRACE, "in_grace", tenant, {lic.name: 1.0 if lic.phase(now) is Phase.GRACE else 0.0
+                                                for lic in licenses}, key="license")

@@ -128,6 +128,7 @@ class StatusReporting:
         usage = self.state.usage[tenant]
         bursts = {p: c for (t, p), c in self.state.bursts.items() if t == tenant}
         metrics.observe_tenant(tenant, usage, ent, bursts, now)
+        metrics.observe_licenses(tenant, self.state.licenses_of(tenant), now)
         for lic in self.state.licenses_of(tenant):
             # (An unreadable License is in the picture as an invalid one: Valid=False, its reason.)
             status = license_status(lic, ent, usage, bursts, now, self._license_conditions.get(lic.name, []))

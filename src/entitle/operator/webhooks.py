@@ -12,7 +12,7 @@ from entitle.adapters.webhook.server import AdmissionDenied, Review, ReviewCallb
 from entitle.adapters.webhook.sources import InvalidInstanceCount, source_request
 from entitle.domain import reasons
 from entitle.operator.controller import USAGE_FINALIZER, Controller
-from entitle.operator.metrics import ADMISSION_LATENCY, DECISIONS
+from entitle.operator.metrics import ADMISSION_ERRORS, ADMISSION_LATENCY, DECISIONS
 
 log = logging.getLogger("entitle.webhook")
 
@@ -101,4 +101,19 @@ def routes(controller: Controller) -> dict[str, ReviewCallback]:
         else:
             review.patch.append({"op": "add", "path": "/metadata/finalizers", "value": [USAGE_FINALIZER]})
 
-    return {VALIDATE_PATH: validate, FINALIZER_PATH: add_usage_finalizer, SOURCES_PATH: validate_source}
+    return {path: counting_errors(path, callback) for path, callback in
+            {VALIDATE_PATH: validate, FINALIZER_PATH: add_usage_finalizer, SOURCES_PATH: validate_source}.items()}
+
+
+def counting_errors(path: str, callback: ReviewCallback) -> ReviewCallback:
+    """``entitle_admission_errors_total{webhook}``: reviews answered with an error rather than a
+    decision (a bug, an unreachable apiserver); what the chart's EntitleWebhookErrors alerts on."""
+    async def counted(review: Review) -> None:
+        try:
+            await callback(review)
+        except AdmissionDenied:
+            raise
+        except Exception:
+            ADMISSION_ERRORS.labels(webhook=path).inc()
+            raise
+    return counted

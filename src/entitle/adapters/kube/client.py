@@ -146,12 +146,16 @@ class KubeApi:
                        "resources": ["tenantentitlements", "tenantentitlements/status"],
                        "operations": ["CREATE", "UPDATE", "DELETE"], "scope": "Namespaced"}],
             "sideEffects": "None", **common, "failurePolicy": "Ignore"})
-        # CREATE only: puts the usage-record finalizer on every new Workload.
+        # CREATE only: puts the usage-record finalizer on every new Workload. Ignore: mutating
+        # webhooks run before validation, so a Fail here would answer "failed calling webhook"
+        # before the ValidatingAdmissionPolicies could deny with the reason; the controller adds
+        # the finalizer to any Workload it sees without one, and with the validating webhook on
+        # Fail nothing is created while no replica answers anyway.
         self._ensure(name, "MutatingWebhookConfiguration", {
             "name": "finalizer.workloads.entitle.dev", "clientConfig": client_config("/workloads-finalizer"),
             "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["workloads"],
                        "operations": ["CREATE"], "scope": "Namespaced"}],
-            "sideEffects": "None", "reinvocationPolicy": "Never", **common}, {
+            "sideEffects": "None", "reinvocationPolicy": "Never", **common, "failurePolicy": "Ignore"}, {
             # The audit trail of every License spec change (who, field manager, when).
             "name": "revision.licenses.entitle.dev", "clientConfig": client_config("/licenses-revision"),
             "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["licenses"],
