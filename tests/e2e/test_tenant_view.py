@@ -67,3 +67,47 @@ def test_tenants_read_their_own_view_only_and_cannot_write_it(cluster, operator)
     wait_for(lambda: get(cluster, "tenantentitlement", "entitlement", a2) is None, timeout=60,
              message="the view gone with the label")
     assert _view(cluster, a1).get("instancesSummary") == "3/10"
+
+
+def _events(cluster, ns: str, reason: str) -> list[dict]:
+    out = cluster.kubectl("get", "events", "-n", ns, "--field-selector", f"reason={reason}", "-o", "json")
+    return json.loads(out.stdout)["items"]
+
+
+def test_lifecycle_notices_once_each_across_a_restart(cluster, operator, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from tests.conftest import Operator
+
+    tenant, ns, lic = unique("tn"), unique("ns"), unique("ln")
+    soon = (datetime.now(timezone.utc) + timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    apply(cluster, namespace(ns, tenant), license(lic, tenant, instances={"max": 5}, notAfter=soon))
+    wait_for(lambda: apply(cluster, workload("w", ns, replicas=4), check=False).returncode == 0,
+             message="the workload admitted")
+    # The License: condition ExpiringSoon and one Event (cluster-scoped objects' Events are in default).
+    expiring = wait_for(lambda: next((c for c in ((get(cluster, "license", lic) or {}).get("status") or {})
+                                      .get("conditions", []) if c["type"] == "ExpiringSoon"
+                                      and c["status"] == "True"), None), message="ExpiringSoon on the License")
+    assert expiring["reason"] == "ExpiresIn30Days" and soon in expiring["message"]
+    wait_for(lambda: [e for e in _events(cluster, "default", "ExpiresIn30Days")
+                      if e["involvedObject"]["name"] == lic], message="the ExpiresIn30Days Event")
+    # The tenant's pool at 80 %: the view's UsageHigh condition and an Event in the namespace.
+    wait_for(lambda: any(c["type"] == "UsageHigh" and c["reason"] == "Above80Percent"
+                         for c in _view(cluster, ns).get("conditions", [])), message="UsageHigh on the view")
+    high = wait_for(lambda: _events(cluster, ns, "UsageAbove80Percent"), message="the UsageAbove80Percent Event")
+    assert high[0]["involvedObject"]["kind"] == "TenantEntitlement" and tenant in high[0]["message"]
+
+    # A restart remembers from the stored conditions: the next crossing is noticed, nothing twice.
+    operator.stop()
+    (tmp_path / "again").mkdir()
+    again = Operator(cluster, tmp_path / "again").start()
+    try:
+        cluster.kubectl("scale", "workload", "w", "-n", ns, "--replicas=5")
+        wait_for(lambda: _events(cluster, ns, "UsageAt100Percent"), timeout=60, message="the UsageAt100Percent Event")
+        assert len(_events(cluster, ns, "UsageAbove80Percent")) == 1
+        assert len([e for e in _events(cluster, "default", "ExpiresIn30Days") if e["involvedObject"]["name"] == lic]) == 1
+        metrics = __import__("urllib.request").request.urlopen(
+            f"http://127.0.0.1:{again.metrics_port}/metrics", timeout=5).read().decode()
+        assert 'entitle_notices_total{notice="UsageAt100Percent"} 1.0' in metrics
+    finally:
+        again.stop()

@@ -32,8 +32,9 @@ def test_entitlement_usage_licenses_and_renewal():
     features = {f["name"]: f for f in view["features"]}
     assert features["ai"]["trialOver"] and features["sso"]["used"] == 1
     assert all(None not in entry.values() for entry in view["licenses"] + view["features"])
-    assert {c["type"]: c["status"] for c in view["conditions"]} == {"Active": "True", "InGrace": "False",
-                                                                    "OverCap": "False"}
+    assert {c["type"]: c["status"] for c in view["conditions"]} == {
+        "Active": "True", "InGrace": "False", "OverCap": "False", "InBurst": "False", "UsageHigh": "False",
+        "BurstBudgetUsedUp": "False"}
 
 
 def test_grace_over_cap_and_no_license():

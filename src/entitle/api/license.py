@@ -163,7 +163,7 @@ class LicenseStatus(ApiModel):
 
     observed_generation: int | None = Field(default=None, alias="observedGeneration", description="Last generation processed.")
     conditions: list[Condition] = Field(
-        default_factory=list, description="Valid, Active, InGrace, OverCap and InBurst conditions.",
+        default_factory=list, description="Valid, Active, InGrace, OverCap, InBurst and ExpiringSoon conditions.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     instances: PoolStatus | None = Field(default=None, description="Tenant instance units vs effective entitlement.")
     seats: PoolStatus | None = Field(default=None, description="Tenant seats (distinct users) vs effective entitlement.")

@@ -70,7 +70,8 @@ class TenantEntitlementStatus(ApiModel):
     renewal: Timestamp | None = Field(
         default=None, description="The next renewal date: the earliest notAfter among the licenses in force.")
     conditions: list[Condition] = Field(
-        default_factory=list, description="Active, InGrace and OverCap conditions.",
+        default_factory=list, description="Active, InGrace, OverCap, InBurst, UsageHigh and BurstBudgetUsedUp conditions "
+                                         "(the last four carry the lifecycle notices).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
 
 

@@ -17,6 +17,7 @@ from entitle.domain.normalization import InstanceTable
 
 WORKLOAD_TYPE = "dev.entitle.workload.v1"
 LICENSE_TYPE = "dev.entitle.license.v1"
+NOTICE_TYPE = "dev.entitle.notice.v1"
 DEFAULT_SOURCE = "entitle.dev/operator"
 
 
@@ -79,6 +80,16 @@ def license_record(name: str, uid: str, tenant: str, operation: str, key: object
     data = {"tenant": tenant, "name": name, "operation": operation, "entitlement": entitlement.as_record(),
             **(audit or {})}
     return _event(LICENSE_TYPE, record_id("license", uid, operation, key), tenant, time, data, source)
+
+
+def notice_record(kind: str, tenant: str, subject_kind: str, subject: str, uid: str | None, message: str,
+                  time: datetime, source: str = DEFAULT_SOURCE) -> dict:
+    """``dev.entitle.notice.v1``: a lifecycle notice (``domain.notices``). Not usage: export
+    and push leave it out; a sink delivers it like any record. The id pins the crossing (what,
+    of which object, when), so a re-delivery deduplicates."""
+    data = {"notice": kind, "kind": subject_kind, "name": subject, "uid": uid, "message": message}
+    return _event(NOTICE_TYPE, record_id("notice", subject_kind, uid or subject, kind, format_time(time)),
+                  tenant, time, {k: v for k, v in data.items() if v is not None}, source)
 
 
 def vanished_workload_record(last: dict, time: datetime) -> dict:

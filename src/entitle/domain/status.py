@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from entitle.api import limits
 from entitle.api.common import format_duration, format_time
 from entitle.api.limits import clamp_int64
 from entitle.domain import reasons
@@ -45,6 +46,23 @@ def pool_over(used: int, cap: PoolEntitlement) -> bool:
     return cap.max is not None and used > cap.max
 
 
+# The stages of a License's ExpiringSoon condition, nearest first (lifecycle notices).
+EXPIRY_STAGES = ((timedelta(days=1), "ExpiresIn1Day"), (timedelta(days=7), "ExpiresIn7Days"),
+                 (timedelta(days=30), "ExpiresIn30Days"))
+
+
+def expiring_condition(lic: ReadLicense, now: datetime, previous: list[dict]) -> dict:
+    """``ExpiringSoon``: True, with the nearest stage crossed, while the license is active and
+    its ``notAfter`` is 30 days away or less (``domain.notices`` turns a new stage into a notice)."""
+    not_after = lic.spec.not_after
+    stage = None
+    if lic.phase(now) is Phase.ACTIVE and not_after is not None and not_after < limits.TIME_MAX:
+        stage = next((name for span, name in EXPIRY_STAGES if not_after - now <= span), None)
+    message = f"license {lic.name} expires at {format_time(not_after)}" if stage else ""
+    return condition("ExpiringSoon", stage is not None, stage or "NotExpiringSoon", message,
+                     lic.generation, previous, now)
+
+
 def license_status(lic: ReadLicense, ent: Entitlement, usage: TenantUsage,
                    bursts: dict[str, BurstClock], now: datetime, previous: list[dict]) -> dict:
     gen = lic.generation
@@ -72,6 +90,7 @@ def license_status(lic: ReadLicense, ent: Entitlement, usage: TenantUsage,
         condition("InBurst", bool(over) and not over_hard, "InBurst" if over and not over_hard else "NotInBurst",
                   f"tenant {ent.tenant} is bursting above max on {', '.join(over)}" if over and not over_hard else "",
                   gen, previous, now),
+        expiring_condition(lic, now, previous),
     ]
     return {
         "observedGeneration": gen,

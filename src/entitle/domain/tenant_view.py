@@ -53,8 +53,19 @@ def tenant_view(tenant: str, ent: Entitlement, usage: TenantUsage, bursts: dict[
     in_grace = [lic.name for lic in in_force if phases[lic.name] is Phase.GRACE]
     renewal = min((lic.spec.not_after for lic in in_force
                    if lic.spec.not_after is not None and lic.spec.not_after < limits.TIME_MAX), default=None)
-    over = [p for p, used, cap in (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats))
-            if pool_over(used, cap)]
+    pools = (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats))
+    clocks = {p: bursts.get(p) or BurstClock() for p, _, _ in pools}
+    spent = {p: cap.burst_window.total_seconds() > 0 and clocks[p].used_at(now) >= cap.burst_window.total_seconds()
+             for p, _, cap in pools}
+    # Over the cap = increases are denied (beyond max + extra, or above max with no budget
+    # left), as License status says; above max with budget left is bursting.
+    over = [p for p, used, cap in pools if cap.hard_limit is not None and (
+        used > cap.hard_limit or (pool_over(used, cap) and (spent[p] or cap.burst_window.total_seconds() == 0)))]
+    bursting = [p for p, used, cap in pools if pool_over(used, cap) and p not in over]
+    at_max = [p for p, used, cap in pools if cap.max is not None and cap.max > 0 and used >= cap.max]
+    high = [p for p, used, cap in pools if cap.max is not None and cap.max > 0 and used * 5 >= cap.max * 4
+            and p not in at_max]
+    used_up = [p for p, _, _ in pools if spent[p]]
     conditions = [
         condition("Active", ent.active, "Active" if ent.active else "NoActiveLicense",
                   f"licenses in force: {', '.join(ent.licenses)}" if ent.active
@@ -62,7 +73,16 @@ def tenant_view(tenant: str, ent: Entitlement, usage: TenantUsage, bursts: dict[
         condition("InGrace", bool(in_grace), "InGrace" if in_grace else "NotInGrace",
                   f"past notAfter, in grace: {', '.join(in_grace)}" if in_grace else "", None, previous, now),
         condition("OverCap", bool(over), "OverCap" if over else "WithinCap",
-                  f"above max on {', '.join(over)}" if over else "within every max", None, previous, now),
+                  f"over the cap on {', '.join(over)}: increases are denied" if over else "within every cap",
+                  None, previous, now),
+        condition("InBurst", bool(bursting), "InBurst" if bursting else "NotInBurst",
+                  f"bursting above max on {', '.join(bursting)}" if bursting else "", None, previous, now),
+        condition("UsageHigh", bool(at_max or high), "AtMax" if at_max else "Above80Percent" if high else "Below80Percent",
+                  f"at or above max on {', '.join(at_max)}" if at_max else
+                  f"at 80% of max or more on {', '.join(high)}" if high else "", None, previous, now),
+        condition("BurstBudgetUsedUp", bool(used_up), "BudgetUsedUp" if used_up else "BudgetLeft",
+                  f"this month's burst budget is used up on {', '.join(used_up)}" if used_up else "",
+                  None, previous, now),
     ]
     return {
         "tenant": tenant, "active": ent.active, "inGrace": bool(in_grace),

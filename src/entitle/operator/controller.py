@@ -25,6 +25,7 @@ from entitle.domain.revisions import spec_hash
 from entitle.domain.state import ClusterState
 from entitle.operator import metrics
 from entitle.operator.config import OperatorConfig
+from entitle.operator.notices import NoticeReporting
 from entitle.operator.records import MISSING, RecordKeeping
 from entitle.operator.revisions import RevisionKeeping
 from entitle.operator.tenant_view import TenantViewKeeping
@@ -39,7 +40,8 @@ log = logging.getLogger("entitle.controller")
 USAGE_FINALIZER = "entitle.dev/usage-record"
 
 
-class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping, TenantViewKeeping):
+class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping, TenantViewKeeping,
+                 NoticeReporting):
     """Watch events in, the in-memory state kept current; usage records (``RecordKeeping``) and
     status, conditions and Events (``StatusReporting``) derived from it.
 

@@ -29,6 +29,8 @@ LICENSE_NOT_AFTER = Gauge("entitle_license_not_after_timestamp_seconds",
                           "A license's notAfter as a Unix time (absent when it does not expire)", ["tenant", "license"])
 LICENSE_IN_GRACE = Gauge("entitle_license_in_grace", "1 while a license is past notAfter and within its grace period",
                          ["tenant", "license"])
+NOTICES = Counter("entitle_notices_total",
+                  "Lifecycle notices (license expiring, grace started, pool near/at/over cap, bursts)", ["notice"])
 LEDGER_RECORDS = Gauge("entitle_ledger_records", "Records in this replica's usage ledger")
 SINK_ERRORS = Counter("entitle_sink_errors_total", "Failed sink deliveries (retried)", ["sink"])
 LEDGER_LAG = Gauge("entitle_ledger_lag_records", "Ledger records not yet delivered to a sink", ["sink"])

@@ -20,6 +20,7 @@ from typing import Any
 from entitle.adapters.kube.client import FIELD_MANAGER, event_body
 from entitle.api import GROUP, VERSION
 from entitle.api.common import format_time
+from entitle.domain.notices import LICENSE_CONDITIONS, NOTICES, notices
 from entitle.domain.status import condition, entitled, license_status, merge_patch, merged, verdict_basis
 from entitle.domain.usage import footprint
 from entitle.operator import metrics
@@ -78,6 +79,8 @@ class StatusReporting:
                                 after: list[dict], now: datetime, uid: str | None = None) -> None:
         old = {c.get("type"): c.get("status") for c in before if isinstance(c, dict)}
         for cond in after:
+            if kind == "License" and cond["type"] in LICENSE_CONDITIONS and (cond["type"], cond["reason"]) in NOTICES:
+                continue   # a lifecycle notice: its own Event (operator.notices), not a second one
             bad = (cond["type"] in ("Valid", "Active", "Entitled")) != (cond["status"] == "True")
             # A change of status, or a first status that is bad news (e.g. a Workload that is
             # not Entitled from the start); a first "all is well" is news only for Entitled/Active.
@@ -141,9 +144,10 @@ class StatusReporting:
             comparable["pools"] = {p: {**status[p], "burstUsedSeconds": int(status[p]["burstUsedSeconds"] // 60)}
                                    for p in ("instances", "seats")}
             if self._license_status.get(lic.name) != comparable:
-                self._note_condition_changes("License", lic.name, None,
-                                             self._license_conditions.get(lic.name, []), status["conditions"], now,
-                                             uid=(self._license_meta.get(lic.name) or {}).get("uid"))
+                uid = (self._license_meta.get(lic.name) or {}).get("uid")
+                before = self._license_conditions.get(lic.name, [])
+                self._note_condition_changes("License", lic.name, None, before, status["conditions"], now, uid=uid)
+                self._report_notices(notices(before, status["conditions"], tenant, "License", lic.name, now), uid=uid)
                 self._license_status[lic.name] = comparable
                 self._license_conditions[lic.name] = status["conditions"]
                 writes.append(("license", (lic.name, status)))

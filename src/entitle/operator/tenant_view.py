@@ -22,6 +22,7 @@ from entitle.adapters.kube.async_api import ApiError
 from entitle.adapters.kube.client import FIELD_MANAGER
 from entitle.api import GROUP, VERSION
 from entitle.api.tenant import TENANT_ENTITLEMENT_NAME
+from entitle.domain.notices import notices
 from entitle.domain.status import merge_patch, merged
 from entitle.domain.tenant_view import tenant_view
 
@@ -46,11 +47,15 @@ class TenantViewKeeping:
         # namespace -> the status last queued for writing: a tenant pass that computes the same
         # view again queues nothing, even before the queued write went out (like License status).
         self._tent_queued: dict[str, dict] = {}
+        # tenant -> its view's conditions as last stored or queued: the memory of lifecycle
+        # notices (domain.notices), one per tenant however many namespaces it has.
+        self._tent_conditions: dict[str, list[dict]] = {}
         self._tent_listed = False
 
     def _tent_lost_leadership(self) -> None:
         self._tent_stored.clear()
         self._tent_queued.clear()
+        self._tent_conditions.clear()
         self._tent_listed = False
 
     def _tent_namespace_gone(self, namespace: str) -> None:
@@ -67,22 +72,32 @@ class TenantViewKeeping:
             ns = meta.get("namespace")
             if meta.get("name") != TENANT_ENTITLEMENT_NAME or not ns:
                 continue
-            self._tent_stored[ns] = item.get("status") if isinstance(item.get("status"), dict) else {}
+            status = item.get("status") if isinstance(item.get("status"), dict) else {}
+            self._tent_stored[ns] = status
+            if isinstance(status.get("tenant"), str) and isinstance(status.get("conditions"), list):
+                self._tent_conditions.setdefault(status["tenant"], status["conditions"])
             if self.state.tenant_of(ns) is None:
                 self.dirty_namespaces.add(ns)   # its tenant label went while no leader ran
         self._tent_listed = True
 
     def _tenant_view_writes(self, tenant: str, ent: Any, usage: Any, bursts: dict, now: datetime) -> list[tuple]:
         namespaces = sorted(ns for ns, t in self.state.namespaces.items() if t == tenant)
+        if not namespaces:
+            return []
+        if not self._tent_listed:
+            # Without what is stored, every view would be rewritten and every notice repeated;
+            # the listing is retried on every tick and all tenants are refreshed every 10th.
+            return []
         writes: list[tuple] = []
-        status = None
+        before = self._tent_conditions.get(tenant, [])
+        status = tenant_view(tenant, ent, usage, bursts, self.state.licenses_of(tenant),
+                             {n: r for n, (_, r) in self.license_revision.items()}, now, before)
+        if _comparable(before) != _comparable(status["conditions"]):
+            self._report_notices(notices(before, status["conditions"], tenant, "TenantEntitlement", tenant, now),
+                                 namespaces=namespaces)
+            self._tent_conditions[tenant] = status["conditions"]
         for ns in namespaces:
-            stored = self._tent_stored.get(ns)
-            known = self._tent_queued.get(ns, stored)
-            if status is None:
-                status = tenant_view(tenant, ent, usage, bursts, self.state.licenses_of(tenant),
-                                     {n: r for n, (_, r) in self.license_revision.items()}, now,
-                                     (stored or {}).get("conditions") or [])
+            known = self._tent_queued.get(ns, self._tent_stored.get(ns))
             if known is not None and _comparable(known) == _comparable(status):
                 continue
             self._tent_queued[ns] = status
