@@ -29,6 +29,8 @@ LICENSE_NOT_AFTER = Gauge("entitle_license_not_after_timestamp_seconds",
                           "A license's notAfter as a Unix time (absent when it does not expire)", ["tenant", "license"])
 LICENSE_IN_GRACE = Gauge("entitle_license_in_grace", "1 while a license is past notAfter and within its grace period",
                          ["tenant", "license"])
+STATUS_TICK = Histogram("entitle_status_tick_seconds", "Time of one status tick (compute and write)",
+                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 NOTICES = Counter("entitle_notices_total",
                   "Lifecycle notices (license expiring, grace started, pool near/at/over cap, bursts)", ["notice"])
 LEDGER_RECORDS = Gauge("entitle_ledger_records", "Records in this replica's usage ledger")

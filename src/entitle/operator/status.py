@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -83,10 +84,11 @@ class StatusReporting:
                 continue   # a lifecycle notice: its own Event (operator.notices), not a second one
             bad = (cond["type"] in ("Valid", "Active", "Entitled")) != (cond["status"] == "True")
             # A change of status, or a first status that is bad news (e.g. a Workload that is
-            # not Entitled from the start); a first "all is well" is news only for Entitled/Active.
+            # not Entitled from the start). A first "all is well" is no Event: Events mark what a
+            # person acts on, and a new leader (or a fresh install) seeing 50,000 entitled
+            # Workloads for the first time must not post 50,000 of them.
             first = cond["type"] not in old
-            if (first and (bad or cond["type"] in ("Entitled", "Active"))) or \
-                    (not first and old[cond["type"]] != cond["status"]):
+            if (first and bad) or (not first and old[cond["type"]] != cond["status"]):
                 self.event(kind, name, ns, "Warning" if bad else "Normal",
                            f"{cond['type']}{cond['status']}", cond.get("message") or cond["reason"], now, uid=uid)
 
@@ -204,6 +206,7 @@ class StatusReporting:
         ticks = 0
         while True:
             ticks += 1
+            started = time.perf_counter()
             try:
                 await self._tick(ticks)
             except asyncio.CancelledError:
@@ -211,6 +214,7 @@ class StatusReporting:
             except Exception:  # noqa: BLE001
                 metrics.STATUS_ERRORS.inc()
                 log.exception("status tick failed; retrying on the next one")
+            metrics.STATUS_TICK.observe(time.perf_counter() - started)
             await asyncio.sleep(self.cfg.status_interval_seconds)
 
     async def _tick(self, ticks: int) -> None:

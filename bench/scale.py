@@ -1,0 +1,213 @@
+"""Fleet scale: how a starting operator copes with many stored Workloads (issue "Fleet scale").
+
+    python bench/scale.py [--workloads 50000] [--tenants 500]
+
+On one local control plane (kube-apiserver + etcd on loopback, as the tests use), creates N
+Workloads over T tenants (replicas 1-3, users from a pool of 40 per tenant, a feature on every
+third) with the usage-record finalizer the webhook would have given them, then measures, in one
+run:
+
+1. first start (empty ledger): time from process start to ``/readyz`` 200; RSS when ready and
+   after the first minute; Kubernetes Events and ledger records written in that minute; the
+   status loop's mean tick time; dry-run review p50/p99 posted straight to the webhook once
+   ready (10 concurrent), against the same reviews with the picture of one tenant only -- the
+   baseline measured in the same run is a restart over an empty cluster;
+2. restart (ledger present): the same start-up figures.
+
+Prints a table; docs/performance.md ("Fleet scale") keeps the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import re
+import signal
+import sqlite3
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import yaml  # noqa: E402
+from kubernetes import client, config  # noqa: E402
+
+from entitle.devenv.controlplane import ControlPlane, free_port  # noqa: E402
+
+G, V = "entitle.dev", "v1alpha1"
+
+
+def kubectl(kc, *args, input=None):
+    from entitle.devenv.assets import assets_dir
+
+    out = subprocess.run([str(assets_dir() / "kubectl"), f"--kubeconfig={kc}", *args], input=input,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"kubectl {' '.join(args)}: {out.stderr}")
+    return out.stdout
+
+
+def pct(samples, q):
+    samples = sorted(samples)
+    return samples[min(len(samples) - 1, int(len(samples) * q / 100))] if samples else float("nan")
+
+
+def rss_mib(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
+
+
+def ready(port: int) -> bool:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", timeout=1, context=ctx) as resp:
+            return resp.status == 200
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
+               or line.startswith(name + "{"))
+
+
+async def reviews(port, ca_pem, count, concurrency, ns):
+    import aiohttp
+
+    ctx = ssl.create_default_context(cadata=ca_pem.decode())
+    sem, samples = asyncio.Semaphore(concurrency), []
+
+    async def one(session, i, record):
+        name = f"r-{uuid.uuid4().hex[:10]}"
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": str(uuid.uuid4()), "kind": {"group": G, "version": V, "kind": "Workload"},
+            "resource": {"group": G, "version": V, "resource": "workloads"}, "operation": "CREATE",
+            "namespace": ns, "name": name, "dryRun": True, "userInfo": {"username": "bench"},
+            "object": {"apiVersion": f"{G}/{V}", "kind": "Workload",
+                       "metadata": {"name": name, "namespace": ns, "uid": str(uuid.uuid4())},
+                       "spec": {"replicas": 1, "users": [f"u{i % 40}"]}}}}
+        async with sem:
+            start = time.perf_counter()
+            async with session.post(f"https://127.0.0.1:{port}/workloads", json=review, ssl=ctx) as resp:
+                await resp.json()
+            if record:
+                samples.append((time.perf_counter() - start) * 1000)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        await asyncio.gather(*[one(session, i, False) for i in range(50)])
+        await asyncio.gather(*[one(session, i, True) for i in range(count)])
+    return samples
+
+
+class Run:
+    """One operator process over the control plane, measured from its start."""
+
+    def __init__(self, work: Path, kc: str, ledger: Path, label: str) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
+        cfg = {"ledgerPath": str(ledger), "metricsPort": self.metrics_port, "namespace": "entitle-system",
+               "webhook": {"listenHost": "127.0.0.1", "port": self.port, "registerURL": f"https://127.0.0.1:{self.port}"}}
+        path = work / f"config-{label}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        env = {**os.environ, "KUBECONFIG": kc, "ENTITLE_LOG_LEVEL": "WARNING"}
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", "entitle.cli", "run", "--config", str(path)], env=env,
+                                     stdout=open(work / f"operator-{label}.log", "w"), stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout=900) -> float:
+        while not ready(self.port):
+            if self.proc.poll() is not None or time.monotonic() - self.started > timeout:
+                raise SystemExit("operator did not become ready")
+            time.sleep(0.05)
+        return time.monotonic() - self.started
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workloads", type=int, default=50_000)
+    parser.add_argument("--tenants", type=int, default=500)
+    parser.add_argument("--steady-seconds", type=int, default=60)
+    args = parser.parse_args()
+    n, t = args.workloads, args.tenants
+    work = Path(tempfile.mkdtemp(prefix="entitle-bench-scale-"))
+    plane = ControlPlane.create(work / "cp").start()
+    kc = str(plane.kubeconfig)
+    try:
+        kubectl(kc, "apply", "-f", str(ROOT / "crds"))
+        kubectl(kc, "wait", "--for=condition=established", "crd/workloads.entitle.dev", "crd/licenses.entitle.dev")
+        kubectl(kc, "create", "namespace", "entitle-system")
+        tenants = [f"t{i:04d}" for i in range(t)]
+        docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"ns-{x}", "labels": {"entitle.dev/tenant": x}}}
+                for x in tenants]
+        docs += [{"apiVersion": f"{G}/{V}", "kind": "License", "metadata": {"name": f"lic-{x}"},
+                  "spec": {"tenant": x, "instances": {"max": 1_000_000}, "seats": {"max": 10_000},
+                           "features": [{"name": "sso"}]}} for x in tenants]
+        kubectl(kc, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
+        api = client.CustomObjectsApi(config.new_client_from_config(kc))
+
+        def create(i: int) -> None:
+            tenant = tenants[i % t]
+            body = {"apiVersion": f"{G}/{V}", "kind": "Workload",
+                    "metadata": {"name": f"w{i}", "namespace": f"ns-{tenant}", "finalizers": ["entitle.dev/usage-record"]},
+                    "spec": {"replicas": 1 + i % 3, "users": [f"u{i % 40}"], "features": ["sso"] if i % 3 == 0 else []}}
+            api.create_namespaced_custom_object(G, V, f"ns-{tenant}", "workloads", body)
+
+        began = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(create, range(n)))
+        print(f"created {n:,} workloads over {t} tenants in {time.monotonic() - began:.0f} s", file=sys.stderr)
+
+        rows = []
+        adm = client.AdmissionregistrationV1Api(config.new_client_from_config(kc))
+        core = client.CoreV1Api(config.new_client_from_config(kc))
+        ledger = work / "ledger.db"
+        for label in ("first start (empty ledger)", "restart (ledger present)"):
+            events_before = len(core.list_event_for_all_namespaces().items)
+            run = Run(work, kc, ledger, label.split()[0])
+            ready_s = run.wait_ready()
+            rss_ready = rss_mib(run.proc.pid)
+            ca = base64.b64decode(adm.read_validating_webhook_configuration("entitle").webhooks[0].client_config.ca_bundle)
+            samples = asyncio.run(reviews(run.port, ca, 500, 10, f"ns-{tenants[0]}"))
+            time.sleep(args.steady_seconds)   # the first minute of steady state (a benchmark, not a test)
+            rss_steady = rss_mib(run.proc.pid)
+            ticks = metric(run.metrics_port, "entitle_status_tick_seconds_count")
+            tick_ms = 1000 * metric(run.metrics_port, "entitle_status_tick_seconds_sum") / max(1, ticks)
+            events = len(core.list_event_for_all_namespaces().items) - events_before
+            db = sqlite3.connect(str(ledger))
+            records = db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+            db.close()
+            rows.append((label, ready_s, rss_ready, rss_steady, tick_ms, events, records,
+                         statistics.median(samples), pct(samples, 99)))
+            run.stop()
+        print(f"\n{n:,} workloads, {t} tenants (2 cores; one operator process)")
+        print("| start | ready | RSS ready | RSS +1 min | mean status tick | Events in the first minute | ledger records | "
+              "dry-run review p50 / p99 (10 concurrent) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for label, ready_s, r1, r2, tick, ev, rec, p50, p99 in rows:
+            print(f"| {label} | {ready_s:.1f} s | {r1:.0f} MiB | {r2:.0f} MiB | {tick:.1f} ms | {ev:,} | {rec:,} | "
+                  f"{p50:.1f} / {p99:.1f} ms |")
+    finally:
+        plane.stop()
+
+
+if __name__ == "__main__":
+    main()
