@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import re
 import signal
@@ -84,10 +83,13 @@ def metric(port: int, name: str) -> float:
                or line.startswith(name + "{"))
 
 
-async def reviews(port, ca_pem, count, concurrency, ns):
+async def reviews(port, count, concurrency, ns):
     import aiohttp
 
-    ctx = ssl.create_default_context(cadata=ca_pem.decode())
+    # Not verified: a restarted operator serves under a new loopback CA that the webhook
+    # configuration may not carry yet; TLS verification is not what is measured here.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     sem, samples = asyncio.Semaphore(concurrency), []
 
     async def one(session, i, record):
@@ -177,7 +179,6 @@ def main() -> None:
         print(f"created {n:,} workloads over {t} tenants in {time.monotonic() - began:.0f} s", file=sys.stderr)
 
         rows = []
-        adm = client.AdmissionregistrationV1Api(config.new_client_from_config(kc))
         core = client.CoreV1Api(config.new_client_from_config(kc))
         ledger = work / "ledger.db"
         for label in ("first start (empty ledger)", "restart (ledger present)"):
@@ -185,8 +186,8 @@ def main() -> None:
             run = Run(work, kc, ledger, label.split()[0])
             ready_s = run.wait_ready()
             rss_ready = rss_mib(run.proc.pid)
-            ca = base64.b64decode(adm.read_validating_webhook_configuration("entitle").webhooks[0].client_config.ca_bundle)
-            samples = asyncio.run(reviews(run.port, ca, 500, 10, f"ns-{tenants[0]}"))
+            print(f"{label}: ready after {ready_s:.1f} s, RSS {rss_ready:.0f} MiB", file=sys.stderr)
+            samples = asyncio.run(reviews(run.port, 500, 10, f"ns-{tenants[0]}"))
             time.sleep(args.steady_seconds)   # the first minute of steady state (a benchmark, not a test)
             rss_steady = rss_mib(run.proc.pid)
             ticks = metric(run.metrics_port, "entitle_status_tick_seconds_count")
