@@ -33,7 +33,6 @@ NOTICES = {
     ("OverCap", "OverCap"): "OverCap",
     ("BurstBudgetUsedUp", "BudgetUsedUp"): "BurstBudgetUsedUp",
 }
-KINDS = tuple(dict.fromkeys(NOTICES.values()))
 # Which conditions carry notices on which object.
 LICENSE_CONDITIONS = ("ExpiringSoon", "InGrace")
 TENANT_CONDITIONS = ("UsageHigh", "InBurst", "OverCap", "BurstBudgetUsedUp")

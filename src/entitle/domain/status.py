@@ -38,7 +38,7 @@ def _pool(used: int, cap: PoolEntitlement, clock: BurstClock | None, now: dateti
     return out
 
 
-def _fmt(used: int, cap: PoolEntitlement) -> str:
+def summary(used: int, cap: PoolEntitlement) -> str:
     return f"{used}/{'-' if cap.max is None else cap.max}"
 
 
@@ -63,6 +63,14 @@ def expiring_condition(lic: ReadLicense, now: datetime, previous: list[dict]) ->
                      lic.generation, previous, now)
 
 
+def pools_over_cap(ent: Entitlement, usage: TenantUsage, bursts: dict[str, BurstClock], now: datetime) -> list[str]:
+    """Pools over the cap, where increases are denied: beyond max + extra, or above max with
+    no burst budget left this month (License and TenantEntitlement ``OverCap``)."""
+    return [p for p, used, cap in (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats))
+            if cap.hard_limit is not None and (used > cap.hard_limit or (
+                pool_over(used, cap) and (bursts.get(p) or BurstClock()).used_at(now) >= cap.burst_window.total_seconds()))]
+
+
 def license_status(lic: ReadLicense, ent: Entitlement, usage: TenantUsage,
                    bursts: dict[str, BurstClock], now: datetime, previous: list[dict]) -> dict:
     gen = lic.generation
@@ -70,9 +78,7 @@ def license_status(lic: ReadLicense, ent: Entitlement, usage: TenantUsage,
     valid = phase is not Phase.INVALID
     over = [p for p, used, cap in (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats))
             if pool_over(used, cap)]
-    over_hard = [p for p, used, cap in (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats))
-                 if cap.hard_limit is not None and (used > cap.hard_limit or (
-                     pool_over(used, cap) and (bursts.get(p) or BurstClock()).used_at(now) >= cap.burst_window.total_seconds()))]
+    over_hard = pools_over_cap(ent, usage, bursts, now)
     conditions = [
         condition("Valid", valid, "Valid" if valid else (lic.invalid_code or "RuleCompileError"),
                   lic.invalid_reason or "all rules compile", gen, previous, now),
@@ -99,7 +105,7 @@ def license_status(lic: ReadLicense, ent: Entitlement, usage: TenantUsage,
         "seats": _pool(usage.seats, ent.seats, bursts.get("seats"), now),
         "features": {f: clamp_int64(n) for f, n in usage.features().items()},
         "burstMonth": month_key(now),
-        "summary": f"instances {_fmt(usage.units, ent.instances)} seats {_fmt(usage.seats, ent.seats)}",
+        "summary": f"instances {summary(usage.units, ent.instances)} seats {summary(usage.seats, ent.seats)}",
     }
 
 

@@ -16,7 +16,7 @@ from entitle.api.limits import clamp_int64
 from entitle.domain.bursts import BurstClock
 from entitle.domain.entitlement import Entitlement, PoolEntitlement
 from entitle.domain.licenses import Phase, ReadLicense
-from entitle.domain.status import condition, pool_over
+from entitle.domain.status import condition, pool_over, pools_over_cap, summary
 from entitle.domain.usage import TenantUsage
 
 
@@ -29,10 +29,6 @@ def _pool(used: int, cap: PoolEntitlement, clock: BurstClock | None, now: dateti
     if window:
         out["burstWindow"] = format_duration(cap.burst_window)
     return out
-
-
-def _summary(used: int, cap: PoolEntitlement) -> str:
-    return f"{used}/{'-' if cap.max is None else cap.max}"
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -57,10 +53,9 @@ def tenant_view(tenant: str, ent: Entitlement, usage: TenantUsage, bursts: dict[
     clocks = {p: bursts.get(p) or BurstClock() for p, _, _ in pools}
     spent = {p: cap.burst_window.total_seconds() > 0 and clocks[p].used_at(now) >= cap.burst_window.total_seconds()
              for p, _, cap in pools}
-    # Over the cap = increases are denied (beyond max + extra, or above max with no budget
-    # left), as License status says; above max with budget left is bursting.
-    over = [p for p, used, cap in pools if cap.hard_limit is not None and (
-        used > cap.hard_limit or (pool_over(used, cap) and (spent[p] or cap.burst_window.total_seconds() == 0)))]
+    # Over the cap = increases are denied, as License status says; above max with budget left
+    # is bursting.
+    over = pools_over_cap(ent, usage, bursts, now)
     bursting = [p for p, used, cap in pools if pool_over(used, cap) and p not in over]
     at_max = [p for p, used, cap in pools if cap.max is not None and cap.max > 0 and used >= cap.max]
     high = [p for p, used, cap in pools if cap.max is not None and cap.max > 0 and used * 5 >= cap.max * 4
@@ -89,8 +84,8 @@ def tenant_view(tenant: str, ent: Entitlement, usage: TenantUsage, bursts: dict[
         "enforcement": ent.enforcement if ent.active else None,
         "instances": _pool(usage.units, ent.instances, bursts.get("instances"), now),
         "seats": _pool(usage.seats, ent.seats, bursts.get("seats"), now),
-        "instancesSummary": _summary(usage.units, ent.instances),
-        "seatsSummary": _summary(usage.seats, ent.seats),
+        "instancesSummary": summary(usage.units, ent.instances),
+        "seatsSummary": summary(usage.seats, ent.seats),
         "features": [_no_nulls({"name": f.name, "requires": sorted(f.requires), "trialEnds": _time(f.trial_ends),
                       "trialOver": f.trial_ends is not None and now >= f.trial_ends,
                       "limit": f.limit, "used": usage.feature_count(f.name)})
