@@ -84,6 +84,22 @@ def cluster(tmp_path_factory):
         plane.stop(keep=bool(os.environ.get("ENTITLE_KEEP_LOGS")) or failed_before != getattr(pytest, "_entitle_failed", 0))
 
 
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A real PostgreSQL server (tests/postgres.py) for the whole session."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer(tmp_path_factory.mktemp("postgres")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server) -> str:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()
+
+
 OPERATOR_NAMESPACE = "entitle-system"
 # Release "entitle" in entitle-system: objects named "entitle" (ServiceAccount, roles, the
 # webhook configurations), as a user's `helm install entitle charts/entitle` makes them.
@@ -237,10 +253,29 @@ class Operator:
         else:
             self.clock_file.write_text(rfc3339)
 
+    @property
+    def ledger_location(self) -> str:
+        """What ``entitle usage export --ledger`` takes: the SQLite path or the PostgreSQL DSN."""
+        return self.postgres or str(self.ledger)
+
+    @property
+    def postgres(self) -> str | None:
+        import yaml
+
+        return (yaml.safe_load(self.config.read_text()).get("ledger") or {}).get("postgres")
+
     def records(self) -> list[dict]:
         import json
         import sqlite3
 
+        if self.postgres:
+            import psycopg
+
+            with psycopg.connect(self.postgres) as db:
+                try:
+                    return [json.loads(b) for (b,) in db.execute("SELECT body FROM records ORDER BY seq")]
+                except psycopg.errors.UndefinedTable:
+                    return []
         if not self.ledger.exists():
             return []
         db = sqlite3.connect(str(self.ledger))

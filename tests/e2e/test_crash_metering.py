@@ -157,12 +157,19 @@ def totals_from_log(log: list[dict], start: int, end: int) -> dict:
     return meters
 
 
-def test_churn_with_random_sigkills_loses_and_doubles_nothing(cluster, tmp_path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_config(request) -> dict:
+    if request.param == "sqlite":
+        return {}
+    return {"ledger": {"postgres": request.getfixturevalue("postgres_dsn")}}
+
+
+def test_churn_with_random_sigkills_loses_and_doubles_nothing(cluster, tmp_path, ledger_config):
     rnd = random.Random(20261127)
     tenant, ns, lic = unique("crash"), unique("ns"), unique("lic")
     apply(cluster, namespace(ns, tenant), license(lic, tenant, instances={"max": 1_000_000},
                                                   features=[{"name": "sso"}, {"name": "audit"}]))
-    operator = Operator(cluster, tmp_path).start()
+    operator = Operator(cluster, tmp_path, extra_config=ledger_config).start()
     wait_for(lambda: ((get(cluster, "license", lic) or {}).get("status") or {}).get("summary"), message="license seen")
     churn = Churn(api_client(cluster), ns, rnd)
 
@@ -219,7 +226,7 @@ def test_churn_with_random_sigkills_loses_and_doubles_nothing(cluster, tmp_path)
     times = sorted(_epoch(e["time"]) for e in churn.log)
     start, end = times[len(times) // 10], times[-1] + 1800
     fmt = lambda t: datetime.utcfromtimestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
-    proc = subprocess.run([sys.executable, "-m", "entitle.cli", "usage", "export", "--ledger", str(operator.ledger),
+    proc = subprocess.run([sys.executable, "-m", "entitle.cli", "usage", "export", "--ledger", operator.ledger_location,
                            "--from", fmt(start), "--to", fmt(end), "--tenant", tenant],
                           capture_output=True, text=True)
     operator.stop()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from entitle.api.common import parse_time as parse_rfc3339
-from entitle.domain.records import LICENSE_TYPE, WORKLOAD_TYPE
+from entitle.domain.records import AMENDMENT_TYPE, LICENSE_TYPE, WORKLOAD_TYPE, is_amendable
 
 # Order within one second and generation: a move out comes before a move in, a deletion last.
 _WORKLOAD_OPS = {"created": 0, "updated": 1, "movedOut": 2, "movedIn": 3, "deleted": 4}
@@ -47,6 +47,10 @@ class Event:
     features: tuple[str, ...] = ()
     instance_max: int | None = None
     removes: bool = False
+    # Amendments (kind "amendment"): ``time`` is the corrected period's start, ``until`` its end.
+    meter: str | None = None
+    quantity: float = 0.0
+    until: int = 0
 
     def sort_key(self) -> tuple:
         return (self.time, self.type_rank, self.generation, self.op_rank, self.source, self.id)
@@ -54,12 +58,12 @@ class Event:
     def to_row(self) -> list:
         return [self.time, self.type_rank, self.generation, self.op_rank, self.source, self.id, self.tenant,
                 self.kind, self.key, self.units, list(self.users), list(self.features), self.instance_max,
-                self.removes]
+                self.removes, self.meter, self.quantity, self.until]
 
     @classmethod
     def from_row(cls, row: list) -> Event:
         return cls(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
-                   tuple(row[10]), tuple(row[11]), row[12], row[13])
+                   tuple(row[10]), tuple(row[11]), row[12], row[13], row[14], row[15], row[16])
 
 
 class BadRecord(ValueError):
@@ -69,6 +73,8 @@ class BadRecord(ValueError):
 def to_event(record: dict[str, Any]) -> Event | None:
     """Reduce a CloudEvent to an :class:`Event`; records of other types give ``None``."""
     rtype = record.get("type")
+    if rtype == AMENDMENT_TYPE:
+        return _amendment(record)
     if rtype not in (WORKLOAD_TYPE, LICENSE_TYPE):
         return None
     try:
@@ -103,6 +109,37 @@ def to_event(record: dict[str, Any]) -> Event | None:
         raise BadRecord(f"{type(exc).__name__}: {exc}") from None
 
 
+def _amendment(record: dict[str, Any]) -> Event:
+    data = record.get("data")
+    if not isinstance(data, dict):
+        raise BadRecord("amendment without a data object")
+    tenant, meter = data.get("tenant") or record.get("subject"), data.get("meter")
+    if not isinstance(tenant, str) or not tenant:
+        raise BadRecord("amendment without a tenant")
+    if not isinstance(meter, str) or not is_amendable(meter):
+        raise BadRecord(f"amendment of {meter!r}: only additive meters can be amended")
+    quantity = data.get("quantity")
+    if isinstance(quantity, bool) or not isinstance(quantity, (int, float)) or not math.isfinite(quantity):
+        raise BadRecord("amendment quantity is not a finite number")
+    try:
+        start, end = parse_time(data["from"]), parse_time(data["to"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise BadRecord("amendment period from/to is not RFC 3339") from None
+    if end < start:
+        raise BadRecord("amendment period ends before it starts")
+    return Event(start, 2, 0, 0, str(record.get("source", "")), str(record.get("id")), tenant, "amendment", meter,
+                 meter=meter, quantity=float(quantity), until=end)
+
+
+def amendment_share(event: Event, start: int, end: int) -> float:
+    """The part of an amendment's quantity that falls in ``[start, end)`` (spread evenly over
+    its period; a period of zero length counts where it lies)."""
+    if event.until == event.time:
+        return event.quantity if start <= event.time < end else 0.0
+    overlap = min(event.until, end) - max(event.time, start)
+    return event.quantity * overlap / (event.until - event.time) if overlap > 0 else 0.0
+
+
 def _names(value: Any, field: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -127,6 +164,7 @@ class TenantMeter:
     peak_instances: int = 0
     peak_seats: int = 0
     peaked: bool = False
+    amended: Counter = field(default_factory=Counter)
 
     def integrate(self, until: int, start: int, end: int) -> None:
         begin = self.cursor if self.cursor is not None else until
@@ -185,6 +223,12 @@ class Metering:
     def feed(self, event: Event) -> None:
         if event.time >= self.end or (self.only is not None and event.tenant != self.only):
             return
+        if event.kind == "amendment":
+            # Corrections change no state: they add to the meters, outside the integration.
+            share = amendment_share(event, self.start, self.end)
+            if share:
+                self.tenants.setdefault(event.tenant, TenantMeter()).amended[event.meter] += share
+            return
         if event.time != self._group_time:
             self._close_group()
             self._group_time = event.time
@@ -211,17 +255,22 @@ class Metering:
             meter.integrate(self.end, self.start, self.end)
             if not meter.peaked and self.start < self.end:
                 meter.observe_peak()
-            features = set(meter.feature_seconds) | meter.features_in_period
+            amended = meter.amended
+            amended_features = {m.split(":", 1)[1]: q for m, q in amended.items() if ":" in m}
+            features = set(meter.feature_seconds) | meter.features_in_period | set(amended_features)
             out[tenant] = {
-                "instance_hours": _hours(meter.unit_seconds),
+                "instance_hours": _hours(meter.unit_seconds, amended.get("instance_hours")),
                 "peak_instances": meter.peak_instances,
-                "overage_instance_hours": _hours(meter.overage_unit_seconds),
+                "overage_instance_hours": _hours(meter.overage_unit_seconds, amended.get("overage_instance_hours")),
                 "peak_seats": meter.peak_seats,
-                "seat_hours": _hours(meter.seat_seconds),
-                "feature_workload_hours": {f: _hours(meter.feature_seconds.get(f, 0)) for f in sorted(features)},
+                "seat_hours": _hours(meter.seat_seconds, amended.get("seat_hours")),
+                "feature_workload_hours": {f: _hours(meter.feature_seconds.get(f, 0), amended_features.get(f))
+                                           for f in sorted(features)},
             }
         return out
 
 
-def _hours(seconds: int) -> float:
+def _hours(seconds: int, amended: float | None = None) -> float:
+    if amended:
+        return round(seconds / 3600 + amended, 6)
     return round(seconds / 3600, 6)

@@ -18,6 +18,11 @@ from entitle.domain.normalization import InstanceTable
 WORKLOAD_TYPE = "dev.entitle.workload.v1"
 LICENSE_TYPE = "dev.entitle.license.v1"
 NOTICE_TYPE = "dev.entitle.notice.v1"
+AMENDMENT_TYPE = "dev.entitle.amendment.v1"
+AMENDMENT_SOURCE = "entitle.dev/amend"
+# The meters an amendment may correct: the additive ones (a peak is not a sum to correct).
+AMENDABLE_METERS = ("instance_hours", "overage_instance_hours", "seat_hours")
+AMENDABLE_PREFIX = "feature_workload_hours:"
 DEFAULT_SOURCE = "entitle.dev/operator"
 
 
@@ -90,6 +95,26 @@ def notice_record(kind: str, tenant: str, subject_kind: str, subject: str, uid: 
     data = {"notice": kind, "kind": subject_kind, "name": subject, "uid": uid, "message": message}
     return _event(NOTICE_TYPE, record_id("notice", subject_kind, uid or subject, kind, format_time(time)),
                   tenant, time, {k: v for k, v in data.items() if v is not None}, source)
+
+
+def is_amendable(meter: str) -> bool:
+    return meter in AMENDABLE_METERS or (meter.startswith(AMENDABLE_PREFIX) and len(meter) > len(AMENDABLE_PREFIX))
+
+
+def amendment_record(tenant: str, meter: str, start: datetime, end: datetime, quantity: float, reason: str,
+                     time: datetime, author: str | None = None) -> dict:
+    """``dev.entitle.amendment.v1``: a correction of an additive meter over ``[start, end)``,
+    spread evenly over that period (export and push count the share inside their window).
+
+    The id pins what is corrected (tenant, meter, period, quantity, reason) and not when: the
+    same amendment run twice by a retrying script is stored once. Correcting the same period
+    by the same amount a second time needs its own reason."""
+    data = {"tenant": tenant, "meter": meter, "from": format_time(start), "to": format_time(end),
+            "quantity": quantity, "reason": reason}
+    if author:
+        data["author"] = author
+    return _event(AMENDMENT_TYPE, record_id("amendment", tenant, meter, data["from"], data["to"], repr(float(quantity)),
+                                            reason), tenant, time, data, AMENDMENT_SOURCE)
 
 
 def vanished_workload_record(last: dict, time: datetime) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -54,6 +55,28 @@ class WebhookConfig(BaseModel):
     license_failure_policy: str = Field("Ignore", alias="licenseFailurePolicy")
 
 
+class LedgerConfig(BaseModel):
+    """Where usage records are kept first (DESIGN "Billing delivery": ledger backends)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    # SQLite (the embedded default): one file per replica, on a local volume -- never a file
+    # shared by two processes over a network filesystem (SQLite's locking is not safe there).
+    path: str | None = None
+    # PostgreSQL DSN (``postgresql://user@host:5432/entitle``): every replica writes this one
+    # database. ``postgresFile``: read the DSN from a file (a mounted Secret) instead.
+    postgres: str | None = None
+    postgres_file: str | None = Field(None, alias="postgresFile")
+
+    def dsn(self) -> str | None:
+        if self.postgres_file:
+            try:
+                return Path(self.postgres_file).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"ledger.postgresFile {self.postgres_file}: {exc.strerror or exc}") from None
+        return self.postgres
+
+
 class OperatorConfig(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -66,6 +89,9 @@ class OperatorConfig(BaseModel):
     # long is replaced.
     lease_seconds: float = Field(15.0, alias="leaseSeconds")
     ledger_path: str = Field("/var/lib/entitle/ledger.db", alias="ledgerPath")
+    # ``ledger: {path}`` or ``ledger: {postgres: DSN}``; ``ledgerPath`` is the older spelling of
+    # ``ledger.path`` and still honoured.
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     source: str = "entitle.dev/operator"
     # How long a capacity hold outlives its admission: longer than the webhook timeout plus the
     # watch lag, so an admitted object is counted from the watch before its hold lapses.
@@ -123,6 +149,29 @@ class OperatorConfig(BaseModel):
                                  "sink its own name (the key of its position in the ledger)")
             seen[name] = index
         return sinks
+
+    @field_validator("ledger")
+    @classmethod
+    def _one_ledger(cls, ledger: LedgerConfig) -> LedgerConfig:
+        if ledger.postgres and ledger.postgres_file:
+            raise ValueError("set either postgres or postgresFile, not both")
+        if ledger.path and (ledger.postgres or ledger.postgres_file):
+            raise ValueError("set either path (SQLite) or postgres, not both")
+        return ledger
+
+    def open_ledger(self) -> Any:
+        from entitle.adapters.metering.ledger import open_ledger
+
+        dsn = self.ledger.dsn()
+        return open_ledger(self.ledger.path or self.ledger_path, postgres=dsn)
+
+    def ledger_name(self) -> str:
+        """The ledger for logs: the SQLite path, or the PostgreSQL server without credentials."""
+        if self.ledger.postgres or self.ledger.postgres_file:
+            from entitle.adapters.metering.postgres import _redacted
+
+            return "postgres " + _redacted(self.ledger.dsn() or "")
+        return self.ledger.path or self.ledger_path
 
     def instance_table(self) -> InstanceTable:
         return InstanceTable(self.normalization)

@@ -18,7 +18,6 @@ from entitle.adapters.kube.holds import AsyncHoldStore
 from entitle.adapters.kube.client import KubeApi
 from entitle.adapters.kube.lease import LeaseElector
 from entitle.adapters.webhook.server import AdmissionServer
-from entitle.adapters.metering.ledger import Ledger
 from entitle.domain.state import ClusterState
 from entitle.operator import config as configmod
 from entitle.operator.controller import Controller
@@ -59,7 +58,11 @@ def run(args: argparse.Namespace) -> int:
 
         bind_to_parent()
     api = KubeApi()
-    ledger = Ledger(cfg.ledger_path)
+    try:
+        ledger = cfg.open_ledger()
+    except Exception as exc:   # LedgerUnavailable, an unreadable DSN file, a bad SQLite path
+        log.error("entitle run: cannot open the ledger (%s): %s", cfg.ledger_name(), exc)
+        return 2
     state = ClusterState(cfg.instance_table())
     state.signing_keys = cfg.public_keys()
     controller = Controller(cfg, state, ledger, api)
@@ -141,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                                              timedelta(seconds=cfg.lease_seconds)),
                     period=max(0.5, cfg.lease_seconds / 5))))
         log.info("entitle operator started", extra={"webhook_port": cfg.webhook.port,
-                                                    "ledger": cfg.ledger_path})
+                                                    "ledger": cfg.ledger_name()})
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:

@@ -100,7 +100,53 @@ def events_from_file(path: str, progress_stream: IO[str] | None) -> Iterator[Eve
     progress.close()
 
 
+def is_postgres(location: str) -> bool:
+    """``--ledger`` takes a SQLite path or a PostgreSQL URI (``postgresql://...``)."""
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def _events_from_postgres(dsn: str, progress_stream: IO[str] | None) -> Iterator[Event]:
+    import psycopg
+
+    from entitle.adapters.metering.postgres import _redacted
+
+    name = _redacted(dsn)
+    try:
+        db = psycopg.connect(dsn, connect_timeout=10)
+        total = db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    except psycopg.Error as exc:
+        raise ExportError(f"{name}: cannot open the ledger: {str(exc).strip()}") from None
+    progress = Progress(progress_stream, total, "reading ledger")
+    number = 0
+    try:
+        # A server-side cursor streams: memory stays flat however large the ledger.
+        with db.transaction(), db.cursor(name="entitle_export") as cur:
+            cur.itersize = 20_000
+            cur.execute("SELECT body FROM records ORDER BY seq")
+            for number, (body,) in enumerate(cur, 1):
+                progress.advance(1)
+                yield _event_from_body(body, name, number)
+    except psycopg.Error as exc:
+        raise ExportError(f"{name}: reading the ledger failed after record {number}: {str(exc).strip()}") from None
+    finally:
+        db.close()
+        progress.close()
+
+
+def _event_from_body(body: str, name: str, number: int) -> Event | None:
+    try:
+        record = json.loads(body)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        return to_event(record)
+    except (BadRecord, ValueError, TypeError) as exc:
+        raise ExportError(f"{name}: record {number}: {exc}") from None
+
+
 def events_from_ledger(path: str, progress_stream: IO[str] | None) -> Iterator[Event]:
+    if is_postgres(path):
+        yield from (e for e in _events_from_postgres(path, progress_stream) if e is not None)
+        return
     try:
         db = open_readonly(path)
         total = db.execute("SELECT COUNT(*) FROM records").fetchone()[0]

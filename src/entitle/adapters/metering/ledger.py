@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS cursors (
 class Ledger:
     """Append-only store of usage records. Thread-safe; one writer connection."""
 
+    backend = "sqlite"
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +140,27 @@ class Ledger:
             for seq, record in rows:
                 yield record
 
+    def iter_bodies(self, batch: int = 50_000) -> Iterator[str]:
+        """Every record's stored JSON text, in ledger order (what export reads)."""
+        seq = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute("SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                                        (seq, batch)).fetchall()
+            if not rows:
+                return
+            seq = rows[-1][0]
+            for _, body in rows:
+                yield body
+
+    def cursors(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT sink, seq FROM cursors").fetchall())
+
+    def connection(self) -> Any:
+        """The connection, for callers that keep their own tables beside the records (push)."""
+        return self._db
+
     def count(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
@@ -159,6 +182,17 @@ class Ledger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def open_ledger(path: str | Path | None = None, postgres: str | None = None) -> Any:
+    """The configured ledger: PostgreSQL when a DSN is given, else the SQLite file at ``path``."""
+    if postgres:
+        from entitle.adapters.metering.postgres import PostgresLedger
+
+        return PostgresLedger(postgres)
+    if path is None:
+        raise ValueError("a ledger needs a path or a postgres DSN")
+    return Ledger(path)
 
 
 def open_readonly(path: str | Path) -> sqlite3.Connection:

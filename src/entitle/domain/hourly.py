@@ -1,0 +1,100 @@
+"""Meters per UTC hour: what ``entitle usage push`` hands a billing system.
+
+The same arithmetic as :class:`entitle.domain.meters.Metering` (whole seconds, time-ordered
+records, everything before the window builds the state carried into it), with every
+integrated second booked to the hour it falls in. Additive meters per hour sum to the
+export's total over the same whole hours (each hour rounded to 6 decimals on its own).
+
+Peaks per hour (for systems that aggregate by max) are the largest state that held for a
+positive time inside the hour.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from entitle.domain.meters import Event, TenantMeter, amendment_share
+
+HOUR = 3600
+ADDITIVE = ("instance_hours", "overage_instance_hours", "seat_hours")
+PEAKS = ("peak_instances", "peak_seats")
+FEATURE_METER = "feature_workload_hours:"
+
+
+class _HourMeter(TenantMeter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hours: dict[int, Counter] = defaultdict(Counter)
+        self.peaks: dict[int, dict[str, int]] = defaultdict(lambda: {"peak_instances": 0, "peak_seats": 0})
+
+    def integrate(self, until: int, start: int, end: int) -> None:
+        begin = self.cursor if self.cursor is not None else until
+        lo, hi = max(begin, start), min(until, end)
+        hour = lo - lo % HOUR
+        while hour < hi:
+            a, b = max(lo, hour), min(hi, hour + HOUR)
+            dt = b - a
+            bucket = self.hours[hour]
+            bucket["instance_hours"] += self.units * dt
+            if self.instance_max is not None and self.units > self.instance_max:
+                bucket["overage_instance_hours"] += (self.units - self.instance_max) * dt
+            bucket["seat_hours"] += len(self.users) * dt
+            for feature, count in self.features.items():
+                bucket[FEATURE_METER + feature] += count * dt
+            peaks = self.peaks[hour]
+            peaks["peak_instances"] = max(peaks["peak_instances"], self.units)
+            peaks["peak_seats"] = max(peaks["peak_seats"], len(self.users))
+            hour += HOUR
+        self.cursor = max(begin, until)
+
+
+class HourlyMetering:
+    """Feed time-ordered events (as for :class:`Metering`); :meth:`finish` gives
+    ``{tenant: {hour_start: {meter: quantity}}}`` for every hour of ``[start, end)`` that
+    had any usage or amendment. ``start`` and ``end`` are whole UTC hours."""
+
+    def __init__(self, start: int, end: int, tenant: str | None = None) -> None:
+        if start % HOUR or end % HOUR:
+            raise ValueError("hourly metering needs whole-hour bounds")
+        self.start, self.end, self.only = start, end, tenant
+        self.tenants: dict[str, _HourMeter] = {}
+        self.amended: dict[str, dict[int, Counter]] = defaultdict(lambda: defaultdict(Counter))
+
+    def feed(self, event: Event) -> None:
+        if event.time >= self.end or (self.only is not None and event.tenant != self.only):
+            return
+        if event.kind == "amendment":
+            first = max(self.start, event.time - event.time % HOUR)
+            last = min(self.end, event.until if event.until > event.time else event.time + 1)
+            for hour in range(first, last, HOUR):
+                share = amendment_share(event, hour, hour + HOUR)
+                if share:
+                    self.amended[event.tenant][hour][event.meter] += share
+            return
+        meter = self.tenants.get(event.tenant)
+        if meter is None:
+            meter = self.tenants[event.tenant] = _HourMeter()
+        meter.integrate(event.time, self.start, self.end)
+        meter.apply(event)
+
+    def finish(self) -> dict[str, dict[int, dict[str, float]]]:
+        out: dict[str, dict[int, dict[str, float]]] = {}
+        for tenant in sorted(set(self.tenants) | set(self.amended)):
+            meter = self.tenants.get(tenant)
+            if meter is not None:
+                meter.integrate(self.end, self.start, self.end)
+            hours: dict[int, dict[str, float]] = {}
+            for hour in sorted(set(meter.hours if meter else ()) | set(self.amended.get(tenant, ()))):
+                seconds = meter.hours.get(hour, Counter()) if meter else Counter()
+                amended = self.amended.get(tenant, {}).get(hour, Counter())
+                quantities: dict[str, Any] = {}
+                for name in sorted(set(ADDITIVE) | set(seconds) | set(amended)):
+                    quantities[name] = round(seconds.get(name, 0) / HOUR + amended.get(name, 0.0), 6)
+                if meter is not None and hour in meter.peaks:
+                    quantities.update(meter.peaks[hour])
+                else:
+                    quantities.update({"peak_instances": 0, "peak_seats": 0})
+                hours[hour] = quantities
+            out[tenant] = hours
+        return out
