@@ -113,15 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex = usub.add_parser("export", help="per-tenant usage totals for [from, to)")
     src = ex.add_mutually_exclusive_group(required=True)
     src.add_argument("--ledger", action="append",
-                     help="an operator replica's ledger (SQLite file); repeat to merge several replicas' "
-                          "ledgers (records with the same source and id count once)")
+                     help="an operator replica's ledger (SQLite file, or a postgresql:// DSN); repeat to merge "
+                          "several replicas' ledgers (records with the same source and id count once)")
     src.add_argument("--events", help="CloudEvents JSON-lines file ('-' for stdin)")
     ex.add_argument("--from", dest="start", required=True, help="RFC 3339 start (inclusive)")
     ex.add_argument("--to", dest="end", required=True, help="RFC 3339 end (exclusive)")
     ex.add_argument("--tenant", help="only this tenant")
     ex.add_argument("--format", choices=["csv", "json"], default="json")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
-    p.set_defaults(func=cmd_usage_export)
+    ex.set_defaults(func=cmd_usage_export)
+    from entitle.adapters.metering.push.cli import add_parsers as add_push_parsers
+
+    add_push_parsers(usub)
     return parser
 
 
