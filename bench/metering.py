@@ -1,11 +1,14 @@
-"""Metering throughput: ledger appends per second, and `entitle usage export` over 1,000,000
-records (time and peak memory) against a naive baseline measured in the same run.
+"""Metering throughput: ledger appends per second (SQLite and PostgreSQL; one record per
+transaction, and the operator's group-committing writer under load), and `entitle usage
+export` over 1,000,000 records (time and peak memory) against baselines measured in the same
+run.
 
-    python bench/metering.py [--records 1000000] [--dir /tmp/entitle-bench]
+    python bench/metering.py [--records 1000000] [--big 10000000] [--postgres DSN] [--dir D]
 
-Baselines: appending the same records to a plain file with one fsync per record (the ledger
-fsyncs per append too); reading the same JSONL with the standard json module and summing
-units per tenant naively (no sorting, no dedup, no time integration).
+Baselines: appending the same records to a plain file with one fsync per record; reading the
+same JSONL with the standard json module and summing units per tenant naively (no sorting, no
+dedup, no time integration); the export's Python reference engine (ENTITLE_EXPORT_ENGINE=python).
+Without --postgres a server is started from the Debian package's binaries (tests/postgres.py).
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ print(len(totals))
 """
 
 
+def export_argv(events: Path, out: Path) -> list[str]:
+    return ["sh", "-c", f'"{sys.executable}" -m entitle.cli usage export --events "{events}" '
+            f'--from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z --no-progress > "{out}"']
+
+
 def timed_subprocess(argv: list[str]) -> tuple[float, float]:
     """(seconds, peak RSS MiB) of a child process."""
     wrapper = ("import resource, subprocess, sys, time; s = time.perf_counter(); "
@@ -67,6 +75,53 @@ def timed_subprocess(argv: list[str]) -> tuple[float, float]:
     out = subprocess.run([sys.executable, "-c", wrapper, *argv], capture_output=True, text=True, check=True)
     seconds, mib = out.stdout.split()
     return float(seconds), float(mib)
+
+
+def bench_writer(make_ledger, label: str, count: int = 50_000, producers: int = 4) -> float:
+    """The operator's path: many producers submit, one writer thread group-commits."""
+    import threading
+
+    from entitle.adapters.metering.ledger import LedgerWriter
+
+    records = list(make_records(count, seed=3))
+    writer = LedgerWriter(make_ledger())
+    start = time.perf_counter()
+
+    def produce(part: list) -> None:
+        for r in part:
+            writer.submit(r)
+
+    threads = [threading.Thread(target=produce, args=(records[i::producers],)) for i in range(producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.barrier().result(timeout=600)
+    rate = count / (time.perf_counter() - start)
+    writer.close()
+    print(f"{label}: group commit under load ({producers} producers, {count:,} records): {rate:,.0f} records/s")
+    return rate
+
+
+def bench_postgres(dsn: str, count: int = 2000) -> None:
+    from entitle.adapters.metering.postgres import PostgresLedger
+
+    import psycopg
+
+    def fresh() -> PostgresLedger:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute("DROP TABLE IF EXISTS records, live, cursors")
+        return PostgresLedger(dsn)
+
+    records = list(make_records(count, seed=2))
+    ledger = fresh()
+    start = time.perf_counter()
+    for r in records:
+        ledger.append([r])
+    single = count / (time.perf_counter() - start)
+    ledger.close()
+    print(f"postgres: one record per transaction (commit each): {single:,.0f} records/s")
+    bench_writer(fresh, "postgres")
 
 
 def bench_appends(directory: Path, count: int = 2000) -> None:
@@ -93,16 +148,35 @@ def bench_appends(directory: Path, count: int = 2000) -> None:
     print(f"ledger appends/s, 100 records per transaction:            {batched:,.0f}")
     print(f"baseline: plain file append + fsync per record:            {plain:,.0f}  "
           f"(ledger/plain = {single / plain:.2f}x)")
+    counter = iter(range(1000))
+    bench_writer(lambda: Ledger(directory / f"writer-{next(counter)}.db"), "sqlite")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--dir", default=None)
+    parser.add_argument("--big", type=int, default=0, help="also export this many records (memory bound)")
+    parser.add_argument("--postgres", default=None, help="DSN of a PostgreSQL database to bench appends on")
+    parser.add_argument("--skip-appends", action="store_true")
     args = parser.parse_args()
     directory = Path(args.dir or tempfile.mkdtemp(prefix="entitle-bench-"))
     directory.mkdir(parents=True, exist_ok=True)
-    bench_appends(directory)
+    if not args.skip_appends:
+        bench_appends(directory)
+        server = None
+        dsn = args.postgres
+        if dsn is None:
+            sys.path.insert(0, str(ROOT))
+            from tests.postgres import PostgresServer
+
+            server = PostgresServer(directory / "postgres").start()
+            dsn = server.new_database()
+        try:
+            bench_postgres(dsn)
+        finally:
+            if server is not None:
+                server.stop()
 
     events = directory / "events.jsonl"
     with open(events, "w") as f:
@@ -111,12 +185,25 @@ def main() -> None:
     size_mib = events.stat().st_size / 2**20
     print(f"export input: {args.records:,} records, {size_mib:.0f} MiB JSONL")
     naive_s, naive_mib = timed_subprocess([sys.executable, "-c", NAIVE, str(events)])
-    export_s, export_mib = timed_subprocess([sys.executable, "-m", "entitle.cli", "usage", "export", "--events",
-                                             str(events), "--from", "2026-11-01T00:00:00Z",
-                                             "--to", "2026-12-01T00:00:00Z", "--no-progress"])
+    export_s, export_mib = timed_subprocess(export_argv(events, directory / "columnar.json"))
+    os.environ["ENTITLE_EXPORT_ENGINE"] = "python"
+    reference_s, reference_mib = timed_subprocess(export_argv(events, directory / "reference.json"))
+    del os.environ["ENTITLE_EXPORT_ENGINE"]
+    same = (directory / "reference.json").read_text() == (directory / "columnar.json").read_text()
     print(f"baseline (json.loads + naive sum):  {naive_s:6.1f} s  peak {naive_mib:6.0f} MiB")
-    print(f"entitle usage export:               {export_s:6.1f} s  peak {export_mib:6.0f} MiB  "
-          f"({export_s / naive_s:.1f}x the baseline's time, {args.records / export_s:,.0f} records/s)")
+    print(f"export, Python reference engine:    {reference_s:6.1f} s  peak {reference_mib:6.0f} MiB")
+    print(f"entitle usage export (columnar):    {export_s:6.1f} s  peak {export_mib:6.0f} MiB  "
+          f"({export_s / naive_s:.2f}x the naive pass, {reference_s / export_s:.1f}x faster than the reference, "
+          f"{args.records / export_s:,.0f} records/s); same numbers as the reference: {same}")
+    if args.big:
+        big = directory / "big.jsonl"
+        with open(big, "w") as f:
+            for r in make_records(args.big, seed=5):
+                f.write(json.dumps(r, separators=(",", ":")) + "\n")
+        big_s, big_mib = timed_subprocess(export_argv(big, directory / "big.json"))
+        print(f"export of {args.big:,} records ({big.stat().st_size / 2**30:.1f} GiB): {big_s:6.1f} s  "
+              f"peak {big_mib:6.0f} MiB")
+        big.unlink()
 
 
 if __name__ == "__main__":

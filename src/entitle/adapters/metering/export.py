@@ -27,8 +27,7 @@ from entitle.domain.meters import BadRecord, Event, Metering, parse_time, to_eve
 RUN_SIZE = 200_000
 
 
-class ExportError(Exception):
-    """The export's input or arguments are unusable; the message names where."""
+from entitle.adapters.metering.errors import ExportError  # noqa: E402  (re-exported)
 
 
 class Progress:

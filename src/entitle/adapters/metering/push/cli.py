@@ -19,8 +19,7 @@ from typing import Any
 
 import yaml
 
-from entitle.adapters.metering.export import ExportError, events_from_file, events_from_ledger, is_postgres, parse_bound
-from entitle.domain.meters import Event
+from entitle.adapters.metering.errors import ExportError
 
 HOUR = 3600
 
@@ -29,7 +28,9 @@ class PushInputError(Exception):
     """A push, amend or reconcile argument or input file is unusable; the message says which."""
 
 
-def _events(args: argparse.Namespace) -> Iterator[Event]:
+def _events(args: argparse.Namespace) -> Iterator[Any]:
+    from entitle.adapters.metering.export import events_from_file, events_from_ledger
+
     progress = sys.stderr if sys.stderr.isatty() and not getattr(args, "no_progress", False) else None
     if args.ledger:
         return itertools.chain.from_iterable(events_from_ledger(p, progress) for p in args.ledger)
@@ -37,6 +38,8 @@ def _events(args: argparse.Namespace) -> Iterator[Event]:
 
 
 def _window(args: argparse.Namespace, end_text: str) -> tuple[int, int]:
+    from entitle.adapters.metering.export import parse_bound
+
     start, end = parse_bound("--from", args.start), parse_bound("--to", end_text)
     if start % HOUR or end % HOUR:
         raise PushInputError("--from and --to must be whole UTC hours (quantities are pushed per hour)")
@@ -64,6 +67,7 @@ def _customers(path: str | None) -> dict[str, str] | None:
 
 def _store(args: argparse.Namespace, required: bool = True) -> Any:
     """Receipts live in ``--state`` (a SQLite file), else beside the records in the one ledger."""
+    from entitle.adapters.metering.export import is_postgres
     from entitle.adapters.metering.push.receipts import ReceiptStore
 
     if args.state:
@@ -125,6 +129,7 @@ def push_main(args: argparse.Namespace) -> int:
 
 
 def amend_main(args: argparse.Namespace) -> int:
+    from entitle.adapters.metering.export import is_postgres, parse_bound
     from entitle.adapters.metering.ledger import open_ledger
     from entitle.domain.records import amendment_record, is_amendable
 
@@ -157,6 +162,7 @@ def amend_main(args: argparse.Namespace) -> int:
 
 
 def reconcile_main(args: argparse.Namespace) -> int:
+    from entitle.adapters.metering.export import is_postgres, parse_bound
     from entitle.adapters.metering.ledger import open_ledger
     from entitle.adapters.metering.push.run import reconcile_pushes, reconcile_sinks
 
