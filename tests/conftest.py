@@ -100,6 +100,16 @@ def postgres_dsn(postgres_server) -> str:
     return postgres_server.new_database()
 
 
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory):
+    """A real Kafka broker (KRaft, one node; tests/kafka.py) for the whole session."""
+    from tests.kafka import KafkaBroker
+
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka")).start()
+    yield broker
+    broker.stop()
+
+
 OPERATOR_NAMESPACE = "entitle-system"
 # Release "entitle" in entitle-system: objects named "entitle" (ServiceAccount, roles, the
 # webhook configurations), as a user's `helm install entitle charts/entitle` makes them.
