@@ -283,3 +283,17 @@ def test_push_keeps_its_receipts_in_a_postgres_ledger(postgres_dsn, customers):
         assert_matches_export(server, postgres_dsn)
     finally:
         server.close()
+
+
+def test_last_hours_is_the_cron_window(ledger, customers, capsys):
+    lago = SERVERS["lago"]()
+    try:
+        argv = ["usage", "push", "--to", "lago", "--ledger", ledger, "--customers", customers, "--endpoint", lago.url]
+        assert main([*argv, "--last-hours", "2"]) == 0       # b (3 units) still runs: its last two hours
+        now_hour = int(time.time()) // 3600 * 3600
+        assert lago.hourly("cus_acme", "instance_hours") in (
+            {now_hour - 7200: 3.0, now_hour - 3600: 3.0}, {now_hour - 10800: 3.0, now_hour - 7200: 3.0})
+        assert main([*argv, "--last-hours", "0"]) == 2
+        assert main([*argv, "--last-hours", "2", "--from", H0]) == 2
+    finally:
+        lago.close()

@@ -99,10 +99,18 @@ def push_main(args: argparse.Namespace) -> int:
     try:
         vendors = [v for v in args.to if v in VENDORS]
         times = [v for v in args.to if v not in VENDORS]
-        if len(vendors) != 1 or len(times) != 1:
-            raise PushInputError("give --to twice: the destination (openmeter, stripe or lago) and the end time")
-        start, end = _window(args, times[0])
         now_hour = int(time.time()) // HOUR * HOUR
+        if args.last_hours is not None:
+            # A CronJob's window: the last N whole hours (re-pushing hours already sent is free).
+            if times or args.start or len(vendors) != 1 or args.last_hours < 1:
+                raise PushInputError("--last-hours N (N >= 1) replaces --from and the end time; give --to once, "
+                                     "the destination")
+            start, end = now_hour - args.last_hours * HOUR, now_hour
+        else:
+            if len(vendors) != 1 or len(times) != 1 or not args.start:
+                raise PushInputError("give --to twice: the destination (openmeter, stripe or lago) and the end time "
+                                     "(and --from), or --to once with --last-hours")
+            start, end = _window(args, times[0])
         if end > now_hour:
             print(f"entitle usage push: hours from {_fmt(max(start, now_hour))} are not over yet: left for a later push",
                   file=sys.stderr)
@@ -215,7 +223,8 @@ def add_parsers(usub: Any) -> None:
     src.add_argument("--events", help="CloudEvents JSON-lines file")
     p.add_argument("--to", action="append", required=True, metavar="openmeter|stripe|lago or TIME",
                    help="given twice: the destination, and the window's end (RFC 3339, a whole hour, exclusive)")
-    p.add_argument("--from", dest="start", required=True, help="window start (RFC 3339, a whole UTC hour)")
+    p.add_argument("--from", dest="start", help="window start (RFC 3339, a whole UTC hour)")
+    p.add_argument("--last-hours", type=int, help="instead of --from/--to: the last N whole hours (for a CronJob)")
     p.add_argument("--customers", required=True, help="YAML {tenant: customer or subscription id}")
     p.add_argument("--endpoint", help="the API base instead of the vendor's public one")
     p.add_argument("--state", help="SQLite file keeping what was acknowledged (default: the ledger itself)")
