@@ -117,10 +117,11 @@ async def reviews(port, count, concurrency, ns):
 class Run:
     """One operator process over the control plane, measured from its start."""
 
-    def __init__(self, work: Path, kc: str, ledger: Path, label: str) -> None:
+    def __init__(self, work: Path, kc: str, ledger: Path, label: str, extra: dict | None = None) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         cfg = {"ledgerPath": str(ledger), "metricsPort": self.metrics_port, "namespace": "entitle-system",
-               "webhook": {"listenHost": "127.0.0.1", "port": self.port, "registerURL": f"https://127.0.0.1:{self.port}"}}
+               "webhook": {"listenHost": "127.0.0.1", "port": self.port, "registerURL": f"https://127.0.0.1:{self.port}"},
+               **(extra or {})}
         path = work / f"config-{label}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         env = {**os.environ, "KUBECONFIG": kc, "ENTITLE_LOG_LEVEL": "WARNING"}

@@ -42,6 +42,14 @@ def history(seed: int) -> list[dict]:
                                  "operation": rnd.choice(["activated", "updated", "expired", "deleted"]),
                                  "entitlement": {"instances": {"max": maximum, "burstExtra": 0}}}})
             continue
+        if kind < 0.16 and kind >= 0.13:
+            tenant = rnd.choice(tenants)
+            hour = T0 + rnd.randint(-2, 12) * 3600
+            out.append({"specversion": "1.0", "source": "op", "id": f"f{i}", "type": "dev.entitle.feature.v1",
+                        "subject": tenant, "time": when,
+                        "data": {"tenant": tenant, "feature": rnd.choice(["sso", "audit"]), "hour": iso(hour),
+                                 "evaluations": rnd.randint(0, 50), "replica": "r0"}})
+            continue
         if kind < 0.13:
             tenant = rnd.choice(tenants)
             start = T0 + rnd.randint(-2, 10) * 1800

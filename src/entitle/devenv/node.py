@@ -343,12 +343,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             raise NodeError(f"ctr {' '.join(args)}: {proc.stderr}")
         return proc
 
-    def import_image(self, archive: Path, name: str | None = None) -> None:
-        """Put an image archive (docker-archive or OCI) into the node's image store."""
+    def import_image(self, archive: Path, name: str | None = None, attempts: int = 3) -> None:
+        """Put an image archive (docker-archive or OCI) into the node's image store.
+
+        Retried: containerd 1.6's garbage collector can remove the index blob ``ctr`` has just
+        written for ``--index-name`` before the image record points at it ("content digest
+        ... not found"; seen once in CI with an archive that was intact). A second import of the
+        same archive is idempotent."""
         args = ["images", "import", "--no-unpack=false", "--all-platforms"]
         if name:
             args += ["--index-name", name]
-        self.ctr(*args, str(archive))
+        for attempt in range(attempts):
+            try:
+                self.ctr(*args, str(archive))
+                return
+            except NodeError as exc:
+                if "not found" not in str(exc) or attempt + 1 == attempts:
+                    raise
+                time.sleep(1 + attempt)
 
     def add_volumes(self, count: int, owner: int = 65532) -> list[Path]:
         """hostPath PersistentVolumes (storage class ""), so claims bind as on kind's default

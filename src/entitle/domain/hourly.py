@@ -64,6 +64,8 @@ class HourlyMetering:
     def feed(self, event: Event) -> None:
         if event.time >= self.end or (self.only is not None and event.tenant != self.only):
             return
+        if event.kind == "feature":
+            return      # evaluations are not billed by the hour (export reports them)
         if event.kind == "amendment":
             first = max(self.start, event.time - event.time % HOUR)
             last = min(self.end, event.until if event.until > event.time else event.time + 1)

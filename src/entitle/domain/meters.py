@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from entitle.api.common import parse_time as parse_rfc3339
-from entitle.domain.records import AMENDMENT_TYPE, LICENSE_TYPE, WORKLOAD_TYPE, is_amendable
+from entitle.domain.records import AMENDMENT_TYPE, FEATURE_TYPE, LICENSE_TYPE, WORKLOAD_TYPE, is_amendable
 
 # Order within one second and generation: a move out comes before a move in, a deletion last.
 _WORKLOAD_OPS = {"created": 0, "updated": 1, "movedOut": 2, "movedIn": 3, "deleted": 4}
@@ -75,6 +75,8 @@ def to_event(record: dict[str, Any]) -> Event | None:
     rtype = record.get("type")
     if rtype == AMENDMENT_TYPE:
         return _amendment(record)
+    if rtype == FEATURE_TYPE:
+        return _feature_evaluations(record)
     if rtype not in (WORKLOAD_TYPE, LICENSE_TYPE):
         return None
     try:
@@ -131,6 +133,23 @@ def _amendment(record: dict[str, Any]) -> Event:
                  meter=meter, quantity=float(quantity), until=end)
 
 
+def _feature_evaluations(record: dict[str, Any]) -> Event:
+    data = record.get("data")
+    if not isinstance(data, dict):
+        raise BadRecord("feature record without a data object")
+    tenant, feature, count = data.get("tenant") or record.get("subject"), data.get("feature"), data.get("evaluations")
+    if not isinstance(tenant, str) or not tenant or not isinstance(feature, str) or not feature:
+        raise BadRecord("feature record without a tenant or feature")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise BadRecord("feature record evaluations is not a count")
+    try:
+        hour = parse_time(data["hour"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise BadRecord("feature record hour is not RFC 3339") from None
+    return Event(hour, 3, 0, 0, str(record.get("source", "")), str(record.get("id")), tenant, "feature", feature,
+                 units=count, meter=feature)
+
+
 def amendment_share(event: Event, start: int, end: int) -> float:
     """The part of an amendment's quantity that falls in ``[start, end)`` (spread evenly over
     its period; a period of zero length counts where it lies)."""
@@ -165,6 +184,7 @@ class TenantMeter:
     peak_seats: int = 0
     peaked: bool = False
     amended: Counter = field(default_factory=Counter)
+    evaluations: Counter = field(default_factory=Counter)
 
     def integrate(self, until: int, start: int, end: int) -> None:
         begin = self.cursor if self.cursor is not None else until
@@ -223,6 +243,11 @@ class Metering:
     def feed(self, event: Event) -> None:
         if event.time >= self.end or (self.only is not None and event.tenant != self.only):
             return
+        if event.kind == "feature":
+            # Counted in the hour they happened; no state (DESIGN: dev.entitle.feature.v1).
+            if event.time >= self.start:
+                self.tenants.setdefault(event.tenant, TenantMeter()).evaluations[event.meter] += event.units
+            return
         if event.kind == "amendment":
             # Corrections change no state: they add to the meters, outside the integration.
             share = amendment_share(event, self.start, self.end)
@@ -267,6 +292,9 @@ class Metering:
                 "feature_workload_hours": {f: _hours(meter.feature_seconds.get(f, 0), amended_features.get(f))
                                            for f in sorted(features)},
             }
+            if meter.evaluations:
+                # Only where there are any: an export without feature records is unchanged.
+                out[tenant]["feature_evaluations"] = dict(sorted(meter.evaluations.items()))
         return out
 
 

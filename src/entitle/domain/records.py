@@ -19,6 +19,7 @@ WORKLOAD_TYPE = "dev.entitle.workload.v1"
 LICENSE_TYPE = "dev.entitle.license.v1"
 NOTICE_TYPE = "dev.entitle.notice.v1"
 AMENDMENT_TYPE = "dev.entitle.amendment.v1"
+FEATURE_TYPE = "dev.entitle.feature.v1"
 AMENDMENT_SOURCE = "entitle.dev/amend"
 # The meters an amendment may correct: the additive ones (a peak is not a sum to correct).
 AMENDABLE_METERS = ("instance_hours", "overage_instance_hours", "seat_hours")
@@ -115,6 +116,18 @@ def amendment_record(tenant: str, meter: str, start: datetime, end: datetime, qu
         data["author"] = author
     return _event(AMENDMENT_TYPE, record_id("amendment", tenant, meter, data["from"], data["to"], repr(float(quantity)),
                                             reason), tenant, time, data, AMENDMENT_SOURCE)
+
+
+def feature_record(tenant: str, feature: str, hour: datetime, evaluations: int, replica: str, session: str,
+                   source: str = DEFAULT_SOURCE) -> dict:
+    """``dev.entitle.feature.v1``: how often a tenant's applications evaluated a feature flag in
+    one UTC hour, as counted by one replica. The id pins tenant, feature, hour, the replica and
+    its process (``session``): replicas count separately and add up; a restarted process writes
+    its own record for an hour its predecessor had already flushed part of."""
+    data = {"tenant": tenant, "feature": feature, "hour": format_time(hour), "evaluations": int(evaluations),
+            "replica": replica}
+    return _event(FEATURE_TYPE, record_id("feature", tenant, feature, data["hour"], replica, session), tenant, hour,
+                  data, source)
 
 
 def vanished_workload_record(last: dict, time: datetime) -> dict:

@@ -143,8 +143,22 @@ class ClusterState:
     def set_license(self, license: License) -> ReadLicense:
         return self.set_read_license(read_license(license, self.signing_keys, self.cluster_id))
 
+    # Bumped on every License change: caches of what all Licenses say (the feature names the
+    # OFREP endpoint knows) are keyed by it.
+    license_version = 0
+
+    def known_features(self) -> frozenset[str]:
+        """Every feature name some License in the cluster grants (any tenant, valid or not)."""
+        cached = getattr(self, "_known_features", None)
+        if cached is not None and cached[0] == self.license_version:
+            return cached[1]
+        names = frozenset(f.name for read in self.licenses.values() for f in read.spec.features)
+        self._known_features = (self.license_version, names)
+        return names
+
     def set_read_license(self, read: ReadLicense) -> ReadLicense:
         """Put a license (as the engine read it, valid or not) into the picture."""
+        self.license_version += 1
         name = read.name
         previous = self.licenses.get(name)
         if previous is not None:
@@ -157,6 +171,7 @@ class ClusterState:
         return read
 
     def delete_license(self, name: str) -> ReadLicense | None:
+        self.license_version += 1
         read = self.licenses.pop(name, None)
         if read is not None:
             self._licenses_by_tenant[read.tenant].discard(name)

@@ -77,6 +77,44 @@ class LedgerConfig(BaseModel):
         return self.postgres
 
 
+class OfrepConfig(BaseModel):
+    """The OpenFeature Remote Evaluation Protocol endpoint (DESIGN "Entitlements for
+    applications"): off without a port."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    port: int | None = Field(None, ge=1, le=65535)
+    listen_host: str = Field("0.0.0.0", alias="listenHost")
+    # Plain HTTP inside the cluster unless a certificate is configured.
+    cert_file: str | None = Field(None, alias="certFile")
+    key_file: str | None = Field(None, alias="keyFile")
+    # A reviewed token is trusted for its own lifetime, at most this long.
+    token_cache_seconds: float = Field(300.0, alias="tokenCacheSeconds", gt=0)
+
+
+class PrivacyConfig(BaseModel):
+    """DESIGN "Privacy": user and guest names pseudonymized in everything entitle writes out."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    pseudonymize_users: bool = Field(False, alias="pseudonymizeUsers")
+    # The HMAC key (a mounted Secret's file); required when pseudonymizeUsers is true.
+    key_file: str | None = Field(None, alias="keyFile")
+
+    def key(self) -> bytes | None:
+        if not self.pseudonymize_users:
+            return None
+        if not self.key_file:
+            raise ValueError("privacy.pseudonymizeUsers needs privacy.keyFile (the HMAC key, from a Secret)")
+        try:
+            key = Path(self.key_file).read_bytes().strip()
+        except OSError as exc:
+            raise ValueError(f"privacy.keyFile {self.key_file}: {exc.strerror or exc}") from None
+        if len(key) < 16:
+            raise ValueError(f"privacy.keyFile {self.key_file}: the key must have at least 16 bytes")
+        return key
+
+
 class OperatorConfig(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -92,6 +130,8 @@ class OperatorConfig(BaseModel):
     # ``ledger: {path}`` or ``ledger: {postgres: DSN}``; ``ledgerPath`` is the older spelling of
     # ``ledger.path`` and still honoured.
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    ofrep: OfrepConfig = Field(default_factory=OfrepConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     source: str = "entitle.dev/operator"
     # How long a capacity hold outlives its admission: longer than the webhook timeout plus the
     # watch lag, so an admitted object is counted from the watch before its hold lapses.

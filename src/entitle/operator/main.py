@@ -63,11 +63,17 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:   # LedgerUnavailable, an unreadable DSN file, a bad SQLite path
         log.error("entitle run: cannot open the ledger (%s): %s", cfg.ledger_name(), exc)
         return 2
+    try:
+        pseudonym_key = cfg.privacy.key()
+    except ValueError as exc:
+        log.error("entitle run: %s", exc)
+        return 2
     state = ClusterState(cfg.instance_table())
     state.signing_keys = cfg.public_keys()
     controller = Controller(cfg, state, ledger, api)
     # A webhook worker (operator.workers) decides only: no records, no status, never the leader.
     controller.records_enabled = not worker
+    controller.pseudonym_key = pseudonym_key
     async_api = AsyncApi(api.api_client.configuration)
     controller.async_api = async_api
     hold_writer = AsyncHoldStore(async_api, cfg.namespace)
@@ -96,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     tasks: list[asyncio.Task] = []
     started: set[str] = set()
+    ofreps: list[Any] = []
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -108,6 +115,12 @@ def run(args: argparse.Namespace) -> int:
         settings.scanning.disabled = True
         # Serve at once (requests wait for the primed state), so readiness follows listening.
         await server.start()
+        if cfg.ofrep.port and not worker and not ofreps:
+            from entitle.operator.ofrep import OfrepServer
+
+            ofrep_server = OfrepServer(controller, cfg, async_api)
+            await ofrep_server.start()
+            ofreps.append(ofrep_server)
         if controller.own_username is None:
             controller.own_username = await asyncio.to_thread(api.whoami)
             if controller.own_username is None:
@@ -154,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         controller.set_leader(False)
+        for ofrep in ofreps:
+            await ofrep.stop()      # flushes the open hour's feature counts before the writer closes
         await server.stop()
         await async_api.close()
         await asyncio.to_thread(controller.writer.close)

@@ -79,3 +79,8 @@ def observe_licenses(tenant, licenses, now) -> None:
          key="license")
     _set(LICENSE_IN_GRACE, "in_grace", tenant, {lic.name: 1.0 if lic.phase(now) is Phase.GRACE else 0.0
                                                 for lic in licenses}, key="license")
+FEATURE_EVALUATIONS = Counter("entitle_feature_evaluations_total",
+                              "OpenFeature (OFREP) evaluations of feature flags by tenant applications",
+                              ["tenant", "feature"])
+OFREP_REQUESTS = Counter("entitle_ofrep_requests_total", "OFREP requests by endpoint and HTTP status",
+                         ["endpoint", "code"])

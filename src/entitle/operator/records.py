@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from entitle.domain.privacy import pseudonymize_record
 from entitle.adapters.kube.client import FIELD_MANAGER
 from entitle.api import Workload
 from entitle.api.common import format_time, parse_time
@@ -98,6 +99,7 @@ class RecordKeeping:
             self.state.entitlement(tenant, now).licenses, self.cfg.source, self.revisions_of(self.state.entitlement(tenant, now).licenses)))
 
     records_enabled = True   # False in a webhook worker (operator.workers): the operator records
+    pseudonym_key: bytes | None = None   # privacy.pseudonymizeUsers: the HMAC key
 
     def _append(self, record: dict) -> None:
         if not self.records_enabled:
@@ -112,6 +114,9 @@ class RecordKeeping:
             uid, generation = data["uid"], int(data.get("generation") or 0)
             if generation > self._recorded_generation.get(uid, 0):
                 self._recorded_generation[uid] = generation
+        if self.pseudonym_key is not None:
+            # The one place every record passes: names never reach the ledger, sinks or exports.
+            record = pseudonymize_record(record, self.pseudonym_key)
         self.writer.submit(record)
         self._appended[key] = None
         if len(self._appended) > 100_000:

@@ -31,7 +31,8 @@ def worker_config(cfg: Any, certfile: str, keyfile: str, directory: Path) -> Pat
     hook.pop("generated", None)
     hook.pop("registerURL", None)
     hook.update({"certFile": certfile, "keyFile": keyfile, "workers": 1})
-    data.update({"metricsPort": None, "ledgerPath": ":memory:", "ledger": {"path": ":memory:"}})
+    data.update({"metricsPort": None, "ledgerPath": ":memory:", "ledger": {"path": ":memory:"},
+                 "ofrep": {}, "privacy": {}})
     path = directory / "worker.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

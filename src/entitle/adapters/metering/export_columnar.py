@@ -40,6 +40,7 @@ class Declined(Exception):
 
 TIME_RE = r"^(19[7-9][0-9]|2[0-9]{3})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
 WORKLOAD, LICENSE, AMENDMENT = "dev.entitle.workload.v1", "dev.entitle.license.v1", "dev.entitle.amendment.v1"
+FEATURE = "dev.entitle.feature.v1"
 INT_TYPES = "('UBIGINT', 'BIGINT')"
 
 
@@ -62,7 +63,7 @@ _KEEP = f"""
     AND json_type(id) = 'VARCHAR'
     AND (source IS NULL OR json_type(source) IN ('NULL', 'VARCHAR'))
     AND (subject IS NULL OR json_type(subject) IN ('NULL', 'VARCHAR'))
-    AND json_type(time) = 'VARCHAR' AND regexp_matches(time->>'$', '{TIME_RE}')
+    AND json_type(tm) = 'VARCHAR' AND regexp_matches(tm->>'$', '{TIME_RE}')
     AND (d_tenant IS NULL OR json_type(d_tenant) IN ('NULL', 'VARCHAR'))
     AND coalesce(nullif(d_tenant->>'$', ''), subject->>'$', '') <> ''
     AND CASE type
@@ -76,6 +77,9 @@ _KEEP = f"""
             AND (d_ent IS NULL OR json_type(d_ent) IN ('NULL', 'OBJECT'))
             AND (d_inst IS NULL OR json_type(d_inst) IN ('NULL', 'OBJECT'))
             AND {_int_ok('d_max')}
+        WHEN '{FEATURE}' THEN
+            json_type(d_feature) = 'VARCHAR' AND d_feature->>'$' <> ''
+            AND json_type(d_evals) IN {INT_TYPES} AND TRY_CAST(d_evals->>'$' AS HUGEINT) >= 0
         ELSE TRUE   -- amendments are few: the reference parser reads them (below)
     END
 """
@@ -84,15 +88,17 @@ _KEEP = f"""
 # Python path might read differently ("suspect": then this path declines), amendments raw.
 LOAD = f"""
 CREATE TABLE raw AS
-SELECT type = '{AMENDMENT}' AS is_amendment, NOT ({_KEEP}) AS suspect,
+SELECT type = '{AMENDMENT}' AS is_amendment, type = '{FEATURE}' AS is_feature, NOT ({_KEEP}) AS suspect,
+       d_feature->>'$' AS feature_name, TRY_CAST(d_evals->>'$' AS HUGEINT) AS evaluations,
        CASE WHEN type = '{AMENDMENT}' THEN [source, id, subject, time, data.tenant, data.meter, data.quantity,
                                             data."from", data."to", data.reason] END AS amendment,
        -- Whole seconds, floored: the fraction never reaches a second; the offset is subtracted.
-       TRY_CAST(epoch(TRY_CAST(substr(time->>'$', 1, 19) AS TIMESTAMP)) AS BIGINT)
-           - CASE WHEN right(time->>'$', 1) = 'Z' THEN 0
-                  ELSE (CASE WHEN substr(right(time->>'$', 6), 1, 1) = '-' THEN -1 ELSE 1 END)
-                       * (TRY_CAST(substr(right(time->>'$', 6), 2, 2) AS INTEGER) * 3600
-                          + TRY_CAST(substr(right(time->>'$', 6), 5, 2) AS INTEGER) * 60) END AS t,
+       -- (a feature record's time is the hour it counts)
+       TRY_CAST(epoch(TRY_CAST(substr(tm->>'$', 1, 19) AS TIMESTAMP)) AS BIGINT)
+           - CASE WHEN right(tm->>'$', 1) = 'Z' THEN 0
+                  ELSE (CASE WHEN substr(right(tm->>'$', 6), 1, 1) = '-' THEN -1 ELSE 1 END)
+                       * (TRY_CAST(substr(right(tm->>'$', 6), 2, 2) AS INTEGER) * 3600
+                          + TRY_CAST(substr(right(tm->>'$', 6), 5, 2) AS INTEGER) * 60) END AS t,
        CASE type WHEN '{LICENSE}' THEN 0 ELSE 1 END AS type_rank,
        CASE WHEN type = '{WORKLOAD}' THEN coalesce(TRY_CAST(d_gen->>'$' AS HUGEINT), 0) ELSE 0 END AS gen,
        CASE WHEN type = '{WORKLOAD}' THEN
@@ -118,6 +124,8 @@ SELECT type = '{AMENDMENT}' AS is_amendment, NOT ({_KEEP}) AS suspect,
             || chr(0) || coalesce(d_uid->>'$', '')) AS kh
 FROM (
     SELECT type->>'$' AS type, source, id, subject, time, data,
+           CASE WHEN type->>'$' = '{FEATURE}' THEN data.hour ELSE time END AS tm,
+           data.feature AS d_feature, data.evaluations AS d_evals,
            data.tenant AS d_tenant, data.uid AS d_uid, data.operation AS d_op, data.generation AS d_gen,
            data.units AS d_units, data.users AS d_users, data.features AS d_features, data.entitlement AS d_ent,
            CASE WHEN json_type(data.entitlement) = 'OBJECT' THEN json_extract(data.entitlement, '$.instances') END
@@ -130,8 +138,9 @@ FROM (
                    columns={{type: 'JSON', source: 'JSON', id: 'JSON', subject: 'JSON', time: 'JSON',
                              data: 'STRUCT(tenant JSON, uid JSON, operation JSON, generation JSON, units JSON, '
                                    'users JSON, features JSON, entitlement JSON, meter JSON, quantity JSON, '
-                                   '"from" JSON, "to" JSON, reason JSON)'}})
-    WHERE type->>'$' IN ('{WORKLOAD}', '{LICENSE}', '{AMENDMENT}')
+                                   '"from" JSON, "to" JSON, reason JSON, feature JSON, hour JSON, '
+                                   'evaluations JSON)'}})
+    WHERE type->>'$' IN ('{WORKLOAD}', '{LICENSE}', '{AMENDMENT}', '{FEATURE}')
 )
 """
 
@@ -173,7 +182,8 @@ FROM (
         SELECT th, kh, t, is_workload, imax, removes, units, users, features,
                row_number() OVER (PARTITION BY th ORDER BY t, type_rank, gen, op_rank, source, id) AS seq
         FROM (
-            SELECT * FROM raw WHERE NOT is_amendment AND t < $end AND ($only IS NULL OR tenant = $only)
+            SELECT * FROM raw WHERE NOT is_amendment AND NOT is_feature AND t < $end
+                                AND ($only IS NULL OR tenant = $only)
             {dedup}
         )
     )
@@ -209,6 +219,16 @@ FROM (SELECT th, t, seq, units_after, license_seq FROM x
       QUALIFY row_number() OVER (PARTITION BY th, t ORDER BY seq DESC) = 1) s
 LEFT JOIN x lic ON lic.th = s.th AND lic.seq = s.license_seq
 ASOF LEFT JOIN distinct_users du ON du.th = s.th AND du.seq <= s.seq;
+"""
+
+
+# Feature evaluations: summed per (tenant, feature) over the hours inside the window, each
+# (source, id) once per hour (as the reference).
+EVALUATIONS = """
+SELECT tenant, feature_name, sum(evaluations) FROM (
+    SELECT * FROM raw WHERE is_feature AND t >= $start AND t < $end AND ($only IS NULL OR tenant = $only)
+    QUALIFY row_number() OVER (PARTITION BY sh, t) = 1
+) GROUP BY ALL
 """
 
 
@@ -268,6 +288,7 @@ def export_file(path: str, start: int, end: int, tenant: str | None, threads: in
                 rows = db.execute(RESULTS, params).fetchall()
                 features = db.execute(FEATURES, params).fetchall()
                 amendment_rows = db.execute("SELECT amendment FROM raw WHERE is_amendment").fetchall()
+                evaluations = db.execute(EVALUATIONS, {"start": start, "end": end, "only": tenant}).fetchall()
             except Declined:
                 raise
             except Exception as exc:  # noqa: BLE001 -- duckdb.Error, and e.g. a UnicodeDecodeError
@@ -275,11 +296,11 @@ def export_file(path: str, start: int, end: int, tenant: str | None, threads: in
                 raise Declined(f"{type(exc).__name__}: {str(exc)[:200]}") from None
         finally:
             db.close()
-    return _assemble(rows, features, amendment_rows, start, end, tenant)
+    return _assemble(rows, features, amendment_rows, start, end, tenant, evaluations)
 
 
 def _assemble(rows: list, features: list, amendment_rows: list, start: int, end: int,
-              tenant: str | None) -> dict[str, dict[str, Any]]:
+              tenant: str | None, evaluations: list) -> dict[str, dict[str, Any]]:
     from collections import Counter
 
     window = start < end
@@ -297,6 +318,8 @@ def _assemble(rows: list, features: list, amendment_rows: list, start: int, end:
     # (imported only then: the domain's import pulls in the API models, ~0.25 s).
     if amendment_rows:
         _amend(state, amendment_rows, start, end, tenant)
+    for name, feature, count in evaluations:
+        state.setdefault(name, _empty()).setdefault("evaluations", {})[feature] = int(count)
     if tenant is not None:
         state.setdefault(tenant, _empty())
     out = {}
@@ -314,6 +337,8 @@ def _assemble(rows: list, features: list, amendment_rows: list, start: int, end:
             "feature_workload_hours": {f: _hours(m["features"].get(f, 0), amended_features.get(f))
                                        for f in sorted(names)},
         }
+        if m.get("evaluations"):
+            out[name]["feature_evaluations"] = dict(sorted(m["evaluations"].items()))
     return out
 
 

@@ -1,0 +1,1 @@
+"""The OpenFeature Remote Evaluation Protocol (OFREP) endpoint: entitlements as flags."""

@@ -1,0 +1,82 @@
+"""Wiring of the OFREP endpoint (adapters/openfeature/ofrep.py) to the operator's in-memory
+state, the token reviewer, the feature counters and the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any
+
+from aiohttp import web
+
+from entitle.adapters.kube.token_review import TokenReviewer, kube_review
+from entitle.adapters.openfeature.ofrep import OfrepApp
+from entitle.domain.flags import Flag, evaluate, evaluate_all
+from entitle.operator import metrics
+from entitle.operator.feature_usage import FeatureUsage
+
+log = logging.getLogger("entitle.ofrep")
+
+
+class OfrepServer:
+    def __init__(self, controller: Any, cfg: Any, async_api: Any) -> None:
+        self.controller, self.cfg = controller, cfg
+        self.usage = FeatureUsage(controller._append, cfg.source)
+        reviewer = TokenReviewer(kube_review(async_api), max_ttl=cfg.ofrep.token_cache_seconds)
+        self.app = OfrepApp(reviewer, controller.state.tenant_of, self._flags, self._evaluated,
+                            ready=controller.ready.is_set)
+        self.app.app.middlewares.append(self._count_requests)
+        self._runner: web.AppRunner | None = None
+        self._flusher: asyncio.Task | None = None
+
+    def _flags(self, tenant: str) -> Any:
+        state, now = self.controller.state, self.controller.now()
+        ent, usage, known = state.entitlement(tenant, now), state.usage[tenant], state.known_features()
+
+        def flags(key: str | None) -> Any:
+            if key is None:
+                return evaluate_all(ent, usage, known, now)
+            return evaluate(key, ent, usage, known, now)
+
+        return flags
+
+    def _evaluated(self, tenant: str, flags: list[Flag]) -> None:
+        features = [f.key for f in flags if isinstance(f.value, bool)]
+        for feature in features:
+            metrics.FEATURE_EVALUATIONS.labels(tenant=tenant, feature=feature).inc()
+        self.usage.count(tenant, features)
+
+    @web.middleware
+    async def _count_requests(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await handler(request)
+        endpoint = "bulk" if request.path.rstrip("/").endswith("/flags") else "single"
+        metrics.OFREP_REQUESTS.labels(endpoint=endpoint, code=str(response.status)).inc()
+        return response
+
+    async def start(self) -> None:
+        ofrep = self.cfg.ofrep
+        context = None
+        if ofrep.cert_file and ofrep.key_file:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(ofrep.cert_file, ofrep.key_file)
+        self._runner = web.AppRunner(self.app.app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, ofrep.listen_host, ofrep.port, ssl_context=context).start()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        log.info("OFREP endpoint listening", extra={"port": ofrep.port, "tls": context is not None})
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            try:
+                self.usage.flush()
+            except Exception:  # never let counting take the endpoint down
+                log.exception("flushing feature usage failed")
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.usage.flush(everything=True)
