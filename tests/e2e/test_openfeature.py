@@ -145,14 +145,25 @@ def test_evaluations_are_counted_as_a_metric_records_and_export(setup):
 
 
 def test_the_example_app_reads_its_flags(setup, cluster):
+    import yaml
+
     example = Path(__file__).resolve().parents[2] / "examples" / "13-openfeature"
-    cluster.kubectl("apply", "-f", str(example / "manifests.yaml"))
+    # The example's names (tenant acme, namespace shop) are shared with other examples: run it
+    # under names of its own, so other tests' licenses and workloads of acme do not count here.
+    tenant, ns, lic = unique("exampletenant"), unique("exampleshop"), unique("examplelicense")
+    docs = [d for d in yaml.safe_load_all((example / "manifests.yaml").read_text()) if d]
+    assert [d["kind"] for d in docs] == ["Namespace", "License", "ServiceAccount"]
+    docs[0]["metadata"]["name"] = ns
+    docs[0]["metadata"]["labels"]["entitle.dev/tenant"] = tenant
+    docs[1]["metadata"]["name"], docs[1]["spec"]["tenant"] = lic, tenant
+    docs[2]["metadata"]["namespace"] = ns
+    text = yaml.safe_dump_all(docs)
+    cluster.kubectl("apply", "-f", "-", input=text)
     try:
-        token = cluster.kubectl("create", "token", "storefront", "-n", "shop").stdout.strip()
+        token = cluster.kubectl("create", "token", "storefront", "-n", ns).stdout.strip()
         out = subprocess.run([sys.executable, str(example / "app.py")], capture_output=True, text=True, timeout=60,
                              env={**os.environ, "ENTITLE_OFREP_URL": setup["url"], "ENTITLE_TOKEN": token})
         assert out.returncode == 0, out.stderr
         assert out.stdout.splitlines() == ["sso: on", "audit: off (trialExpired)", "instances: 0 of 20"]
     finally:
-        cluster.kubectl("delete", "-f", str(example / "manifests.yaml"), "--ignore-not-found", "--wait=false",
-                        check=False)
+        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false", input=text, check=False)
