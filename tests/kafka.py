@@ -12,13 +12,9 @@ import time
 import uuid
 from pathlib import Path
 
+from entitle.devenv.controlplane import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class KafkaBroker:
@@ -35,7 +31,7 @@ class KafkaBroker:
             return self
         self.libs = subprocess.run(["bash", str(ROOT / "hack/fetch-kafka.sh")], capture_output=True, text=True,
                                    check=True).stdout.strip()
-        self.port, controller = _free_port(), _free_port()
+        self.port, controller = free_port(), free_port()
         config = self.directory / "server.properties"
         config.write_text("\n".join([
             "process.roles=broker,controller", "node.id=1",

@@ -10,11 +10,12 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+
+from entitle.devenv.controlplane import free_port
 
 
 def _bindir() -> Path | None:
@@ -22,12 +23,6 @@ def _bindir() -> Path | None:
         return Path(found).parent
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresServer:
@@ -54,7 +49,7 @@ class PostgresServer:
         data = self.directory / "pgdata"
         _run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "entitle", "--no-sync",
               "-E", "UTF8"])
-        self.port = _free_port()
+        self.port = free_port()
         # fsync stays on: the crash tests count on committed meaning durable.
         options = f"-p {self.port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200"
         _run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l",

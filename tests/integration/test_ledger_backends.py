@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from entitle.adapters.metering.export import events_from_ledger, export
-from entitle.adapters.metering.ledger import Ledger, LedgerWriter, open_ledger
+from entitle.adapters.metering.ledger import Ledger, LedgerWriter, open_ledger, open_ledger_at
 from entitle.adapters.metering.postgres import LedgerUnavailable, PostgresLedger
 from entitle.domain.meters import parse_time
 
@@ -21,7 +21,7 @@ def location(request, tmp_path) -> str:
 
 
 def opened(location: str):
-    return open_ledger(postgres=location) if location.startswith("postgresql://") else open_ledger(location)
+    return open_ledger_at(location)
 
 
 def workload(uid: str, generation: int, op: str, time: str = "2026-11-01T00:00:00Z", units: int = 1,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from entitle.adapters.metering.ledger import open_readonly
+from entitle.adapters.metering.ledger import is_postgres, open_readonly
 from entitle.domain.meters import BadRecord, Event, Metering, parse_time, to_event
 
 RUN_SIZE = 200_000
@@ -99,11 +99,6 @@ def events_from_file(path: str, progress_stream: IO[str] | None) -> Iterator[Eve
     progress.close()
 
 
-def is_postgres(location: str) -> bool:
-    """``--ledger`` takes a SQLite path or a PostgreSQL URI (``postgresql://...``)."""
-    return location.startswith(("postgresql://", "postgres://"))
-
-
 def _events_from_postgres(dsn: str, progress_stream: IO[str] | None) -> Iterator[Event]:
     import psycopg
 
@@ -124,7 +119,9 @@ def _events_from_postgres(dsn: str, progress_stream: IO[str] | None) -> Iterator
             cur.execute("SELECT body FROM records ORDER BY seq")
             for number, (body,) in enumerate(cur, 1):
                 progress.advance(1)
-                yield _event_from_body(body, name, number)
+                event = _event_from_body(body, name, number)
+                if event is not None:
+                    yield event
     except psycopg.Error as exc:
         raise ExportError(f"{name}: reading the ledger failed after record {number}: {str(exc).strip()}") from None
     finally:
@@ -144,7 +141,7 @@ def _event_from_body(body: str, name: str, number: int) -> Event | None:
 
 def events_from_ledger(path: str, progress_stream: IO[str] | None) -> Iterator[Event]:
     if is_postgres(path):
-        yield from (e for e in _events_from_postgres(path, progress_stream) if e is not None)
+        yield from _events_from_postgres(path, progress_stream)
         return
     try:
         db = open_readonly(path)
@@ -156,13 +153,7 @@ def events_from_ledger(path: str, progress_stream: IO[str] | None) -> Iterator[E
     try:
         for number, (body,) in enumerate(db.execute("SELECT body FROM records"), 1):
             progress.advance(1)
-            try:
-                record = json.loads(body)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-                event = to_event(record)
-            except (BadRecord, ValueError, TypeError) as exc:
-                raise ExportError(f"{path}: record {number}: {exc}") from None
+            event = _event_from_body(body, path, number)
             if event is not None:
                 yield event
     except sqlite3.Error as exc:

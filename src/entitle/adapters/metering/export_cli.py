@@ -43,7 +43,7 @@ def columnar(args: argparse.Namespace, start: int, end: int, progress: Any) -> d
     import os
     import tempfile
 
-    from entitle.adapters.metering.export_columnar import SUPPORTED, Declined, export_file
+    from entitle.adapters.metering.export_columnar import SUPPORTED, export_file
 
     if not SUPPORTED or os.environ.get("ENTITLE_EXPORT_ENGINE") == "python":
         return None
@@ -66,10 +66,7 @@ def dump_ledgers(locations: list[str], path: str) -> None:
     """Every ledger's stored records, one JSON per line (what the columnar path reads)."""
     import sqlite3
 
-    from entitle.adapters.metering.ledger import open_readonly
-
-    def is_postgres(location: str) -> bool:
-        return location.startswith(("postgresql://", "postgres://"))
+    from entitle.adapters.metering.ledger import is_postgres, open_readonly
 
     with open(path, "wb") as out:
         for location in locations:

@@ -44,11 +44,6 @@ FEATURE = "dev.entitle.feature.v1"
 INT_TYPES = "('UBIGINT', 'BIGINT')"
 
 
-def _epoch(column: str) -> str:
-    # Whole seconds, floored: the fraction is dropped before parsing (it never reaches a second).
-    return (f"CAST(epoch(CAST(regexp_replace({column}, '\\.[0-9]+', '') AS TIMESTAMPTZ)) AS BIGINT)")
-
-
 def _string_list_ok(column: str) -> str:
     return (f"({column} IS NULL OR json_type({column}) = 'NULL' OR (json_type({column}) = 'ARRAY' AND "
             f"len(list_filter(json_extract({column}, '$[*]'), lambda x: json_type(x) <> 'VARCHAR')) = 0))")

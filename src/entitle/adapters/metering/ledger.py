@@ -90,22 +90,18 @@ class Ledger:
             return added
 
     def _track_live(self, record: dict, body: str) -> None:
-        data = record.get("data") or {}
-        kind = {"dev.entitle.workload.v1": "workload", "dev.entitle.license.v1": "license"}.get(record.get("type"))
-        if kind is None:
+        change = live_change(record, body)
+        if change is None:
             return
-        key = data.get("uid") if kind == "workload" else data.get("name")
-        if not key:
-            return
-        if data.get("operation") in ("deleted",):
-            self._db.execute("DELETE FROM live WHERE kind=? AND key=?", (kind, key))
+        if change[0] == "delete":
+            self._db.execute("DELETE FROM live WHERE kind=? AND key=?", change[1:])
         else:
             # Two replicas append to one ledger (Helm chart); a lagging one may add an older
             # generation's record after a newer one: the live row keeps the newest generation.
             self._db.execute(
                 "INSERT INTO live (kind, key, body) VALUES (?,?,?) ON CONFLICT (kind, key) DO UPDATE "
                 "SET body = excluded.body WHERE COALESCE(json_extract(excluded.body, '$.data.generation'), 0) "
-                ">= COALESCE(json_extract(live.body, '$.data.generation'), 0)", (kind, key, body))
+                ">= COALESCE(json_extract(live.body, '$.data.generation'), 0)", (change[1], change[2], change[4]))
 
     def forget_live(self, kind: str, key: str) -> None:
         """Drop an object's live row without a record (it was counted nowhere when it went)."""
@@ -140,26 +136,9 @@ class Ledger:
             for seq, record in rows:
                 yield record
 
-    def iter_bodies(self, batch: int = 50_000) -> Iterator[str]:
-        """Every record's stored JSON text, in ledger order (what export reads)."""
-        seq = 0
-        while True:
-            with self._lock:
-                rows = self._db.execute("SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-                                        (seq, batch)).fetchall()
-            if not rows:
-                return
-            seq = rows[-1][0]
-            for _, body in rows:
-                yield body
-
     def cursors(self) -> dict[str, int]:
         with self._lock:
             return dict(self._db.execute("SELECT sink, seq FROM cursors").fetchall())
-
-    def connection(self) -> Any:
-        """The connection, for callers that keep their own tables beside the records (push)."""
-        return self._db
 
     def count(self) -> int:
         with self._lock:
@@ -182,6 +161,31 @@ class Ledger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def live_change(record: dict, body: str) -> tuple | None:
+    """What a newly stored record does to the live-object table, for either backend:
+    ``("delete", kind, key)``, ``("upsert", kind, key, generation, body)``, or None."""
+    data = record.get("data") or {}
+    kind = {"dev.entitle.workload.v1": "workload", "dev.entitle.license.v1": "license"}.get(record.get("type"))
+    if kind is None:
+        return None
+    key = data.get("uid") if kind == "workload" else data.get("name")
+    if not key:
+        return None
+    if data.get("operation") == "deleted":
+        return ("delete", kind, key)
+    return ("upsert", kind, key, int(data.get("generation") or 0), body)
+
+
+def is_postgres(location: str) -> bool:
+    """``--ledger`` takes a SQLite path or a PostgreSQL URI (``postgresql://...``)."""
+    return str(location).startswith(("postgresql://", "postgres://"))
+
+
+def open_ledger_at(location: str) -> Any:
+    """The ledger a CLI's ``--ledger`` names: a PostgreSQL URI or a SQLite path."""
+    return open_ledger(postgres=location) if is_postgres(location) else open_ledger(location)
 
 
 def open_ledger(path: str | Path | None = None, postgres: str | None = None) -> Any:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
+
+from entitle.adapters.metering.ledger import live_change
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -110,7 +111,7 @@ class PostgresLedger:
                         continue
                     added.discard(ident)   # a duplicate inside the batch counts once
                     count += 1
-                    change = _live_change(record, body)
+                    change = live_change(record, body)
                     if change is None:
                         continue
                     if change[0] == "delete":
@@ -171,20 +172,6 @@ class PostgresLedger:
             for seq, record in rows:
                 yield record
 
-    def iter_bodies(self, batch: int = 50_000) -> Iterator[str]:
-        """Every record's stored JSON text, in ledger order (what export reads)."""
-        seq = 0
-        while True:
-            with self._lock:
-                self._reconnect_if_broken()
-                rows = self._db.execute("SELECT seq, body FROM records WHERE seq > %s ORDER BY seq LIMIT %s",
-                                        (seq, batch)).fetchall()
-            if not rows:
-                return
-            seq = rows[-1][0]
-            for _, body in rows:
-                yield body
-
     def count(self) -> int:
         with self._lock:
             self._reconnect_if_broken()
@@ -213,23 +200,6 @@ class PostgresLedger:
             self._db.execute("INSERT INTO cursors (sink, seq) VALUES (%s, %s) ON CONFLICT (sink) DO UPDATE "
                              "SET seq = GREATEST(cursors.seq, excluded.seq)", (sink, seq))
 
-    def connection(self) -> Any:
-        """The connection, for callers that keep their own tables beside the records (push)."""
-        return self._db
-
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def _live_change(record: dict, body: str) -> tuple | None:
-    data = record.get("data") or {}
-    kind = {"dev.entitle.workload.v1": "workload", "dev.entitle.license.v1": "license"}.get(record.get("type"))
-    if kind is None:
-        return None
-    key = data.get("uid") if kind == "workload" else data.get("name")
-    if not key:
-        return None
-    if data.get("operation") == "deleted":
-        return ("delete", kind, key)
-    return ("upsert", kind, key, int(data.get("generation") or 0), body)

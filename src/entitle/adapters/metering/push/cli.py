@@ -67,7 +67,7 @@ def _customers(path: str | None) -> dict[str, str] | None:
 
 def _store(args: argparse.Namespace, required: bool = True) -> Any:
     """Receipts live in ``--state`` (a SQLite file), else beside the records in the one ledger."""
-    from entitle.adapters.metering.export import is_postgres
+    from entitle.adapters.metering.ledger import is_postgres
     from entitle.adapters.metering.push.receipts import ReceiptStore
 
     if args.state:
@@ -137,8 +137,8 @@ def push_main(args: argparse.Namespace) -> int:
 
 
 def amend_main(args: argparse.Namespace) -> int:
-    from entitle.adapters.metering.export import is_postgres, parse_bound
-    from entitle.adapters.metering.ledger import open_ledger
+    from entitle.adapters.metering.export import parse_bound
+    from entitle.adapters.metering.ledger import is_postgres, open_ledger_at
     from entitle.domain.records import amendment_record, is_amendable
 
     try:
@@ -158,7 +158,7 @@ def amend_main(args: argparse.Namespace) -> int:
             raise PushInputError(f"{args.ledger}: no such ledger")
         record = amendment_record(args.tenant, args.meter, _dt(start), _dt(end), args.quantity, args.reason.strip(),
                                   datetime.now(timezone.utc), author=os.environ.get("USER"))
-        ledger = open_ledger(postgres=args.ledger) if is_postgres(args.ledger) else open_ledger(args.ledger)
+        ledger = open_ledger_at(args.ledger)
         added = ledger.append([record])
         ledger.close()
     except (PushInputError, ExportError) as exc:
@@ -170,8 +170,8 @@ def amend_main(args: argparse.Namespace) -> int:
 
 
 def reconcile_main(args: argparse.Namespace) -> int:
-    from entitle.adapters.metering.export import is_postgres, parse_bound
-    from entitle.adapters.metering.ledger import open_ledger
+    from entitle.adapters.metering.export import parse_bound
+    from entitle.adapters.metering.ledger import is_postgres, open_ledger_at
     from entitle.adapters.metering.push.run import reconcile_pushes, reconcile_sinks
 
     try:
@@ -184,7 +184,7 @@ def reconcile_main(args: argparse.Namespace) -> int:
             location = args.ledger[0]
             if not is_postgres(location) and not Path(location).exists():
                 raise PushInputError(f"{location}: no such ledger")
-            ledger = open_ledger(postgres=location) if is_postgres(location) else open_ledger(location)
+            ledger = open_ledger_at(location)
             sinks, found = reconcile_sinks(ledger, start, end)
             ledger.close()
             checked += sinks

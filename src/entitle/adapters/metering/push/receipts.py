@@ -128,10 +128,3 @@ class ReceiptStore:
     def _row(row: tuple) -> Receipt:
         return Receipt(*row)
 
-
-def acknowledged_quantity(receipts: list[Receipt]) -> float:
-    """What the destination holds for one (tenant, meter, hour): the sum of events and cancels,
-    or for a peak the largest value sent."""
-    if any(r.action == "max" for r in receipts):
-        return max(r.quantity for r in receipts)
-    return sum(r.quantity for r in receipts)
