@@ -59,7 +59,8 @@ def test_check_and_webhook_agree(docs):
     incarnation = 0
     for doc in docs:
         ns, name = doc["metadata"]["namespace"], doc["metadata"]["name"]
-        stored = state.workload(ns, name)
+        kept = state.workload(ns, name)
+        stored = kept.to_model() if kept is not None else None
         # What the apiserver adds: a uid per object, a generation bumped by spec changes.
         doc = json.loads(json.dumps(doc))
         if stored is not None:

@@ -166,7 +166,8 @@ def _check_sourced(state: ClusterState, doc: Document, sources: list[Source], co
     if not isinstance(ns, str):
         raise BadInput(f"{doc.where('metadata.namespace')}: expected a string")
     key = object_key(kind, group, name)
-    existing = state.workload(ns, key)
+    stored = state.workload(ns, key)
+    existing = stored.to_model() if stored is not None else None
     delete = isinstance(meta.get("annotations"), dict) and meta["annotations"].get(DELETE_ANNOTATION) == "delete"
     operation = DELETE if delete else (UPDATE if existing else CREATE)
     owner = controller_owner(doc.body)
@@ -219,7 +220,8 @@ def run_check(documents: list[Document], now: datetime, table: InstanceTable | N
             ns = workload.metadata.namespace or "default"
             workload.metadata.namespace = ns
             name = workload.metadata.name
-            existing = state.workload(ns, name)
+            stored = state.workload(ns, name)
+            existing = stored.to_model() if stored is not None else None
             if workload.metadata.annotations.get(DELETE_ANNOTATION) == "delete":
                 request = WorkloadRequest(DELETE, ns, name, None, existing)
             else:

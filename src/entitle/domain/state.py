@@ -11,6 +11,7 @@ never show up expire (see :meth:`ClusterState.expire_reservations`).
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,7 @@ from entitle.domain.entitlement import Entitlement, effective_entitlement
 from entitle.domain.licenses import ReadLicense, read_license
 from entitle.domain.normalization import InstanceTable
 from entitle.domain.sources import state_key
+from entitle.domain.stored import AnyWorkload, StoredSpec, StoredWorkload, stored
 from entitle.domain.usage import EMPTY, Change, Footprint, TenantUsage, footprint
 
 POOLS = ("instances", "seats")
@@ -57,11 +59,11 @@ class Reservation:
     generation: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class WorkloadEntry:
     namespace: str
     name: str
-    workload: Workload | None = None          # as last stored (or last admitted, offline)
+    workload: StoredWorkload | None = None    # as last stored (or last admitted, offline)
     stored: Footprint | None = None
     reservations: list[Reservation] = field(default_factory=list)
     held: Footprint = EMPTY                   # what the tenant's usage counts for it
@@ -121,6 +123,9 @@ class ClusterState:
         self._gone: dict[str, int] = {}
         # tenant -> (units, seats, {feature: n}) reserved by other replicas' escrow grants.
         self._grant_totals: dict[str, tuple[int, int, dict[str, int]]] = {}
+        # The footprint of each (interned) stored spec, computed once and shared by every
+        # workload with that spec.
+        self._footprints: weakref.WeakKeyDictionary[StoredSpec, Footprint] = weakref.WeakKeyDictionary()
 
     # --- namespaces -------------------------------------------------------------------
     def set_namespace(self, name: str, labels: dict[str, str] | None) -> None:
@@ -197,13 +202,15 @@ class ClusterState:
         return sorted(names)
 
     # --- workloads (the stored truth, from watches) -------------------------------------
-    def observe_workload(self, workload: Workload) -> None:
-        """A Workload as stored in the apiserver: it replaces the matching reservation."""
+    def observe_workload(self, workload: AnyWorkload) -> None:
+        """A Workload as stored in the apiserver: it replaces the matching reservation.
+        Kept as a :class:`StoredWorkload` (the model is not held)."""
+        slim = stored(workload)
         # A Workload by its name; a counted object of another kind by its qualified name.
-        ns, name = workload.metadata.namespace or "default", state_key(workload)
+        ns, name = slim.metadata.namespace or "default", state_key(slim)
         entry = self._entry(ns, name)
-        entry.workload = workload
-        entry.stored = footprint(workload.spec, self.table)
+        entry.workload = slim
+        entry.stored = self.footprint_of(slim)
         entry.reservations = [r for r in entry.reservations if not entry.satisfied(r)]
         self._rehome(entry)
 
@@ -306,9 +313,16 @@ class ClusterState:
         self._rehome(entry)
         self._held_keys[tenant].add(key)
 
-    def workload(self, namespace: str, name: str) -> Workload | None:
+    def workload(self, namespace: str, name: str) -> StoredWorkload | None:
         entry = self.workloads.get((namespace, name))
         return entry.workload if entry else None
+
+    def footprint_of(self, workload: StoredWorkload) -> Footprint:
+        """The footprint of a stored workload (shared by every workload with an equal spec)."""
+        found = self._footprints.get(workload.spec)
+        if found is None:
+            found = self._footprints[workload.spec] = footprint(workload.spec, self.table)
+        return found
 
     # --- admission ----------------------------------------------------------------------
     def context(self, request: WorkloadRequest, now: datetime) -> CheckContext:

@@ -31,6 +31,7 @@ from entitle.operator.revisions import RevisionKeeping
 from entitle.operator.tenant_view import TenantViewKeeping
 from entitle.operator.sources import SourceKeeping
 from entitle.operator.status import StatusReporting
+from entitle.operator.workload_watch import WorkloadWatching
 
 log = logging.getLogger("entitle.controller")
 
@@ -41,7 +42,7 @@ USAGE_FINALIZER = "entitle.dev/usage-record"
 
 
 class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping, TenantViewKeeping,
-                 NoticeReporting):
+                 NoticeReporting, WorkloadWatching):
     """Watch events in, the in-memory state kept current; usage records (``RecordKeeping``) and
     status, conditions and Events (``StatusReporting``) derived from it.
 
@@ -66,12 +67,12 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         self.events: list[dict[str, Any]] = []
         self._license_status: dict[str, dict] = {}
         self._license_conditions: dict[str, list] = {}
-        self._workload_status: dict[tuple[str, str], dict] = {}
+        self._workload_status: dict[tuple[str, str], str] = {}     # JSON text, see StatusReporting
         # What each workload's last computed status was based on (see verdict_basis).
         self._workload_basis: dict[tuple[str, str], tuple | None] = {}
         # The status each object holds in the apiserver (from the watch, plus our own last
         # write): a status write removes what the new status no longer has (merge_patch).
-        self._stored_status: dict[tuple, dict] = {}
+        self._stored_status: dict[tuple, str | None] = {}
         self._license_meta: dict[str, dict] = {}
         # Objects the engine could not read: (kind, namespace, name) -> message, for status.
         self.invalid: dict[tuple[str, str | None, str], str] = {}
@@ -84,6 +85,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         # namespace -> when its tenant label last changed (the time of a move noticed later).
         self._label_times: dict[str, datetime] = {}
         self.pumps: list[Any] = []
+        self._listed_uids: set[str | None] = set()   # the Workloads of the priming list
         self._appended: OrderedDict[tuple[str, str], None] = OrderedDict()
         # Appends leave the event loop (it serves the webhook too): one writer thread, group commit.
         self.writer = LedgerWriter(ledger, on_added=self._on_ledger_added)
@@ -150,28 +152,33 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
             self.on_source(source)
         for anchor in self.api.list_usage_anchors():
             self.on_anchor(anchor)
-        self._listed_workloads = self.api.list_workloads()
-        for wl in self._listed_workloads:
-            actions = self.on_workload(wl)
-            if actions:
-                self.apply_finalizer_actions(actions)
+        if self.async_api is None:
+            # Without the async client (unit tests, tools): one list, no watch.
+            for wl in self.api.list_workloads():
+                self._listed_uids.add((wl.get("metadata") or {}).get("uid"))
+                actions = self.on_workload(wl)
+                if actions:
+                    self.apply_finalizer_actions(actions)
 
     async def prime_async(self) -> None:
-        import asyncio as _asyncio
-
         if self.ready.is_set():
             return
-        await _asyncio.to_thread(self.prime)
+        self._listed_uids = set()
+        await asyncio.to_thread(self.prime)
+        if self.async_api is not None:
+            # Workloads are listed in pages by the informer that then watches them (see
+            # operator.workload_watch): its first list is the priming list.
+            if self.workload_informer is None:
+                await self.watch_workloads()
+            self._listed_uids = self.listed_workload_uids()
         # The sourced kinds' first listings (bounded: a kind that cannot be listed is reported on
         # its source and is neither counted nor gated, it never keeps the replica unready).
         await self.sync_informers(wait=True)
         try:
-            self._reconcile_vanished({(w.get("metadata") or {}).get("uid") for w in self._listed_workloads})
+            self._reconcile_vanished(self._listed_uids)
         except Exception:  # noqa: BLE001 -- a damaged ledger row must not keep admission down
             log.exception("reconciling objects that vanished while the operator was down failed")
-        # The raw listing (every Workload as the apiserver sent it, managedFields and all) is not
-        # needed past this point: at 50,000 Workloads it is ~150 MiB kept for nothing.
-        self._listed_workloads = []
+        self._listed_uids = set()
         self.ready.set()
         log.info("state primed", extra={"licenses": len(self.state.licenses),
                                         "workloads": len(self.state.workloads), "sources": len(self.sources)})
@@ -260,7 +267,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
             self._license_status.pop(name, None)
             self.license_revision.pop(name, None)
             return
-        self._stored_status[("License", name)] = body.get("status") if isinstance(body.get("status"), dict) else {}
+        self._remember_stored_status(("License", name), body.get("status"))
         try:
             lic = License.model_validate(body)
         except ValidationError as exc:
@@ -293,7 +300,11 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         now = self.now()
         finalizers = list(meta.get("finalizers") or [])
         terminating = bool(meta.get("deletionTimestamp"))
-        self._stored_status[("Workload", ns, name)] = body.get("status") if isinstance(body.get("status"), dict) else {}
+        if deleted and "spec" not in body:
+            # Vanished between two lists (operator.workload_watch): only its name is known;
+            # the deletion is metered from the last state this state holds.
+            return self._forget(ns, name, self.state.workload(ns, name), meta, now, [], deleted=True)
+        self._remember_stored_status(("Workload", ns, name), body.get("status"))
         try:
             workload = Workload.model_validate(body)
         except ValidationError as exc:

@@ -1,4 +1,7 @@
-"""Kopf handlers: watch events feed the controller (admission is served by ``operator.webhooks``)."""
+"""Kopf handlers: watch events feed the controller (admission is served by ``operator.webhooks``).
+
+Workloads are not watched through Kopf: the controller's own informer lists and watches them
+(``operator.workload_watch``), once, from the priming list's resourceVersion."""
 
 from __future__ import annotations
 
@@ -32,8 +35,3 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         if actions:
             await asyncio.to_thread(controller.apply_finalizer_actions, actions)
 
-    @kopf.on.event(GROUP, VERSION, "workloads", registry=registry)
-    async def workload_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        actions = controller.on_workload(dict(body), deleted=type == "DELETED")
-        if actions:
-            await asyncio.to_thread(controller.apply_finalizer_actions, actions)

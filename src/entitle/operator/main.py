@@ -167,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         controller.set_leader(False)
+        await controller.stop_watching_workloads()
         for ofrep in ofreps:
             await ofrep.stop()      # flushes the open hour's feature counts before the writer closes
         await server.stop()

@@ -18,18 +18,35 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from entitle.adapters.kube.client import FIELD_MANAGER, event_body
 from entitle.api import GROUP, VERSION
 from entitle.api.common import format_time
 from entitle.domain.notices import LICENSE_CONDITIONS, NOTICES, notices
 from entitle.domain.status import condition, entitled, license_status, merge_patch, merged, verdict_basis
-from entitle.domain.usage import footprint
 from entitle.operator import metrics
 
 log = logging.getLogger("entitle.controller")
 
 
 class StatusReporting:
+    # What is kept per object, as JSON text: at fleet scale a status dict per Workload,
+    # twice over (what is stored, what was last computed), was ~2.5 KB each; the text is a
+    # tenth of that, and are read back only when a status is computed or written.
+    def _remember_stored_status(self, key: tuple, status: Any) -> None:
+        # decode(): orjson hands back a buffer of its own allocation size (KiBs); a str is exact.
+        self._stored_status[key] = orjson.dumps(status).decode() if isinstance(status, dict) and status else None
+
+    def _stored_status_of(self, key: tuple) -> dict | None:
+        raw = self._stored_status.get(key)
+        return orjson.loads(raw) if raw else None
+
+    def _last_conditions(self, ns: str, name: str) -> list[dict]:
+        """The Entitled condition as last computed here, else as stored in the apiserver."""
+        raw = self._workload_status.get((ns, name)) or self._stored_status.get(("Workload", ns, name))
+        return (orjson.loads(raw).get("conditions") or []) if raw else []
+
     def _queue_workload_status(self, ns: str, name: str, now: datetime) -> dict | None:
         entry = self.state.workloads.get((ns, name))
         invalid = self.invalid.get(("Workload", ns, name))
@@ -41,33 +58,37 @@ class StatusReporting:
         ent = self.state.entitlement(tenant, now) if tenant else None
         usage = self.state.usage[tenant] if tenant else None
         bursts = {p: c for (t, p), c in self.state.bursts.items() if t == tenant}
-        fp = footprint(entry.workload.spec, self.state.table)
+        fp = self.state.footprint_of(entry.workload)
         ok, reason, message = entitled(tenant, fp, ent, usage, bursts, now)
         gen = entry.workload.metadata.generation
-        previous = self._workload_status.get((ns, name), {}).get("conditions") or \
-            [c.model_dump(by_alias=True, mode="json") for c in
-             (entry.workload.status.conditions if entry.workload.status else [])]
+        previous = self._last_conditions(ns, name)
         status = {
             "observedGeneration": gen, "replicas": fp.replicas, "units": fp.units, "tenant": tenant,
             "licenses": list(ent.licenses) if ent and ok else [],
             "conditions": [condition("Entitled", ok, reason, message, gen, previous, now)],
         }
-        if self._workload_status.get((ns, name)) == status:
+        encoded = orjson.dumps(status).decode()
+        if self._workload_status.get((ns, name)) == encoded:
             return None
         self._note_condition_changes("Workload", name, ns, previous, status["conditions"], now,
                                      uid=entry.workload.metadata.uid)
-        self._workload_status[(ns, name)] = status
+        self._workload_status[(ns, name)] = encoded
+        if self._stored_status_of(("Workload", ns, name)) == status:
+            # Already stored exactly so (a restart over a fleet whose status is current):
+            # nothing to write -- 50,000 no-op patches would hold the write budget for minutes.
+            return None
         return status
 
     def _invalid_status(self, key: tuple, name: str, ns: str | None, message: str, now: datetime) -> dict | None:
         """The status of a Workload the engine cannot read: Entitled=False, InvalidSpec, why."""
-        previous = (self._stored_status.get(key) or {}).get("conditions") or []
+        previous = (self._stored_status_of(key) or {}).get("conditions") or []
         status = {"conditions": [condition("Entitled", False, "InvalidSpec", message[:1000], None, previous, now)]}
-        if self._workload_status.get((ns, name)) == status:
+        encoded = orjson.dumps(status).decode()
+        if self._workload_status.get((ns, name)) == encoded:
             return None
         self._note_condition_changes("Workload", name, ns, previous, status["conditions"], now,
                                      uid=self._uid_of("Workload", ns, name))
-        self._workload_status[(ns, name)] = status
+        self._workload_status[(ns, name)] = encoded
         return status
 
     def _uid_of(self, kind: str, ns: str | None, name: str) -> str | None:
@@ -300,11 +321,12 @@ class StatusReporting:
             ns, name, status = args
             key = ("Workload", ns, name)
             path = f"apis/{GROUP}/{VERSION}/namespaces/{ns}/workloads/{name}/status"
-        patch = merge_patch(self._stored_status.get(key), status)
+        stored = self._stored_status_of(key)
+        patch = merge_patch(stored, status)
         await self.async_api.request("PATCH", path, {"status": patch}, content_type="application/merge-patch+json",
                                      params={"fieldManager": FIELD_MANAGER}, ok=(200, 404))
         # Until the watch echoes it, our write is the best knowledge of what is stored.
-        self._stored_status[key] = merged(self._stored_status.get(key), patch)
+        self._remember_stored_status(key, merged(stored, patch))
 
     async def _flush_events(self, only_own: bool) -> None:
         events, self.events = self.events, []

@@ -9,6 +9,9 @@ handlers, fixed at start-up, cannot follow.
   counted that vanished while the watch was down.
 - Any other failure (403 when RBAC lacks the kind, the apiserver away) is reported through
   ``on_error`` and retried with backoff; the informer never ends on its own.
+- What it remembers of each object is the whole body unless ``remember`` says less (at fleet
+  scale a body per object is most of a process's memory); with ``on_vanished``, an object gone
+  between two lists is reported there, with what was remembered, instead of as ``DELETED``.
 """
 
 from __future__ import annotations
@@ -32,11 +35,16 @@ class Gone(Exception):
 class Informer:
     def __init__(self, api: Any, collection: str, on_event: Callable[[str, dict], None],
                  on_synced: Callable[[], None] | None = None, on_error: Callable[[Exception | None], None] | None = None,
-                 page: int = 500, watch_seconds: int = 300) -> None:
+                 page: int = 500, watch_seconds: int = 300, remember: Callable[[dict], Any] | None = None,
+                 on_vanished: Callable[[str, Any], None] | None = None) -> None:
         self.api, self.collection = api, collection
         self.on_event, self.on_synced, self.on_error = on_event, on_synced, on_error
         self.page, self.watch_seconds = page, watch_seconds
-        self.known: dict[str, dict] = {}          # uid -> last body seen
+        self.remember = remember or (lambda body: body)
+        self.on_vanished = on_vanished
+        self.known: dict[str, Any] = {}           # uid -> last body seen (or what ``remember`` kept)
+        # The resourceVersion of the last complete list (the watch starts there).
+        self.listed_version: str | None = None
         self.synced = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -77,7 +85,7 @@ class Informer:
                     version = None
 
     async def _list(self) -> str:
-        seen: dict[str, dict] = {}
+        seen: set[str] = set()
         params: dict[str, str] = {"limit": str(self.page)}
         while True:
             _, listing = await self.api.request("GET", self.collection, params=params)
@@ -95,8 +103,8 @@ class Informer:
                         item["apiVersion"] = api_version
                 uid = (item.get("metadata") or {}).get("uid")
                 if uid:
-                    seen[uid] = item
-                    self.known[uid] = item
+                    seen.add(uid)
+                    self.known[uid] = self.remember(item)
                     self.on_event("ADDED", item)
             meta = listing.get("metadata") or {}
             if not meta.get("continue"):
@@ -104,7 +112,11 @@ class Informer:
                 break
             params = {"limit": str(self.page), "continue": meta["continue"]}
         for uid in [u for u in self.known if u not in seen]:
-            self.on_event("DELETED", self.known.pop(uid))
+            if self.on_vanished is not None:
+                self.on_vanished(uid, self.known.pop(uid))
+            else:
+                self.on_event("DELETED", self.known.pop(uid))
+        self.listed_version = version
         return version
 
     async def _watch(self, version: str) -> str:
@@ -129,7 +141,7 @@ class Informer:
                 if kind == "DELETED":
                     self.known.pop(uid, None)
                 elif uid:
-                    self.known[uid] = body
+                    self.known[uid] = self.remember(body)
                 self.on_event(kind, body)
         finally:
             response.release()

@@ -19,6 +19,7 @@ from entitle.api import Workload, limits
 from entitle.domain.admission import CREATE, DELETE, UPDATE, Decision
 from entitle.domain.rules import projections
 from entitle.domain.state import ClusterState, WorkloadRequest
+from entitle.domain.stored import StoredWorkload
 
 
 log = logging.getLogger("entitle.webhook")
@@ -61,7 +62,7 @@ def _int_replicas(spec: Any) -> int | None:
     return replicas
 
 
-def scale_request(stored: Workload, body: Any, old: Any, namespace: str, key: str, dry_run: bool) -> WorkloadRequest:
+def scale_request(stored: StoredWorkload, body: Any, old: Any, namespace: str, key: str, dry_run: bool) -> WorkloadRequest:
     """An UPDATE of the stored object with ``spec.replicas`` from the Scale in ``body``.
 
     The change is measured from the Scale's *old* replica count too (what the apiserver
@@ -72,13 +73,12 @@ def scale_request(stored: Workload, body: Any, old: Any, namespace: str, key: st
     replicas = _int_replicas((body or {}).get("spec") if isinstance(body, dict) else None)
     if replicas is None:
         raise RequestNotUnderstood(f"scale: spec.replicas must be an integer from 0 to {limits.MAX_REPLICAS}")
-    updated = stored.model_copy(deep=True)
+    updated = stored.to_model()
     updated.spec.replicas = replicas
-    actual = stored
+    actual = stored.to_model()
     old_scale = old if isinstance(old, dict) else {}
     old_replicas = _int_replicas(old_scale.get("spec")) if "spec" in old_scale else None
     if old_replicas is not None and old_replicas != stored.spec.replicas:
-        actual = stored.model_copy(deep=True)
         actual.spec.replicas = old_replicas
     meta = old_scale.get("metadata") if isinstance(old_scale.get("metadata"), dict) else {}
     seen, current = stored.metadata.resource_version, meta.get("resourceVersion")
