@@ -8,6 +8,7 @@ so the webhook (same loop) always sees a consistent picture. API writes go to a 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import OrderedDict
 from datetime import datetime
@@ -138,8 +139,8 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         Idempotent (Kopf retries a failed start-up handler) and per-object guarded: one bad
         object is reported and skipped, it never keeps the operator from becoming ready."""
         metrics.LEDGER_RECORDS.set(self.ledger.count())
-        for uid, last in self.ledger.live("workload").items():
-            data = last.get("data") or {}
+        for uid, body in self.ledger.iter_live("workload"):
+            data = json.loads(body).get("data") or {}
             self._counted[uid] = None if data.get("operation") == "movedOut" else data.get("tenant")
             self._recorded_generation[uid] = int(data.get("generation") or 0)
             if (data.get("kind") or "Workload") != "Workload":

@@ -7,6 +7,7 @@ replays, restarts and a second replica never duplicate one.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -49,7 +50,10 @@ class RecordKeeping:
         ``present_uids``: the Workloads listed; sourced kinds are judged by their informers (a
         kind entitle cannot list now is left alone: absence of evidence is not a deletion)."""
         now = self.now()
-        for uid, last in self.ledger.live("workload").items():
+        for uid, body in self.ledger.iter_live("workload"):
+            if uid in present_uids and '"kind":"Workload"' in body:
+                continue          # the common case, decided without parsing the record
+            last = json.loads(body)
             data = last.get("data") or {}
             kind = data.get("kind") or "Workload"
             if kind == "Workload":

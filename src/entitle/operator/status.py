@@ -124,28 +124,56 @@ class StatusReporting:
                                 "reason": reason, "message": message, "time": format_time(now), "own": own,
                                 "api_version": api_version})
 
-    # Workload verdicts computed per tick at most: the event loop also serves the webhook, so a
-    # new leader's first pass over 10,000 Workloads (~0.3 s) is spread over several ticks.
+    # Workload verdicts computed per tick at most: a new leader's first pass over 50,000
+    # Workloads is spread over many ticks. And per slice: a tick computes them a slice at a time
+    # and gives the event loop (which serves the webhook too) back between slices, so no
+    # admission waits behind a whole tick.
     status_budget = 2000
+    status_slice = 100
 
-    def refresh(self, tenants: set[str], now: datetime) -> list[tuple[str, Any]]:
+    def refresh(self, tenants: set[str], now: datetime, budget: int | None = None) -> list[tuple[str, Any]]:
         """Compute the status patches for ``tenants``; returns (kind, args) writes to make.
-        A tenant whose Workloads did not all fit in this tick's budget stays dirty; a tenant
-        whose status cannot be computed is skipped (logged), the others go on."""
+        At most ``budget`` (default ``status_budget``) Workload verdicts are computed: a tenant
+        whose Workloads did not all fit stays dirty, and so does every tenant after it (the next
+        call starts with it: no tenant waits behind the others for ever). A tenant whose status
+        cannot be computed is skipped (logged), the others go on."""
         writes: list[tuple[str, Any]] = []
-        budget = [self.status_budget]
-        by_tenant: dict[str | None, list[tuple[str, str]]] = {}
-        for key, entry in self.state.workloads.items():
-            if entry.tenant in tenants:
-                by_tenant.setdefault(entry.tenant, []).append(key)
-        for tenant in sorted(tenants):
+        left = [self.status_budget if budget is None else budget]
+        ordered = sorted(tenants)
+        start = getattr(self, "_refresh_from", None)
+        if start is not None:
+            ordered = [t for t in ordered if t >= start] + [t for t in ordered if t < start]
+        self._refresh_from = None
+        for tenant in ordered:
+            if left[0] <= 0:
+                self.dirty.add(tenant)
+                if self._refresh_from is None:
+                    self._refresh_from = tenant
+                continue
             try:
-                writes += self._refresh_tenant(tenant, by_tenant.get(tenant, ()), now, budget)
+                writes += self._refresh_tenant(tenant, self.state.tenant_workloads(tenant), now, left)
             except Exception:  # noqa: BLE001 -- one tenant's fault stays that tenant's
                 metrics.STATUS_ERRORS.inc()
                 log.exception("status of tenant %s could not be computed; other tenants go on", tenant)
-        writes += self._refresh_untenanted(now, budget)
+            if left[0] <= 0 and tenant in self.dirty and self._refresh_from is None:
+                self._refresh_from = tenant       # ran out inside this tenant: it goes first next
+        writes += self._refresh_untenanted(now, left)
         return writes
+
+    async def refresh_sliced(self, tenants: set[str], now: datetime) -> list[tuple[str, Any]]:
+        """:meth:`refresh` within this tick's budget, a ``status_slice`` at a time, yielding to
+        the event loop between slices."""
+        fresh: list[tuple[str, Any]] = []
+        left = self.status_budget
+        while left > 0 and (tenants or self.dirty_namespaces):
+            step = min(left, self.status_slice)
+            fresh += self.refresh(tenants, now, budget=step)
+            left -= step
+            tenants, self.dirty = self.dirty, set()
+            if left > 0 and (tenants or self.dirty_namespaces):
+                await asyncio.sleep(0)
+        self.dirty |= tenants
+        return fresh
 
     def _refresh_tenant(self, tenant: str, keys: Any, now: datetime, budget: list[int]) -> list[tuple[str, Any]]:
         writes: list[tuple[str, Any]] = []
@@ -268,7 +296,7 @@ class StatusReporting:
         except Exception:  # noqa: BLE001 -- the tenant view never stops the tenants' status
             log.exception("tenant entitlements could not be listed this tick; retrying on the next one")
         tenants, self.dirty = self.dirty, set()
-        fresh = self.refresh(tenants, now) if tenants or self.dirty_namespaces else []
+        fresh = await self.refresh_sliced(tenants, now)
         try:
             await self.leader_sources(now)
         except Exception:  # noqa: BLE001 -- sources' duties never stop the tenants' status
@@ -300,7 +328,9 @@ class StatusReporting:
             # A namespace's view write and its deletion replace each other (the last one wins).
             key = (kind, args[0], args[1]) if kind == "workload" else (kind[:4], args[0])
             pending.pop(key, None)
-            pending[key] = (kind, args)
+            # A Workload's status is not held while it waits (50,000 waiting dicts after a first
+            # start): it is the last one computed, read back from _workload_status when written.
+            pending[key] = ("workload", (args[0], args[1], None)) if kind == "workload" else (kind, args)
         budget = max(1, int(self.cfg.status_writes_per_second * self.cfg.status_interval_seconds))
         # Licenses first, then the tenants' own views, then Workloads.
         rank = {"lice": 0, "tent": 1}
@@ -319,6 +349,11 @@ class StatusReporting:
             path = f"apis/{GROUP}/{VERSION}/licenses/{name}/status"
         else:
             ns, name, status = args
+            if status is None:
+                computed = self._workload_status.get((ns, name))
+                if not computed:
+                    return        # forgotten meanwhile (deleted, or a new term recomputes it)
+                status = orjson.loads(computed)
             key = ("Workload", ns, name)
             path = f"apis/{GROUP}/{VERSION}/namespaces/{ns}/workloads/{name}/status"
         stored = self._stored_status_of(key)

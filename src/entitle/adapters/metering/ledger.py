@@ -110,9 +110,21 @@ class Ledger:
 
     def live(self, kind: str) -> dict[str, dict]:
         """{key: last record} of objects of ``kind`` whose last record is not a deletion."""
-        with self._lock:
-            return {key: json.loads(body) for key, body in
-                    self._db.execute("SELECT key, body FROM live WHERE kind=?", (kind,))}
+        return {key: json.loads(body) for key, body in self.iter_live(kind)}
+
+    def iter_live(self, kind: str, page: int = 2000) -> Iterator[tuple[str, str]]:
+        """(key, last record as JSON text) of every live object of ``kind``, a page at a time
+        (keyset: appends in between are fine). At start-up over a fleet, a dict of every parsed
+        record at once was ~100 MiB held for a moment -- and kept by the allocator."""
+        after = ""
+        while True:
+            with self._lock:
+                rows = self._db.execute("SELECT key, body FROM live WHERE kind=? AND key>? ORDER BY key LIMIT ?",
+                                        (kind, after, page)).fetchall()
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1][0]
 
     def has(self, source: str, id_: str) -> bool:
         with self._lock:

@@ -142,10 +142,20 @@ class PostgresLedger:
             self._db.execute("DELETE FROM live WHERE kind = %s AND key = %s", (kind, key))
 
     def live(self, kind: str) -> dict[str, dict]:
-        with self._lock:
-            self._reconnect_if_broken()
-            return {key: json.loads(body) for key, body in
-                    self._db.execute("SELECT key, body FROM live WHERE kind = %s", (kind,))}
+        return {key: json.loads(body) for key, body in self.iter_live(kind)}
+
+    def iter_live(self, kind: str, page: int = 2000) -> Iterator[tuple[str, str]]:
+        """See :meth:`entitle.adapters.metering.ledger.Ledger.iter_live`."""
+        after = ""
+        while True:
+            with self._lock:
+                self._reconnect_if_broken()
+                rows = self._db.execute("SELECT key, body FROM live WHERE kind = %s AND key > %s ORDER BY key "
+                                        "LIMIT %s", (kind, after, page)).fetchall()
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1][0]
 
     def has(self, source: str, id_: str) -> bool:
         with self._lock:
