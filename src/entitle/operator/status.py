@@ -134,29 +134,28 @@ class StatusReporting:
     def refresh(self, tenants: set[str], now: datetime, budget: int | None = None) -> list[tuple[str, Any]]:
         """Compute the status patches for ``tenants``; returns (kind, args) writes to make.
         At most ``budget`` (default ``status_budget``) Workload verdicts are computed: a tenant
-        whose Workloads did not all fit stays dirty, and so does every tenant after it (the next
-        call starts with it: no tenant waits behind the others for ever). A tenant whose status
-        cannot be computed is skipped (logged), the others go on."""
+        whose Workloads did not all fit stays dirty, and so does every tenant not reached. The
+        next call starts after the tenant that used the budget up (round robin: a tenant with a
+        long backlog never holds the others back). A tenant whose status cannot be computed is
+        skipped (logged), the others go on."""
         writes: list[tuple[str, Any]] = []
         left = [self.status_budget if budget is None else budget]
         ordered = sorted(tenants)
-        start = getattr(self, "_refresh_from", None)
-        if start is not None:
-            ordered = [t for t in ordered if t >= start] + [t for t in ordered if t < start]
-        self._refresh_from = None
+        after = getattr(self, "_refresh_after", None)
+        if after is not None:
+            ordered = [t for t in ordered if t > after] + [t for t in ordered if t <= after]
+        self._refresh_after = None
         for tenant in ordered:
             if left[0] <= 0:
-                self.dirty.add(tenant)
-                if self._refresh_from is None:
-                    self._refresh_from = tenant
+                self.dirty.add(tenant)     # not reached: next time
                 continue
             try:
                 writes += self._refresh_tenant(tenant, self.state.tenant_workloads(tenant), now, left)
             except Exception:  # noqa: BLE001 -- one tenant's fault stays that tenant's
                 metrics.STATUS_ERRORS.inc()
                 log.exception("status of tenant %s could not be computed; other tenants go on", tenant)
-            if left[0] <= 0 and tenant in self.dirty and self._refresh_from is None:
-                self._refresh_from = tenant       # ran out inside this tenant: it goes first next
+            if left[0] <= 0:
+                self._refresh_after = tenant
         writes += self._refresh_untenanted(now, left)
         return writes
 

@@ -241,6 +241,11 @@ class LedgerWriter:
             self._pending.append(record)
             self._cond.notify()
 
+    @property
+    def backlog(self) -> int:
+        """Records submitted and not yet taken up for writing."""
+        return len(self._pending)
+
     def forget_live(self, kind: str, key: str) -> None:
         """Queue :meth:`Ledger.forget_live`, ordered after every record submitted before it."""
         self.submit({"_forget": (kind, key)})

@@ -1,0 +1,138 @@
+"""Fleet scale, at the unit level: the slim stored workload, the informer's memory of what it
+listed, status that a restart does not rewrite, and the status pass's round robin."""
+
+from __future__ import annotations
+
+import asyncio
+
+from entitle.adapters.kube.informer import Informer
+from entitle.adapters.metering.ledger import Ledger
+from entitle.adapters.webhook.admission import scale_request
+from entitle.domain.sources import Source, claim
+from entitle.domain.stored import StoredWorkload
+from entitle.operator.config import OperatorConfig
+from entitle.operator.controller import Controller
+from tests.unit.builders import NOW, lic, state_with, wl
+
+
+def body(name: str, ns: str = "team-a", uid: str | None = None, **spec) -> dict:
+    out = wl(name, ns, **spec).model_dump(by_alias=True, mode="json", exclude_none=True)
+    out["metadata"].update(uid=uid or f"uid-{ns}-{name}", generation=1, resourceVersion="7",
+                           creationTimestamp="2026-11-01T00:00:00Z")
+    return out
+
+
+def test_the_state_keeps_a_slim_workload_that_reads_and_rebuilds_like_the_model():
+    state = state_with(lic("base", instances={"max": 100}, seats={"max": 10}))
+    one = wl("a", replicas=2, users=["ann", "bob"], features=["sso"])
+    one.metadata.uid, one.metadata.generation, one.metadata.labels = "u1", 3, {"team": "x"}
+    two = wl("b", replicas=2, users=["ann", "bob"], features=["sso"])
+    state.observe_workload(one)
+    state.observe_workload(two)
+    a, b = state.workload("team-a", "a"), state.workload("team-a", "b")
+    assert isinstance(a, StoredWorkload)
+    assert a.spec is b.spec, "equal specs are one object"
+    assert state.footprint_of(a) is state.footprint_of(b)
+    assert state.usage["acme"].units == 4 and state.usage["acme"].seats == 2
+    assert a.to_model().model_dump() == one.model_dump(), "the full model comes back as it was"
+    assert a.to_model() is not a.to_model()
+    # A scale is built from the stored object: labels (CEL rules read them) and all.
+    request = scale_request(a, {"spec": {"replicas": 5}}, None, "team-a", "a", False)
+    assert request.workload.spec.replicas == 5 and request.workload.metadata.labels == {"team": "x"}
+    assert request.old.spec.replicas == 2 and a.spec.replicas == 2, "the stored object is not touched"
+
+
+def test_a_sourced_claim_keeps_its_own_kind_through_the_slim_record():
+    source = Source(name="deploys", group="apps", version="v1", kind="Deployment", instance_kind="container",
+                    selector=None, replicas_path=("spec", "replicas"), only_uncontrolled=False)
+    made = claim(source, {"metadata": {"name": "web", "namespace": "team-a", "uid": "d1"}, "spec": {"replicas": 3}})
+    kept = StoredWorkload.of(made)
+    assert (kept.kind, kept.api_version) == ("Deployment", "apps/v1")
+    again = kept.to_model()
+    assert (again.kind, again.api_version, again.spec.replicas) == ("Deployment", "apps/v1", 3)
+
+
+class Relisting:
+    """A collection listed twice (the second list after a 410): ``u2`` is gone in between."""
+
+    def __init__(self):
+        self.lists = [[body("w1", uid="u1"), body("w2", uid="u2")], [body("w1", uid="u1")]]
+
+    async def request(self, method, path, body=None, params=None, ok=(200,)):
+        return 200, {"kind": "WorkloadList", "apiVersion": "entitle.dev/v1alpha1",
+                     "metadata": {"resourceVersion": "9"}, "items": self.lists.pop(0)}
+
+
+def test_the_informer_remembers_only_what_it_is_told_and_reports_what_vanished():
+    events, vanished = [], []
+    informer = Informer(Relisting(), "apis/entitle.dev/v1alpha1/workloads", lambda kind, b: events.append(kind),
+                        remember=lambda b: b["metadata"]["name"], on_vanished=lambda uid, kept: vanished.append((uid, kept)))
+    asyncio.run(informer._list())
+    assert informer.known == {"u1": "w1", "u2": "w2"} and informer.listed_version == "9"
+    asyncio.run(informer._list())
+    assert vanished == [("u2", "w2")] and events == ["ADDED"] * 3 and informer.known == {"u1": "w1"}
+
+
+def _controller(tmp_path, name):
+    state = state_with(lic("base", instances={"max": 10}))
+    cfg = OperatorConfig()
+    object.__setattr__(cfg, "now", lambda: NOW)
+    controller = Controller(cfg, state, Ledger(tmp_path / f"{name}.db"), None)
+    controller.set_leader(True)
+    return controller
+
+
+def test_a_vanished_workload_is_forgotten_and_metered_from_the_last_state_kept(tmp_path):
+    controller = _controller(tmp_path, "v")
+    controller.on_workload(body("w", uid="u9", replicas=3))
+    assert controller.state.usage["acme"].units == 3
+    controller._workload_vanished("u9", ("team-a", "w"))
+    assert controller.state.workload("team-a", "w") is None and controller.state.usage["acme"].units == 0
+    controller.writer.barrier().result()
+    deleted = [r for _, r in controller.ledger.read() if r["data"].get("operation") == "deleted"]
+    assert [r["data"]["replicas"] for r in deleted] == [3], "the deletion carries the state kept, not defaults"
+    controller.writer.close()
+
+
+def test_a_restart_does_not_rewrite_status_that_is_already_stored(tmp_path):
+    first = _controller(tmp_path, "first")
+    first.on_workload(body("w", replicas=2))
+    written = {args[1]: args[2] for kind, args in first.refresh(set(first.dirty), NOW) if kind == "workload"}
+    assert written["w"]["conditions"][0]["status"] == "True"
+    first.writer.close()
+    # The apiserver now stores that status; a new process lists the object with it.
+    second = _controller(tmp_path, "second")
+    stored = body("w", replicas=2)
+    stored["status"] = written["w"]
+    second.on_workload(stored)
+    again = [args for kind, args in second.refresh(set(second.dirty), NOW) if kind == "workload"]
+    assert again == [] and second.events == [], "nothing to write, nothing to announce"
+    # ...and a status that differs is written.
+    stored["status"] = {**written["w"], "units": 99}
+    second._workload_basis.clear()
+    second._workload_status.clear()
+    second.on_workload(stored)
+    assert [args[1] for kind, args in second.refresh(set(second.dirty), NOW) if kind == "workload"] == ["w"]
+    second.writer.close()
+
+
+def test_the_status_pass_takes_tenants_in_turn_when_one_has_a_backlog(tmp_path):
+    state = state_with(lic("base", instances={"max": 100}), lic("small", tenant="beta", instances={"max": 5}),
+                       namespaces={"team-a": "acme", "team-b": "beta"})
+    controller = Controller(OperatorConfig(), state, Ledger(tmp_path / "l.db"), None)
+    controller.leader = True
+    for i in range(25):
+        state.observe_workload(wl(f"w{i}", replicas=1))
+    state.observe_workload(wl("b0", "team-b", replicas=1))
+    order = []
+    dirty = {"acme", "beta"}
+    for _ in range(5):
+        controller.dirty = set()
+        order.append(sorted(args[0] for kind, args in controller.refresh(dirty, NOW, budget=10) if kind == "workload"))
+        dirty = controller.dirty
+        if not dirty:
+            break
+    assert order[0] == ["team-a"] * 10, "the backlog uses the first slice"
+    assert "team-b" in order[1], "the next slice starts with the tenant after it"
+    assert sum(len(o) for o in order) == 26 and not dirty
+    controller.writer.close()
