@@ -136,3 +136,38 @@ def test_the_status_pass_takes_tenants_in_turn_when_one_has_a_backlog(tmp_path):
     assert "team-b" in order[1], "the next slice starts with the tenant after it"
     assert sum(len(o) for o in order) == 26 and not dirty
     controller.writer.close()
+
+
+class Pages:
+    """Three pages; records when each was asked for, relative to the handling of the others."""
+
+    def __init__(self, log):
+        self.log = log
+
+    async def request(self, method, path, body=None, params=None, ok=(200,)):
+        page = int((params or {}).get("continue") or 0)
+        self.log.append(f"get {page}")
+        await asyncio.sleep(0)
+        items = [body_of(f"w{page}{i}") for i in range(2)]
+        meta = {"resourceVersion": "42"} if page == 2 else {"continue": str(page + 1)}
+        return 200, {"kind": "WorkloadList", "apiVersion": "entitle.dev/v1alpha1", "metadata": meta, "items": items}
+
+
+def body_of(name):
+    return body(name, uid=f"uid-{name}")
+
+
+def test_a_list_is_read_a_page_ahead_in_order_with_backpressure_between_pages():
+    log = []
+
+    async def after_page():
+        log.append("after page")
+
+    informer = Informer(Pages(log), "apis/entitle.dev/v1alpha1/workloads",
+                        lambda kind, b: log.append(b["metadata"]["name"]), after_page=after_page)
+    assert asyncio.run(informer._list()) == "42"
+    names = [x for x in log if x.startswith("w")]
+    assert names == ["w00", "w01", "w10", "w11", "w20", "w21"], "events in list order"
+    # The next page is asked for before the current one is handled.
+    assert log.index("get 1") < log.index("w00") and log.index("get 2") < log.index("w10")
+    assert log.count("after page") == 3 and log[-1] == "after page"

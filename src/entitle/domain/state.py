@@ -108,6 +108,7 @@ class ClusterState:
         self.cluster_id = None
         self.table = table or InstanceTable()
         self.namespaces: dict[str, str | None] = {}
+        self._tenant_namespaces: dict[str, set[str]] = defaultdict(set)   # tenant -> its namespaces
         self.licenses: dict[str, ReadLicense] = {}
         self.workloads: dict[Key, WorkloadEntry] = {}
         self._by_namespace: dict[str, set[Key]] = defaultdict(set)
@@ -130,6 +131,11 @@ class ClusterState:
     # --- namespaces -------------------------------------------------------------------
     def set_namespace(self, name: str, labels: dict[str, str] | None) -> None:
         tenant = (labels or {}).get(TENANT_LABEL) or None
+        before = self.namespaces.get(name)
+        if before is not None and before != tenant:
+            self._tenant_namespaces[before].discard(name)
+        if tenant is not None:
+            self._tenant_namespaces[tenant].add(name)
         self.namespaces[name] = tenant
         for key in self._by_namespace.get(name, ()):
             self._rehome(self.workloads[key])
@@ -146,10 +152,9 @@ class ClusterState:
         return self._by_namespace.get(namespace, set())
 
     def tenant_workloads(self, tenant: str) -> list[Key]:
-        """The keys counted in ``tenant`` (through its namespaces: O(namespaces + its workloads),
-        not a pass over the fleet)."""
-        return [key for ns, owner in self.namespaces.items() if owner == tenant
-                for key in self._by_namespace.get(ns, ())]
+        """The keys counted in ``tenant`` (through its namespaces: O(its workloads), not a pass
+        over the fleet)."""
+        return [key for ns in self._tenant_namespaces.get(tenant, ()) for key in self._by_namespace.get(ns, ())]
 
     def set_license(self, license: License) -> ReadLicense:
         return self.set_read_license(read_license(license, self.signing_keys, self.cluster_id))

@@ -110,6 +110,8 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
 
     def set_leader(self, leader: bool) -> None:
         self.leader = leader
+        if self.records_enabled:        # (a webhook worker never leads; its metrics are not served)
+            metrics.LEADER.set(1 if leader else 0)
         self._pending_status = {}     # a new term recomputes every status
         if leader:
             # Recompute everything: a new leader owes status for every tenant.
@@ -118,6 +120,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
             self._workload_basis.clear()
             self.dirty.update(self.state.tenants())
             self.dirty_namespaces.update(ns for ns, t in self.state.namespaces.items() if t is None)
+            metrics.STATUS_TENANTS_PENDING.set(len(self.dirty))
             try:
                 self.pumps = [pump.start() for pump in self.pump_factory()]
             except Exception:  # noqa: BLE001 -- records stay in the ledger; a later leader retries

@@ -39,6 +39,12 @@ LEDGER_LAG = Gauge("entitle_ledger_lag_records", "Ledger records not yet deliver
 BURST_USED = Gauge("entitle_burst_used_seconds", "Burst budget used this month", ["tenant", "pool"])
 OBJECT_ERRORS = Counter("entitle_object_errors_total",
                         "Watch events entitle could not process (the object is reported and skipped)", ["kind"])
+STATUS_WRITES = Counter("entitle_status_writes_total",
+                        "Status subresource writes made (paced at statusWritesPerSecond)", ["kind"])
+STATUS_BACKLOG = Gauge("entitle_status_writes_pending", "Status writes computed and waiting for the pace")
+LEADER = Gauge("entitle_leader", "1 while this replica holds the controller Lease (writes status, Events, sinks)")
+STATUS_TENANTS_PENDING = Gauge("entitle_status_tenants_pending",
+                               "Tenants whose status is still to be computed (over the per-tick budget)")
 STATUS_ERRORS = Counter("entitle_status_errors_total",
                         "Status computations that failed for one tenant or tick (the others went on)")
 

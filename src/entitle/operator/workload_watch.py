@@ -48,7 +48,7 @@ class WorkloadWatching:
         self.workload_informer = Informer(
             self.async_api, WORKLOADS, on_event=self._workload_event, remember=_remembered,
             on_vanished=self._workload_vanished, after_page=self._keep_up_with_the_ledger,
-            on_error=lambda exc: exc is not None and log.warning("watching Workloads: %s", exc)).start()
+            on_error=self._workload_watch_error).start()
         await self.workload_informer.synced.wait()
 
     async def _keep_up_with_the_ledger(self) -> None:
@@ -74,6 +74,11 @@ class WorkloadWatching:
 
     def listed_workload_uids(self) -> set[str]:
         return set(self.workload_informer.known) if self.workload_informer is not None else set()
+
+    def _workload_watch_error(self, exc: Exception | None) -> None:
+        # (The informer logs and retries; while the first list fails the replica stays unready.)
+        if exc is not None and not self.ready.is_set():
+            log.warning("listing Workloads failed, the replica stays unready and retries: %s", exc)
 
     def _workload_event(self, kind: str, body: dict) -> None:
         actions = self.on_workload(body, deleted=kind == "DELETED")

@@ -91,41 +91,25 @@ class Informer:
     async def _list(self) -> str:
         seen: set[str] = set()
         fetch = asyncio.ensure_future(self.api.request("GET", self.collection, params={"limit": str(self.page)}))
-        while True:
-            try:
+        try:
+            while True:
                 _, listing = await fetch
-            except BaseException:
-                fetch.cancel()
-                raise
-            meta = listing.get("metadata") or {}
-            if meta.get("continue"):
-                # The next page is asked for before this one is handled: the apiserver reads
-                # it while this process handles the current one (priming overlaps the two).
-                fetch = asyncio.ensure_future(self.api.request(
-                    "GET", self.collection, params={"limit": str(self.page), "continue": meta["continue"]}))
-                await asyncio.sleep(0)     # let the request go out before the handling below
-            # A list's items carry no kind/apiVersion (the list does): stamp them, so an item
-            # from the start-up list reads like one from the watch (an anchor named after an
-            # empty kind was refused by the apiserver -- found by the admission benchmark).
-            list_kind = str(listing.get("kind") or "")
-            item_kind = list_kind[:-4] if list_kind.endswith("List") else ""
-            api_version = listing.get("apiVersion")
-            for item in listing.get("items") or []:
-                if isinstance(item, dict):
-                    if item_kind and not item.get("kind"):
-                        item["kind"] = item_kind
-                    if api_version and not item.get("apiVersion"):
-                        item["apiVersion"] = api_version
-                uid = (item.get("metadata") or {}).get("uid")
-                if uid:
-                    seen.add(uid)
-                    self.known[uid] = self.remember(item)
-                    self.on_event("ADDED", item)
-            if self.after_page is not None:
-                await self.after_page()
-            if not meta.get("continue"):
-                version = meta.get("resourceVersion")
-                break
+                meta = listing.get("metadata") or {}
+                if meta.get("continue"):
+                    # The next page is asked for before this one is handled: the apiserver reads
+                    # it while this process handles the current one (priming overlaps the two).
+                    fetch = asyncio.ensure_future(self.api.request(
+                        "GET", self.collection, params={"limit": str(self.page), "continue": meta["continue"]}))
+                    await asyncio.sleep(0)     # let the request go out before the handling below
+                self._handle_page(listing, seen)
+                if self.after_page is not None:
+                    await self.after_page()
+                if not meta.get("continue"):
+                    version = meta.get("resourceVersion")
+                    break
+        finally:
+            if not fetch.done():
+                fetch.cancel()      # failed or cancelled half-way: no request left behind
         for uid in [u for u in self.known if u not in seen]:
             if self.on_vanished is not None:
                 self.on_vanished(uid, self.known.pop(uid))
@@ -133,6 +117,25 @@ class Informer:
                 self.on_event("DELETED", self.known.pop(uid))
         self.listed_version = version
         return version
+
+    def _handle_page(self, listing: dict, seen: set[str]) -> None:
+        # A list's items carry no kind/apiVersion (the list does): stamp them, so an item
+        # from the start-up list reads like one from the watch (an anchor named after an
+        # empty kind was refused by the apiserver -- found by the admission benchmark).
+        list_kind = str(listing.get("kind") or "")
+        item_kind = list_kind[:-4] if list_kind.endswith("List") else ""
+        api_version = listing.get("apiVersion")
+        for item in listing.get("items") or []:
+            if isinstance(item, dict):
+                if item_kind and not item.get("kind"):
+                    item["kind"] = item_kind
+                if api_version and not item.get("apiVersion"):
+                    item["apiVersion"] = api_version
+            uid = (item.get("metadata") or {}).get("uid")
+            if uid:
+                seen.add(uid)
+                self.known[uid] = self.remember(item)
+                self.on_event("ADDED", item)
 
     async def _watch(self, version: str) -> str:
         params = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "true",
