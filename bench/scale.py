@@ -72,27 +72,25 @@ def rss_mib(pid: int) -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
 
 
-def ready(port: int) -> bool:
+def readyz(port: int) -> int | None:
+    """``/readyz``'s status (503 while priming, 200 once primed); None while nothing listens."""
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     try:
         with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", timeout=1, context=ctx) as resp:
-            return resp.status == 200
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
     except Exception:  # noqa: BLE001
-        return False
+        return None
+
+
+def ready(port: int) -> bool:
+    return readyz(port) == 200
 
 
 def listening(port: int) -> bool:
-    """The webhook port answers (``/readyz`` 503 while priming, 200 once primed)."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    try:
-        urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", timeout=1, context=ctx)
-        return True
-    except urllib.error.HTTPError:
-        return True
-    except Exception:  # noqa: BLE001
-        return False
+    return readyz(port) is not None
 
 
 def primed_phases(log: Path) -> dict:
@@ -112,6 +110,17 @@ def metric(port: int, name: str) -> float:
                or line.startswith(name + "{"))
 
 
+def dry_run_review(ns: str, name: str, user: str) -> dict:
+    """A dry-run AdmissionReview creating one Workload (one replica, one user)."""
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": str(uuid.uuid4()), "kind": {"group": G, "version": V, "kind": "Workload"},
+        "resource": {"group": G, "version": V, "resource": "workloads"}, "operation": "CREATE",
+        "namespace": ns, "name": name, "dryRun": True, "userInfo": {"username": "bench"},
+        "object": {"apiVersion": f"{G}/{V}", "kind": "Workload",
+                   "metadata": {"name": name, "namespace": ns, "uid": str(uuid.uuid4())},
+                   "spec": {"replicas": 1, "users": [user]}}}}
+
+
 async def reviews_while_priming(port, count, ns, started):
     """Dry-run reviews sent as soon as the port answers, while the replica primes: each waits
     for the primed state (none is decided from a partial picture). Returns (latency ms, when
@@ -123,14 +132,7 @@ async def reviews_while_priming(port, count, ns, started):
     out = []
 
     async def one(session, i):
-        name = f"p-{uuid.uuid4().hex[:10]}"
-        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": str(uuid.uuid4()), "kind": {"group": G, "version": V, "kind": "Workload"},
-            "resource": {"group": G, "version": V, "resource": "workloads"}, "operation": "CREATE",
-            "namespace": ns, "name": name, "dryRun": True, "userInfo": {"username": "bench"},
-            "object": {"apiVersion": f"{G}/{V}", "kind": "Workload",
-                       "metadata": {"name": name, "namespace": ns, "uid": str(uuid.uuid4())},
-                       "spec": {"replicas": 1, "users": [f"u{i % 40}"]}}}}
+        review = dry_run_review(ns, f"p-{uuid.uuid4().hex[:10]}", f"u{i % 40}")
         begin = time.perf_counter()
         async with session.post(f"https://127.0.0.1:{port}/workloads", json=review, ssl=ctx,
                                 timeout=aiohttp.ClientTimeout(total=120)) as resp:
@@ -153,14 +155,7 @@ async def reviews(port, count, concurrency, ns):
     sem, samples = asyncio.Semaphore(concurrency), []
 
     async def one(session, i, record):
-        name = f"r-{uuid.uuid4().hex[:10]}"
-        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": str(uuid.uuid4()), "kind": {"group": G, "version": V, "kind": "Workload"},
-            "resource": {"group": G, "version": V, "resource": "workloads"}, "operation": "CREATE",
-            "namespace": ns, "name": name, "dryRun": True, "userInfo": {"username": "bench"},
-            "object": {"apiVersion": f"{G}/{V}", "kind": "Workload",
-                       "metadata": {"name": name, "namespace": ns, "uid": str(uuid.uuid4())},
-                       "spec": {"replicas": 1, "users": [f"u{i % 40}"]}}}}
+        review = dry_run_review(ns, f"r-{uuid.uuid4().hex[:10]}", f"u{i % 40}")
         async with sem:
             start = time.perf_counter()
             async with session.post(f"https://127.0.0.1:{port}/workloads", json=review, ssl=ctx) as resp:

@@ -336,10 +336,6 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         now = self.now()
         finalizers = list(meta.get("finalizers") or [])
         terminating = bool(meta.get("deletionTimestamp"))
-        if deleted and "spec" not in body:
-            # Vanished between two lists (operator.workload_watch): only its name is known;
-            # the deletion is metered from the last state this state holds.
-            return self._forget(ns, name, self.state.workload(ns, name), meta, now, [], deleted=True)
         self._remember_stored_status(("Workload", ns, name), body.get("status"))
         try:
             workload = Workload.model_validate(body)

@@ -90,7 +90,9 @@ class WorkloadWatching:
         """Deleted while the watch was down (seen on a relist): forget it as a deletion, metered
         from the last state the state holds (the deletion itself was not observed)."""
         namespace, name = remembered
-        self.on_workload({"metadata": {"namespace": namespace, "name": name, "uid": uid}}, deleted=True)
+        meta = {"namespace": namespace, "name": name, "uid": uid}
+        self._guarded("Workload", {"metadata": meta}, lambda _: self._forget(
+            namespace, name, self.state.workload(namespace, name), meta, self.now(), [], deleted=True))
 
     async def _write_finalizers(self) -> None:
         while True:
