@@ -160,3 +160,26 @@ def test_a_corrupted_hold_object_is_named_and_healed(cluster, tmp_path):
         operator.stop()
         cluster.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "entitle",
                         "--ignore-not-found", check=False)
+
+
+def test_a_workload_of_a_megabyte_is_counted_and_the_watch_goes_on(cluster, operator):
+    """The largest Workload the CRD admits (5,000 users with long names, ~0.8 MB as one watch
+    event) is counted like any other, and Workloads after it are still seen: a watch event
+    over aiohttp's 128 KiB line limit once froze the replica's view of every Workload."""
+    from tests.e2e.helpers import api_client
+
+    tenant, ns, lic = unique("big"), unique("ns"), unique("lic")
+    apply(cluster, namespace(ns, tenant), license(lic, tenant, seats={"max": 10_000}))
+    users = [f"user-{i:05d}-" + "x" * 140 for i in range(5_000)]
+    api = api_client(cluster)
+    api.create_namespaced_custom_object("entitle.dev", "v1alpha1", ns, "workloads",
+                                        workload("huge", ns, users=users))
+    api.create_namespaced_custom_object("entitle.dev", "v1alpha1", ns, "workloads",
+                                        workload("after", ns, users=["someone-else"]))
+    wait_for(lambda: _condition(cluster, "workload", "after", "Entitled", ns).get("status") == "True",
+             timeout=60, message="the Workload created after the large one is seen and entitled")
+    wait_for(lambda: (((get(cluster, "license", lic) or {}).get("status") or {}).get("seats") or {}).get("used") == 5_001,
+             timeout=60, message="both counted: 5,001 seats")
+    created = [r["data"]["name"] for r in operator.records()
+               if r["type"] == "dev.entitle.workload.v1" and r["subject"] == tenant and r["data"]["operation"] == "created"]
+    assert sorted(created) == ["after", "huge"]

@@ -14,13 +14,17 @@ handlers, fixed at start-up, cannot follow.
   between two lists is reported there, with what was remembered, instead of as ``DELETED``.
 - A list is read a page ahead (the apiserver reads the next page while this process handles
   the current one); ``after_page`` is awaited between pages (backpressure).
+- A watch event is a line of any length the apiserver can store (a Workload with 5,000 long
+  user names is over a megabyte): aiohttp's ``readline`` refuses lines over 128 KiB, and a
+  refused event would be retried from the same version forever -- one large object would
+  freeze this replica's view of every object of the kind (see :func:`json_lines`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -30,8 +34,37 @@ from entitle.adapters.kube.async_api import ApiError
 log = logging.getLogger("entitle.informer")
 
 
+# Longest watch event read (the apiserver's own request limit is 3 MiB; etcd's default 1.5 MiB).
+MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+
 class Gone(Exception):
     """The watch's resourceVersion is too old (410): relist."""
+
+
+class EventTooLarge(Exception):
+    """A watch event longer than :data:`MAX_EVENT_BYTES` (no apiserver sends one): the watch
+    restarts rather than buffer without bound."""
+
+
+async def json_lines(content: Any, limit: int = MAX_EVENT_BYTES) -> AsyncIterator[bytes]:
+    """The lines of a streamed body, however long each is (up to ``limit``), as Kopf reads
+    watches; ``StreamReader.readline`` would raise past 128 KiB."""
+    buffer = bytearray()
+    searched = 0            # bytes of ``buffer`` already known to hold no newline
+    async for chunk in content.iter_any():
+        buffer += chunk
+        start = 0
+        while (end := buffer.find(b"\n", max(start, searched))) != -1:
+            if end > start:
+                yield bytes(buffer[start:end])
+            start = end + 1
+        del buffer[:start]
+        searched = len(buffer)
+        if len(buffer) > limit:
+            raise EventTooLarge(f"a watch event over {limit} bytes")
+    if buffer.strip():
+        yield bytes(buffer)
 
 
 class Informer:
@@ -142,10 +175,7 @@ class Informer:
                   "timeoutSeconds": str(self.watch_seconds)}
         response = await self.api.stream(self.collection, params, read_timeout=self.watch_seconds + 30)
         try:
-            while True:
-                line = await response.content.readline()
-                if not line:
-                    return version
+            async for line in json_lines(response.content):
                 event = orjson.loads(line)
                 kind, body = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
@@ -161,5 +191,6 @@ class Informer:
                 elif uid:
                     self.known[uid] = self.remember(body)
                 self.on_event(kind, body)
+            return version
         finally:
             response.release()
