@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import urllib3
 from kubernetes.client.rest import ApiException
 
 from tests.conftest import wait_for
@@ -26,23 +27,44 @@ def _setup(cluster, **spec):
     return tenant, ns, lic
 
 
+# How long a client keeps retrying a create whose webhook call failed (a replica was killed
+# under it): bounded in time, not in attempts -- a burst of fast failures while the apiserver's
+# connections to the dead replica drain must not use up a count of retries.
+RETRY_SECONDS = 30.0
+
+
 def _create_all(cluster, ns, bodies, workers=50, dry_run=False, retry_failed_calls=False):
     api = api_client(cluster)
 
     def create(body):
-        for _ in range(50):
+        deadline, failures = time.monotonic() + RETRY_SECONDS, []
+        while True:
             try:
                 api.create_namespaced_custom_object(GROUP, VERSION, ns, "workloads", body,
                                                     **({"dry_run": "All"} if dry_run else {}))
                 return True
             except ApiException as exc:
-                if exc.status == 500 and retry_failed_calls:
+                if exc.status == 409 and "AlreadyExists" in (exc.body or ""):
+                    # Every body's name is new to its namespace: an earlier attempt of this very
+                    # call was stored (its answer was lost, or was a 500 sent while the write's
+                    # outcome was unknown) -- that attempt was admitted.
+                    return True
+                if exc.status == 500 and retry_failed_calls and time.monotonic() < deadline:
                     # The webhook call failed (its replica was killed mid-request): nothing was
                     # stored (failurePolicy Fail); a client retries, as kubectl users and CD tools do.
-                    continue
-                assert exc.status in (400, 403), exc.body   # denied, never an error
-                return False
-        raise AssertionError(f"{body['metadata']['name']}: the webhook kept failing")
+                    failures.append(f"500 {exc.body}")
+                elif exc.status in (400, 403):
+                    return False    # denied
+                else:
+                    raise AssertionError(f"{body['metadata']['name']}: {exc.status} {exc.body} "
+                                         f"(after {len(failures)} failed calls: {failures[-3:]})") from None
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                # The connection to the apiserver broke under the call (the answer is lost):
+                # retried like a 500; a create that did land answers 409 the second time.
+                if not (retry_failed_calls and time.monotonic() < deadline):
+                    raise
+                failures.append(repr(exc))
+            time.sleep(0.05)    # a client's retry interval, not a synchronization
 
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(create, bodies))
@@ -97,10 +119,14 @@ def test_sigkill_of_the_active_replica_mid_load(cluster, replicas):
                                    None), message="a leader")
     survivor = next(op for op in replicas if op is not leader)
     results: list[bool] = []
+    failed: list[BaseException] = []
     bodies = [workload(f"w{i}", ns, replicas=1) for i in range(120)]
 
     def load():
-        results.extend(_create_all(cluster, ns, bodies, workers=20, retry_failed_calls=True))
+        try:
+            results.extend(_create_all(cluster, ns, bodies, workers=20, retry_failed_calls=True))
+        except BaseException as exc:    # reported by the test below, not lost in the thread
+            failed.append(exc)
 
     thread = threading.Thread(target=load)
     thread.start()
@@ -108,6 +134,8 @@ def test_sigkill_of_the_active_replica_mid_load(cluster, replicas):
              message="load under way")
     leader.stop(signal.SIGKILL)
     thread.join(300)
+    assert not thread.is_alive(), "the load did not finish within 300 s"
+    assert not failed, f"the load failed: {failed[0]!r}"
     assert len(results) == len(bodies) and sum(results) <= 60
     # A grant the dead replica held stays counted until it expires (reservationSeconds): then
     # the survivor admits exactly up to the cap, never above it.
@@ -151,11 +179,15 @@ def test_a_replica_sigkilled_while_holding_escrow(cluster, replicas):
 
     tenant, ns, lic = _setup(cluster, instances={"max": 200})
     stream: list[bool] = []
+    failed: list[BaseException] = []
     stop = threading.Event()
 
     def steady():
-        while not stop.is_set():
-            stream.extend(_create_all(cluster, ns, [workload(unique("s"), ns)], workers=1, retry_failed_calls=True))
+        try:
+            while not stop.is_set():
+                stream.extend(_create_all(cluster, ns, [workload(unique("s"), ns)], workers=1, retry_failed_calls=True))
+        except BaseException as exc:    # reported by the test below, not lost in the thread
+            failed.append(exc)
 
     thread = threading.Thread(target=steady)
     thread.start()
@@ -173,6 +205,7 @@ def test_a_replica_sigkilled_while_holding_escrow(cluster, replicas):
     killed = time.monotonic()
     stop.set()
     thread.join(120)
+    assert not thread.is_alive() and not failed, f"the steady stream failed: {failed[:1]!r}"
 
     def stored() -> int:
         return len(api_client(cluster).list_namespaced_custom_object(GROUP, VERSION, ns, "workloads")["items"])

@@ -61,15 +61,28 @@ class AsyncApi:
 
     async def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
                       params: dict[str, str] | None = None, ok: tuple[int, ...] = (200, 201)) -> tuple[int, Any]:
-        """(status, decoded body); raises :class:`ApiError` unless the status is in ``ok``."""
+        """(status, decoded body); raises :class:`ApiError` unless the status is in ``ok``.
+
+        A pooled keep-alive connection the apiserver closed just before it was reused fails
+        with ``ServerDisconnectedError``; aiohttp sends GET/PUT/DELETE once more itself, never
+        POST or PATCH. Every POST and PATCH made through this client is safe to repeat (creates
+        answer 409 the second time, status merge patches are idempotent, a TokenReview reads),
+        so they are sent once more here on a fresh connection."""
         data = orjson.dumps(body) if body is not None else None
-        async with self._session_for_loop().request(
-                method, path.lstrip("/"), data=data, params=params,
-                headers=self._headers(content_type if data is not None else None)) as resp:
-            raw = await resp.read()
-            if resp.status not in ok:
-                raise ApiError(resp.status, raw.decode(errors="replace"))
-            return resp.status, (orjson.loads(raw) if raw else None)
+        attempts = (1, 2) if method in ("POST", "PATCH") else (2,)
+        for attempt in attempts:
+            try:
+                async with self._session_for_loop().request(
+                        method, path.lstrip("/"), data=data, params=params,
+                        headers=self._headers(content_type if data is not None else None)) as resp:
+                    raw = await resp.read()
+                    if resp.status not in ok:
+                        raise ApiError(resp.status, raw.decode(errors="replace"))
+                    return resp.status, (orjson.loads(raw) if raw else None)
+            except aiohttp.ServerDisconnectedError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     async def stream(self, path: str, params: dict[str, str], read_timeout: float) -> Any:
         """An open response whose body is JSON lines (a watch); the caller iterates
