@@ -171,3 +171,55 @@ def test_a_list_is_read_a_page_ahead_in_order_with_backpressure_between_pages():
     # The next page is asked for before the current one is handled.
     assert log.index("get 1") < log.index("w00") and log.index("get 2") < log.index("w10")
     assert log.count("after page") == 3 and log[-1] == "after page"
+
+
+class FlakyApi:
+    """Finalizer writes that fail the first ``failures`` times (a 500 from a webhook whose
+    replica was killed, say), then succeed."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls = failures, []
+
+    def _write(self, kind, ns, name):
+        self.calls.append((kind, ns, name))
+        if len(self.calls) <= self.failures:
+            raise RuntimeError("(500) Internal error occurred: failed calling webhook")
+
+    def remove_workload_finalizer(self, ns, name, finalizer, current):
+        self._write("remove", ns, name)
+
+    def add_workload_finalizer(self, ns, name, finalizer, current, resource_version):
+        self._write("add", ns, name)
+
+
+def test_a_failed_finalizer_release_is_tried_again_until_it_goes(tmp_path, monkeypatch):
+    """No later watch event may come for a Terminating Workload: a release that failed once
+    must be retried, or the object stays Terminating until the operator restarts."""
+    import entitle.operator.workload_watch as workload_watch
+    from tests.conftest import wait_for
+
+    monkeypatch.setattr(workload_watch, "FINALIZER_RETRY_SECONDS", (0.01, 0.05))
+    controller = _controller(tmp_path, "f")
+    controller.api = FlakyApi(failures=3)
+
+    async def scenario():
+        controller._finalizer_queue, controller._finalizer_wake = [], asyncio.Event()
+        controller._finalizer_failures = 0
+        task = asyncio.get_running_loop().create_task(controller._write_finalizers())
+        controller.queue_finalizer_actions([("remove", "team-a", "w", ["entitle.dev/usage-record"]),
+                                            ("add", "team-a", "v", [], "7")])
+        for _ in range(500):
+            if len(controller.api.calls) >= 5 and not controller._finalizer_failures:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)       # longer than the longest retry delay: any stray retry shows
+        task.cancel()
+        return controller.api.calls
+
+    calls = asyncio.run(scenario())
+    assert len(calls) == 5, calls     # 3 failures, then each once more and never again
+    # Both went through in the end, and nothing is retried after success.
+    assert calls[-2:] in ([("remove", "team-a", "w"), ("add", "team-a", "v")],
+                          [("add", "team-a", "v"), ("remove", "team-a", "w")])
+    assert controller._finalizer_failures == 0
+    controller.writer.close()

@@ -422,11 +422,20 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
             self._append(record)
         self._counted[uid] = tenant
 
-    def apply_finalizer_actions(self, actions: list[tuple]) -> None:
-        """Blocking API writes; run in a thread."""
+    def apply_finalizer_actions(self, actions: list[tuple]) -> list[tuple]:
+        """Blocking API writes; run in a thread. Returns the actions that failed and are worth
+        another try (the apiserver or a webhook answered an error, the ledger could not make a
+        deletion's record durable); a changed or vanished object is not one (the client lets
+        404/409/422 pass: its next watch event, if any, asks again)."""
+        failed: list[tuple] = []
         if any(action[0] in ("remove", "anchor-remove") for action in actions):
             # The finalizer goes only once the deletion's record is durable in the ledger.
-            self.writer.barrier().result()
+            try:
+                self.writer.barrier().result()
+            except Exception as exc:  # noqa: BLE001 -- the finalizer stays until the record is written
+                log.warning("the ledger could not make deletion records durable; finalizers stay: %s", exc)
+                failed = [a for a in actions if a[0] in ("remove", "anchor-remove")]
+                actions = [a for a in actions if a[0] not in ("remove", "anchor-remove")]
         for action in actions:
             try:
                 if action[0] == "anchor-remove":
@@ -435,8 +444,10 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
                     self.api.add_workload_finalizer(action[1], action[2], USAGE_FINALIZER, action[3], action[4])
                 else:
                     self.api.remove_workload_finalizer(action[1], action[2], USAGE_FINALIZER, action[3])
-            except Exception as exc:
-                log.warning("finalizer %s on %s/%s failed: %s", action[0], action[1], action[2], exc)
+            except Exception as exc:  # noqa: BLE001 -- retried by the caller, with backoff
+                log.warning("finalizer %s on %s/%s failed (retried): %s", action[0], action[1], action[2], exc)
+                failed.append(action)
+        return failed
 
     def _seed_bursts(self, tenant: str, lic: License) -> None:
         status = lic.status

@@ -33,5 +33,5 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     async def anchor_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         actions = controller.on_anchor(dict(body), deleted=type == "DELETED")
         if actions:
-            await asyncio.to_thread(controller.apply_finalizer_actions, actions)
+            controller.queue_finalizer_actions(actions)   # in order, retried when they fail
 

@@ -9,7 +9,9 @@ where that list ended (nothing missed, nothing seen twice), and it remembers of 
 its namespace and name (what an object that vanished between two lists needs).
 
 Finalizer writes (adding the usage finalizer, releasing it once the deletion's record is
-durable) are API calls: they leave the event loop through one queue, per object in order.
+durable) are API calls: they leave the event loop through one queue, per object in order. A
+write that fails is tried again with backoff: no later watch event may come for the object (a
+Terminating Workload whose release failed would stay Terminating until a restart otherwise).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ FINALIZER_CONCURRENCY = 8
 # While priming: records queued for the ledger before a page waits for the writer, and how long.
 PRIMING_BACKLOG = 2000
 LEDGER_WAIT_SECONDS = 5.0
+# A failed finalizer write is tried again after this long, doubling per consecutive failure.
+FINALIZER_RETRY_SECONDS = (0.5, 30.0)
 
 
 def _remembered(body: dict) -> tuple[str, str]:
@@ -44,6 +48,7 @@ class WorkloadWatching:
         """Start the Workload informer and wait for its first complete list (the priming list)."""
         self._finalizer_queue: list[tuple] = []
         self._finalizer_wake = asyncio.Event()
+        self._finalizer_failures = 0        # consecutive rounds with a failed write
         self._finalizer_task = asyncio.get_running_loop().create_task(self._write_finalizers())
         self.workload_informer = Informer(
             self.async_api, WORKLOADS, on_event=self._workload_event, remember=_remembered,
@@ -83,8 +88,15 @@ class WorkloadWatching:
     def _workload_event(self, kind: str, body: dict) -> None:
         actions = self.on_workload(body, deleted=kind == "DELETED")
         if actions:
-            self._finalizer_queue.extend(actions)
-            self._finalizer_wake.set()
+            self.queue_finalizer_actions(actions)
+
+    def queue_finalizer_actions(self, actions: list[tuple]) -> None:
+        """Write these finalizer changes (outside the event loop, per object in order, failed
+        ones again later)."""
+        if getattr(self, "_finalizer_wake", None) is None:
+            raise RuntimeError("finalizer writes queued before the Workload watch started")
+        self._finalizer_queue.extend(actions)
+        self._finalizer_wake.set()
 
     def _workload_vanished(self, uid: str, remembered: tuple[str, str]) -> None:
         """Deleted while the watch was down (seen on a relist): forget it as a deletion, metered
@@ -103,9 +115,23 @@ class WorkloadWatching:
             for action in actions:
                 by_object[(action[1], action[2])].append(action)
             batches = list(by_object.values())
+            failed: list[tuple] = []
             for start in range(0, len(batches), FINALIZER_CONCURRENCY):
                 results = await asyncio.gather(*[asyncio.to_thread(self.apply_finalizer_actions, batch)
                                                  for batch in batches[start:start + FINALIZER_CONCURRENCY]],
                                                return_exceptions=True)
-                for exc in (r for r in results if isinstance(r, Exception)):
-                    log.warning("finalizer writes failed: %s", exc)
+                for result in results:
+                    if isinstance(result, Exception):
+                        log.warning("finalizer writes failed: %s", result)
+                    elif result:
+                        failed.extend(result)
+            self._retry_finalizers_later(failed)
+
+    def _retry_finalizers_later(self, failed: list[tuple]) -> None:
+        if not failed:
+            self._finalizer_failures = 0
+            return
+        first, longest = FINALIZER_RETRY_SECONDS
+        delay = min(longest, first * 2 ** min(self._finalizer_failures, 16))
+        self._finalizer_failures += 1
+        asyncio.get_running_loop().call_later(delay, self.queue_finalizer_actions, failed)
