@@ -112,15 +112,19 @@ def node(tmp_path_factory):
     image = build_image(ROOT)
     image_done = time.monotonic()
     cluster = RealCluster.create(tmp_path_factory.mktemp("realnode"))
-    cluster.start()
+    cluster.start()     # (removes what it made when it fails)
     cluster_done = time.monotonic()
-    cluster.import_image(image.archive)
-    # Two replicas; spare volumes for the claims of a re-created release.
-    pv_dirs = cluster.add_volumes(4)
-    cluster.kubectl("apply", "-f", str(ROOT / "crds"))
-    handle = Node(cluster, image.ref, image.seconds, image.size, pv_dirs, helm_binary())
-    install_started = time.monotonic()
-    handle.install(image.ref.rsplit(":", 1)[1])
+    try:
+        cluster.import_image(image.archive)
+        # Two replicas; spare volumes for the claims of a re-created release.
+        pv_dirs = cluster.add_volumes(4)
+        cluster.kubectl("apply", "-f", str(ROOT / "crds"))
+        handle = Node(cluster, image.ref, image.seconds, image.size, pv_dirs, helm_binary())
+        install_started = time.monotonic()
+        handle.install(image.ref.rsplit(":", 1)[1])
+    except BaseException:
+        cluster.stop_after_failure()    # no node left running behind a failed set-up
+        raise
     handle.timings = {"image_build_s": round(image_done - started, 1), "image_size_mib": round(image.size / 2**20),
                       "cluster_start_s": round(cluster_done - image_done, 1),
                       "node_ready_s": round(cluster.timings["node_ready"], 1),

@@ -104,22 +104,36 @@ class RealCluster:
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, timeout: float = 180) -> RealCluster:
+        """Start the node; when any step fails, remove what the earlier steps made (etcd, the
+        apiserver, containerd, the network namespace would otherwise outlive the failure) and
+        keep the logs, then raise the step's error."""
         started = time.monotonic()
-        self.assets = node_assets_dir()
-        self.logs.mkdir(exist_ok=True)
-        self._record_hard_coded_paths()
-        self._save_state()
-        self._network()
-        pki = self._pki()
-        self._control_plane(pki, timeout)
-        self.timings["control_plane"] = time.monotonic() - started
-        self._containerd(timeout)
-        self.import_image(self._pause_archive(), name=PAUSE_IMAGE)
-        self._kubelet(pki, timeout)
-        self._kube_proxy(pki)
+        try:
+            self.assets = node_assets_dir()
+            self.logs.mkdir(exist_ok=True)
+            self._record_hard_coded_paths()
+            self._save_state()
+            self._network()
+            pki = self._pki()
+            self._control_plane(pki, timeout)
+            self.timings["control_plane"] = time.monotonic() - started
+            self._containerd(timeout)
+            self.import_image(self._pause_archive(), name=PAUSE_IMAGE)
+            self._kubelet(pki, timeout)
+            self._kube_proxy(pki)
+        except BaseException:
+            self.stop_after_failure()
+            raise
         self.timings["node_ready"] = time.monotonic() - started
         self._save_state()
         return self
+
+    def stop_after_failure(self) -> None:
+        """:meth:`stop` keeping the logs, never raising over the error being handled."""
+        try:
+            self.stop(keep_logs=True)
+        except Exception as exc:  # noqa: BLE001 -- the original failure is what the caller sees
+            print(f"cleaning up the failed node {self.id} failed too: {exc!r}", file=sys.stderr)
 
     def _save_state(self) -> None:
         (self.directory / "state.json").write_text(json.dumps({
