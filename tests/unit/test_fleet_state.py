@@ -223,3 +223,32 @@ def test_a_failed_finalizer_release_is_tried_again_until_it_goes(tmp_path, monke
                           [("add", "team-a", "v"), ("remove", "team-a", "w")])
     assert controller._finalizer_failures == 0
     controller.writer.close()
+
+
+def test_expiring_reservations_visits_only_held_names_and_releases_exactly_the_expired():
+    from datetime import timedelta
+
+    from entitle.domain.state import Reservation, footprint
+
+    state = state_with(lic("base", instances={"max": 1000}))
+    for i in range(50):                               # a fleet that holds nothing
+        state.observe_workload(wl(f"w{i}", replicas=1))
+    stored = wl("grown", replicas=2)
+    stored.metadata.uid, stored.metadata.generation = "u-grown", 1
+    state.observe_workload(stored)
+
+    def held(replicas, seconds, uid=None, generation=None):
+        return Reservation(footprint(wl("x", replicas=replicas).spec, state.table), NOW + timedelta(seconds=seconds),
+                           uid, generation)
+
+    state.add_reservation("acme", ("team-a", "never-stored"), held(5, 10))       # admitted, never appeared
+    state.add_reservation("acme", ("team-a", "grown"), held(7, 10, "u-grown", 2))  # a scale not seen yet
+    state.add_reservation("acme", ("team-a", "later"), held(3, 60))              # still live
+    assert state.usage["acme"].units == 50 + 7 + 5 + 3
+    assert state.expire_reservations(NOW + timedelta(seconds=5)) == 0
+    assert state.usage["acme"].units == 65
+    assert state.expire_reservations(NOW + timedelta(seconds=30)) == 2
+    assert state.usage["acme"].units == 50 + 2 + 3, "the stored count comes back; the live hold stays"
+    assert state.workload("team-a", "never-stored") is None and ("team-a", "never-stored") not in state.workloads
+    assert state.expire_reservations(NOW + timedelta(seconds=90)) == 1 and state.usage["acme"].units == 52
+    assert not any(state._held_keys.values()), "settled names leave the index"
