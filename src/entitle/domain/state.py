@@ -255,10 +255,10 @@ class ClusterState:
                 entry.reservations = keep
                 if not keep:
                     keys.discard(key)
-                if entry.stored is None and not keep:
-                    self.forget_workload(*key)
-                else:
-                    self._rehome(entry)
+                    if entry.stored is None:
+                        self.forget_workload(*key)   # admitted, never appeared
+                        continue
+                self._rehome(entry)
         return released
 
     def replace_reservations(self, tenant: str, holds: dict[Key, Reservation], now: datetime) -> None:

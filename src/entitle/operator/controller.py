@@ -428,14 +428,15 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         deletion's record durable); a changed or vanished object is not one (the client lets
         404/409/422 pass: its next watch event, if any, asks again)."""
         failed: list[tuple] = []
-        if any(action[0] in ("remove", "anchor-remove") for action in actions):
+        releases = [a for a in actions if a[0] in ("remove", "anchor-remove")]
+        if releases:
             # The finalizer goes only once the deletion's record is durable in the ledger.
             try:
                 self.writer.barrier().result()
             except Exception as exc:  # noqa: BLE001 -- the finalizer stays until the record is written
                 log.warning("the ledger could not make deletion records durable; finalizers stay: %s", exc)
-                failed = [a for a in actions if a[0] in ("remove", "anchor-remove")]
-                actions = [a for a in actions if a[0] not in ("remove", "anchor-remove")]
+                failed = releases
+                actions = [a for a in actions if a not in releases]
         for action in actions:
             try:
                 if action[0] == "anchor-remove":

@@ -69,20 +69,22 @@ class AsyncApi:
         answer 409 the second time, status merge patches are idempotent, a TokenReview reads),
         so they are sent once more here on a fresh connection."""
         data = orjson.dumps(body) if body is not None else None
-        attempts = (1, 2) if method in ("POST", "PATCH") else (2,)
-        for attempt in attempts:
-            try:
-                async with self._session_for_loop().request(
-                        method, path.lstrip("/"), data=data, params=params,
-                        headers=self._headers(content_type if data is not None else None)) as resp:
-                    raw = await resp.read()
-                    if resp.status not in ok:
-                        raise ApiError(resp.status, raw.decode(errors="replace"))
-                    return resp.status, (orjson.loads(raw) if raw else None)
-            except aiohttp.ServerDisconnectedError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            return await self._send(method, path, data, content_type, params, ok)
+        except aiohttp.ServerDisconnectedError:
+            if method not in ("POST", "PATCH"):
+                raise       # (aiohttp has already sent it a second time)
+            return await self._send(method, path, data, content_type, params, ok)
+
+    async def _send(self, method: str, path: str, data: bytes | None, content_type: str,
+                    params: dict[str, str] | None, ok: tuple[int, ...]) -> tuple[int, Any]:
+        async with self._session_for_loop().request(
+                method, path.lstrip("/"), data=data, params=params,
+                headers=self._headers(content_type if data is not None else None)) as resp:
+            raw = await resp.read()
+            if resp.status not in ok:
+                raise ApiError(resp.status, raw.decode(errors="replace"))
+            return resp.status, (orjson.loads(raw) if raw else None)
 
     async def stream(self, path: str, params: dict[str, str], read_timeout: float) -> Any:
         """An open response whose body is JSON lines (a watch); the caller iterates
