@@ -164,7 +164,7 @@ def test_dry_run_decides_but_changes_nothing():
     assert apply(state, wl("a", replicas=2)).allowed
 
 
-def test_metadata_only_and_terminating_updates_are_allowed_even_unseen():
+def test_metadata_only_updates_are_allowed_even_unseen_and_terminating_raises_are_checked():
     from entitle.domain.admission import UPDATE
     from entitle.domain.state import WorkloadRequest
 
@@ -174,7 +174,13 @@ def test_metadata_only_and_terminating_updates_are_allowed_even_unseen():
     new.metadata.labels = {"x": "y"}
     # The state never saw this object (e.g. it already forgot a terminating one): still allowed.
     assert state.admit(WorkloadRequest(UPDATE, "team-a", "gone", new, old), NOW).allowed
+    # Terminating (a foreign finalizer holds it) is no pass: a raise is a raise, checked and denied.
     raised = wl("gone", replicas=6)
     raised.metadata.deletion_timestamp = NOW
-    assert state.decide(WorkloadRequest(UPDATE, "team-a", "gone", raised, old), NOW).allowed
+    denied = state.decide(WorkloadRequest(UPDATE, "team-a", "gone", raised, old), NOW)
+    assert not denied.allowed and denied.message == "tenant acme: instances 5 + 1 would exceed 1"
     assert not state.decide(WorkloadRequest(UPDATE, "team-a", "gone", wl("gone", replicas=6), old), NOW).allowed
+    # ... while its metadata (dropping a finalizer, a label) and a scale-down still pass.
+    lowered = wl("gone", replicas=2)
+    lowered.metadata.deletion_timestamp = NOW
+    assert state.decide(WorkloadRequest(UPDATE, "team-a", "gone", lowered, old), NOW).allowed

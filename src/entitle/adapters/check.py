@@ -25,11 +25,12 @@ from pydantic import ValidationError
 from entitle.api import InstanceSource, License, Workload
 from entitle.api.common import parse_time
 from entitle.domain.sources import (
-    InvalidInstanceCount, Source, claim, controller_owner, matches, object_key, read_source,
+    InvalidInstanceCount, Source, claim, matches, object_key, read_source,
 )
 from entitle.domain import reasons
 from entitle.domain.admission import CREATE, DELETE, UPDATE, Decision
 from entitle.domain.normalization import InstanceTable
+from entitle.domain.ownership import ControllerRef, Watched, covered
 from entitle.domain.state import ClusterState, WorkloadRequest
 
 DELETE_ANNOTATION = "entitle.dev/check-operation"
@@ -157,8 +158,24 @@ def _group(api_version: Any) -> str:
     return api_version.split("/")[0] if isinstance(api_version, str) and "/" in api_version else ""
 
 
-def _check_sourced(state: ClusterState, doc: Document, sources: list[Source], counted: dict, now: datetime):
-    """A document of a sourced kind: the request and decision, as the sources' webhook makes them."""
+def _stream_ref(body: dict, ns: str, seen: dict[str, Watched]) -> ControllerRef | None:
+    """The document's controller reference; in a YAML stream owners are often named, not uid'd:
+    a reference whose uid no document carries stands for the document of that namespace, kind
+    and name."""
+    for raw in (body.get("metadata") or {}).get("ownerReferences") or ():
+        if isinstance(raw, dict) and raw.get("controller") is True:
+            group, kind, name = _group(raw.get("apiVersion")), str(raw.get("kind") or ""), str(raw.get("name") or "")
+            uid = raw.get("uid")
+            if not isinstance(uid, str) or uid not in seen:
+                uid = f"{ns}/{group}/{kind}/{name}"
+            return ControllerRef(group, kind, name, uid)
+    return None
+
+
+def _check_sourced(state: ClusterState, doc: Document, sources: list[Source], seen: dict[str, Watched],
+                   source_kinds: set, now: datetime):
+    """A document of a sourced kind: the request and decision, as the sources' webhook makes them
+    (the owner rule of ``domain.ownership`` over the documents seen so far)."""
     kind, group = doc.body.get("kind"), _group(doc.body.get("apiVersion"))
     name = _metadata_name(doc)
     meta = doc.body["metadata"]
@@ -170,18 +187,15 @@ def _check_sourced(state: ClusterState, doc: Document, sources: list[Source], co
     existing = stored.to_model() if stored is not None else None
     delete = isinstance(meta.get("annotations"), dict) and meta["annotations"].get(DELETE_ANNOTATION) == "delete"
     operation = DELETE if delete else (UPDATE if existing else CREATE)
-    owner = controller_owner(doc.body)
-    if owner is None:   # in a YAML stream owners are named, not uid'd: match kind and name
-        for ref in meta.get("ownerReferences") or ():
-            if isinstance(ref, dict) and ref.get("controller") is True:
-                owner = (ns, ref.get("kind"), ref.get("name"))
-    source = None if (owner is not None and owner in counted) else \
+    ref = _stream_ref(doc.body, ns, seen)
+    source = None if covered((group, kind), ns, ref, seen.get, source_kinds) else \
         next((s for s in sources if matches(s, doc.body)), None)
     tenant = state.tenant_of(ns)
     if source is None or tenant is None:
+        _remember(seen, doc.body, ns, group, kind, name, False, ref)
         return WorkloadRequest(operation, ns, key, None, existing), Decision(True, NOT_COUNTED, tenant=tenant)
     try:
-        workload = claim(source, doc.body) if not delete else None
+        workload = claim(source, doc.body, state.table) if not delete else None
     except InvalidInstanceCount as exc:
         return (WorkloadRequest(operation, ns, key, None, existing),
                 Decision(False, reasons.INVALID_INSTANCE_COUNT, f"{kind} {ns}/{name}: {exc}", tenant=tenant))
@@ -190,10 +204,18 @@ def _check_sourced(state: ClusterState, doc: Document, sources: list[Source], co
     request = WorkloadRequest(operation, ns, key, workload, existing)
     decision = state.admit(request, now)
     if decision.allowed and not delete:
-        counted[(ns, kind, name)] = True
-        if isinstance(meta.get("uid"), str):
-            counted[meta["uid"]] = True
+        _remember(seen, doc.body, ns, group, kind, name, True, ref)
     return request, decision
+
+
+def _remember(seen: dict[str, Watched], body: dict, ns: str, group: str, kind: str, name: str, counted: bool,
+              ref: ControllerRef | None) -> None:
+    uid = (body.get("metadata") or {}).get("uid")
+    synthetic = f"{ns}/{group}/{kind}/{name}"
+    watched = Watched(ns, group, kind, name, counted, ref)
+    seen[synthetic] = watched
+    if isinstance(uid, str):
+        seen[uid] = watched
 
 
 def run_check(documents: list[Document], now: datetime, table: InstanceTable | None = None) -> CheckResult:
@@ -202,7 +224,8 @@ def run_check(documents: list[Document], now: datetime, table: InstanceTable | N
     skipped: list[str] = []
     stream_sources = [read_source(_parse(InstanceSource, d)) for d in documents if d.body.get("kind") == "InstanceSource"]
     sources = sorted(stream_sources or default_sources(), key=lambda s: s.name)
-    counted: dict = {}
+    seen: dict[str, Watched] = {}
+    source_kinds = {s.kind_key for s in sources}
     for doc in documents:
         kind = doc.body.get("kind")
         if kind == "Namespace":
@@ -231,7 +254,7 @@ def run_check(documents: list[Document], now: datetime, table: InstanceTable | N
             continue
         elif any((s.group, s.kind) == (_group(doc.body.get("apiVersion")), kind) for s in sources):
             kind_sources = [s for s in sources if (s.group, s.kind) == (_group(doc.body.get("apiVersion")), kind)]
-            decisions.append(_check_sourced(state, doc, kind_sources, counted, now))
+            decisions.append(_check_sourced(state, doc, kind_sources, seen, source_kinds, now))
         else:
             skipped.append(f"{doc.where()}: kind {kind!r} is not Namespace, License, Workload or a sourced kind; "
                            "skipped")

@@ -58,7 +58,7 @@ class InstanceSourceSpec(ApiModel):
     instance_kind: str = Field(
         default="container", alias="instanceKind",
         description="Instance kind of each counted object (the normalization table's units); an object may "
-                    "override it with the annotation entitle.dev/instance-kind.",
+                    "raise it (never lower it) with the annotation entitle.dev/instance-kind.",
         json_schema_extra={"maxLength": limits.MAX_NAME_LENGTH})
     replicas_path: str | None = Field(
         default=None, alias="replicasPath",
@@ -67,8 +67,9 @@ class InstanceSourceSpec(ApiModel):
         json_schema_extra={"maxLength": 253, "pattern": r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"})
     only_uncontrolled: bool = Field(
         default=False, alias="onlyUncontrolled",
-        description="Count only objects without a controller owner (bare Pods and ReplicaSets): the apiserver then "
-                    "does not even call the webhook for controlled ones.")
+        description="Kept for compatibility; counting is the same either way: an object counts unless a believed "
+                    "controller chain (an existing object of a kind that controls this kind, in the same namespace) "
+                    "reaches a counted object. A reference the author wrote to anything else does not exempt it.")
 
 
 class InstanceSourceStatus(ApiModel):

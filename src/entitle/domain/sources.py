@@ -4,12 +4,13 @@ An object of a sourced kind (a Deployment, a Job, a bare Pod, a VirtualMachine..
 into the same claim a ``Workload`` makes (instance kind, replicas, users, guests, features), so
 the engine decides, holds, meters and reports it exactly like a Workload: one engine.
 
-- **Matching**: the source's kind, its label selector, and ``onlyUncontrolled``.
-- **The owner rule**: an object whose controller owner is counted (or covered by a counted
-  owner further up, as far as entitle watches the chain) is not counted again: Pods of a counted
-  Deployment's ReplicaSets, Jobs of a counted CronJob.
+- **Matching**: the source's kind and its label selector.
+- **The owner rule** (``domain.ownership``): an object whose believed controller chain reaches a
+  counted object is not counted again: Pods of a counted Deployment's ReplicaSets. A controller
+  reference that is not believed (a ConfigMap "owning" a Pod) changes nothing: it counts.
 - **The count**: ``replicasPath`` (absent field: 1; a non-integer: ``InvalidInstanceCount``).
-- **Overrides and seats**: annotations ``entitle.dev/instance-kind``, ``entitle.dev/users``,
+- **Overrides and seats**: annotations ``entitle.dev/instance-kind`` (which may only raise the
+  weight: a VM annotated ``container`` still counts as a VM), ``entitle.dev/users``,
   ``entitle.dev/guests``, ``entitle.dev/features`` (comma-separated).
 """
 
@@ -22,8 +23,11 @@ from entitle.api import InstanceSource, Workload, limits
 from entitle.api.source import (
     FEATURES_ANNOTATION, GUESTS_ANNOTATION, INSTANCE_KIND_ANNOTATION, USERS_ANNOTATION, LabelSelector,
 )
+from entitle.domain.normalization import InstanceTable
+from entitle.domain.ownership import controller_ref
 
 WORKLOAD_API_VERSION = "entitle.dev/v1alpha1"
+DEFAULT_TABLE = InstanceTable()
 
 
 class InvalidInstanceCount(ValueError):
@@ -88,19 +92,17 @@ def selector_matches(selector: LabelSelector | None, labels: dict[str, str]) -> 
 
 
 def controller_owner(obj: dict[str, Any]) -> str | None:
-    """The uid of the object's controller owner, if it has one."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
-        if isinstance(ref, dict) and ref.get("controller") is True and isinstance(ref.get("uid"), str):
-            return ref["uid"]
-    return None
+    """The uid the object's controller reference names, if it has one (believed or not)."""
+    ref = controller_ref(obj)
+    return ref.uid if ref is not None else None
 
 
 def matches(source: Source, obj: dict[str, Any]) -> bool:
-    """Does the source select this object (kind aside)?"""
+    """Does the source select this object (kind aside)? Whether a controller covers it is the
+    owner rule's question (``domain.ownership.covered``), not the selector's: ``onlyUncontrolled``
+    no longer exempts an object whose controller reference is not believed."""
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
-    if source.only_uncontrolled and controller_owner(obj) is not None:
-        return False
     return selector_matches(source.selector, labels)
 
 
@@ -125,16 +127,34 @@ def instance_count(source: Source, obj: dict[str, Any]) -> int:
     return node
 
 
-def claim(source: Source, obj: dict[str, Any]) -> Workload:
+def instance_kind(source: Source, annotated: Any, table: InstanceTable, counting: bool = False) -> str:
+    """The instance kind an object counts as: the source's, or the annotation's when that weighs
+    at least as much (an annotation may only raise the weight, never lower it).
+
+    An annotation naming a kind the table does not know is kept for admission (denied
+    ``UnknownInstanceKind``: the author learns of the typo) and, ``counting`` what already runs
+    (an object the webhook never saw), ignored: it counts as the source's kind, never as zero."""
+    if not isinstance(annotated, str) or not annotated:
+        return source.instance_kind
+    if not table.knows(annotated):
+        return source.instance_kind if counting else annotated
+    if table.knows(source.instance_kind) and table.units(annotated, 1) < table.units(source.instance_kind, 1):
+        return source.instance_kind
+    return annotated
+
+
+def claim(source: Source, obj: dict[str, Any], table: InstanceTable = DEFAULT_TABLE, counting: bool = False) -> Workload:
     """The Workload-shaped claim of a counted object: what the engine decides and meters.
 
     ``kind``/``apiVersion`` stay the object's own (records carry them); ``metadata.name`` is the
-    object's name; the state keys it with :func:`object_key`.
+    object's name; the state keys it with :func:`object_key`. ``table``: the instance table the
+    annotated instance kind is weighed with (see :func:`instance_kind`); ``counting``: the claim
+    of what already runs, for the watches (not an admission).
     """
     meta = obj.get("metadata") or {}
     annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
     spec = {
-        "instanceKind": annotations.get(INSTANCE_KIND_ANNOTATION) or source.instance_kind,
+        "instanceKind": instance_kind(source, annotations.get(INSTANCE_KIND_ANNOTATION), table, counting),
         "replicas": instance_count(source, obj),
         "users": _names(annotations, USERS_ANNOTATION, limits.MAX_USERS),
         "guests": _names(annotations, GUESTS_ANNOTATION, limits.MAX_USERS),

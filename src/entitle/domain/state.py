@@ -364,9 +364,9 @@ class ClusterState:
         new = footprint(request.workload.spec, self.table) if request.workload else EMPTY
         ctx = CheckContext(tenant=tenant, namespace=ns, name=name, now=now, new=new, old=old)
         if request.operation == UPDATE and request.workload is not None:
-            terminating = request.workload.metadata.deletion_timestamp is not None
-            unchanged = request.old is not None and footprint(request.old.spec, self.table) == new
-            ctx.metadata_only = terminating or unchanged
+            # Only a spec that asks for nothing new is metadata: a Terminating object (held by a
+            # foreign finalizer, it can still be scaled) is checked like any other.
+            ctx.metadata_only = request.old is not None and footprint(request.old.spec, self.table) == new
         if tenant is None:
             return ctx
         usage = self.usage[tenant]

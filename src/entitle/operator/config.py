@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -12,10 +12,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from entitle.domain.normalization import DEFAULT_WEIGHTS, InstanceTable
 
 
+# Strict: an unknown or misspelt key (``statusIntervalSecs``, ``webhok``) or an invalid enum
+# value stops the start with exit 2 and names it (DESIGN "Integrity against the tenant":
+# configuration is strict) -- never a silent run on defaults.
+STRICT = ConfigDict(populate_by_name=True, extra="forbid")
+
+FailurePolicy = Literal["Fail", "Ignore"]
+
+# Who creates the children of the built-in controllers: kube-controller-manager's own identity,
+# or (with --use-service-account-credentials) one ServiceAccount per controller in kube-system.
+# A tenant cannot act as any of them (no token of kube-system, no impersonation).
+CONTROLLER_USERS = ("system:kube-controller-manager",
+                    *(f"system:serviceaccount:kube-system:{name}-controller"
+                      for name in ("replicaset", "deployment", "statefulset", "job", "cronjob")))
+
+
 class GeneratedCertificates(BaseModel):
     """The operator makes and rotates its own serving certificate (no cert-manager)."""
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = STRICT
 
     # Secret in the operator's namespace holding ca.crt, ca.key, tls.crt, tls.key.
     secret_name: str = Field("entitle-webhook-tls", alias="secretName")
@@ -26,7 +41,7 @@ class GeneratedCertificates(BaseModel):
 
 
 class WebhookConfig(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = STRICT
 
     listen_host: str = Field("0.0.0.0", alias="listenHost")
     port: int = 9443
@@ -48,17 +63,20 @@ class WebhookConfig(BaseModel):
     drain_seconds: float = Field(3.0, alias="drainSeconds")
     # Processes serving the webhook port (SO_REUSEPORT): one per core the replica may use.
     workers: int = Field(1, ge=1, le=64)
-    failure_policy: str = Field("Fail", alias="failurePolicy")
+    failure_policy: FailurePolicy = Field("Fail", alias="failurePolicy")
     # The License webhooks (refusals, what-if warnings, audit stamps). Ignore by default: while
     # no replica answers, a cluster admin can still fix or remove a License; the controller
     # still makes a bad one Valid=False, and the leader keeps its revision with an unknown author.
-    license_failure_policy: str = Field("Ignore", alias="licenseFailurePolicy")
+    license_failure_policy: FailurePolicy = Field("Ignore", alias="licenseFailurePolicy")
+    # The cluster's own controllers (see CONTROLLER_USERS): their children of objects that are all
+    # counted skip the sources' webhook (matchConditions); everyone else's reach it.
+    controller_users: list[str] = Field(default_factory=lambda: list(CONTROLLER_USERS), alias="controllerUsers")
 
 
 class LedgerConfig(BaseModel):
     """Where usage records are kept first (DESIGN "Billing delivery": ledger backends)."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    model_config = STRICT
 
     # SQLite (the embedded default): one file per replica, on a local volume -- never a file
     # shared by two processes over a network filesystem (SQLite's locking is not safe there).
@@ -81,7 +99,7 @@ class OfrepConfig(BaseModel):
     """The OpenFeature Remote Evaluation Protocol endpoint (DESIGN "Entitlements for
     applications"): off without a port."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    model_config = STRICT
 
     port: int | None = Field(None, ge=1, le=65535)
     listen_host: str = Field("0.0.0.0", alias="listenHost")
@@ -95,7 +113,7 @@ class OfrepConfig(BaseModel):
 class PrivacyConfig(BaseModel):
     """DESIGN "Privacy": user and guest names pseudonymized in everything entitle writes out."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    model_config = STRICT
 
     pseudonymize_users: bool = Field(False, alias="pseudonymizeUsers")
     # The HMAC key (a mounted Secret's file); required when pseudonymizeUsers is true.
@@ -116,7 +134,7 @@ class PrivacyConfig(BaseModel):
 
 
 class OperatorConfig(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = STRICT
 
     normalization: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)

@@ -29,9 +29,11 @@ from entitle.adapters.kube.informer import Informer
 from entitle.api import GROUP, VERSION, InstanceSource, Workload
 from entitle.api.common import format_time, parse_time
 from entitle.domain import records
-from entitle.domain.sources import InvalidInstanceCount, Source, claim, controller_owner, matches, object_key, read_source
+from entitle.domain.ownership import ControllerRef, GroupKind, Watched, awaited_owner, controller_ref, covered
+from entitle.domain.sources import InvalidInstanceCount, Source, claim, matches, object_key, read_source
 from entitle.domain.usage import footprint
-from entitle.operator.records import MISSING, _changed_at
+from entitle.operator.config import CONTROLLER_USERS
+from entitle.operator.records import MISSING
 
 log = logging.getLogger("entitle.sources")
 
@@ -45,9 +47,43 @@ class Tracked:
     uid: str
     namespace: str
     key: str                     # the state's key (object_key)
-    owner: str | None            # controller owner uid
+    owner: str | None            # the uid its controller reference names (believed or not)
     source: str | None           # the source that counts it (None: not counted)
     body: dict
+    group: str = ""
+    kind: str = ""
+    name: str = ""
+    controller: ControllerRef | None = None
+
+    def watched(self) -> Watched:
+        return Watched(self.namespace, self.group, self.kind, self.name, self.source is not None, self.controller)
+
+
+class SourceOwners:
+    """The owner rule over what the sourced kinds' informers have seen (``domain.ownership``),
+    for the watches and the webhook alike. Reads the tracked objects and sources it is given."""
+
+    def __init__(self, tracked: dict[str, Tracked], tracked_keys: dict[tuple[str, str], str],
+                 sources: dict[str, Source], informers: dict) -> None:
+        self._tracked, self._keys, self._sources, self._informers = tracked, tracked_keys, sources, informers
+
+    def _lookup(self, uid: str) -> Watched | None:
+        tracked = self._tracked.get(uid)
+        return tracked.watched() if tracked is not None else None
+
+    def _source_kinds(self) -> set[GroupKind]:
+        return {s.kind_key for s in self._sources.values()}
+
+    def covered(self, child: GroupKind, namespace: str, ref: ControllerRef | None) -> bool:
+        return covered(child, namespace, ref, self._lookup, self._source_kinds())
+
+    def awaited(self, child: GroupKind, ref: ControllerRef | None) -> bool:
+        watched = {(g, k) for (g, _, k) in self._informers}
+        return awaited_owner(child, ref, self._lookup, self._source_kinds(), watched)
+
+    def known(self, namespace: str, key: str) -> bool | None:
+        uid = self._keys.get((namespace, key))
+        return None if uid is None else self._tracked[uid].source is not None
 
 
 def anchor_name(kind: str, name: str, uid: str) -> str:
@@ -74,6 +110,7 @@ class SourceKeeping:
         self.departed: dict[str, tuple[Workload, str]] = {}        # uid -> (last claim, tenant), until its anchor goes
         self.invalid_counts: dict[str, str] = {}                   # uid -> message
         self.dirty_sources = True
+        self.owners = SourceOwners(self.tracked, self._tracked_keys, self.sources, self.informers)
 
     # -- the InstanceSource objects ----------------------------------------------------------
     def on_source(self, body: dict[str, Any], deleted: bool = False) -> None:
@@ -156,13 +193,6 @@ class SourceKeeping:
                 return served.kind
         return None
 
-    def known_source(self, namespace: str, key: str) -> bool | None:
-        """True: the watches count it; False: they see it, uncounted; None: not seen (yet)."""
-        uid = self._tracked_keys.get((namespace, key))
-        if uid is None:
-            return None
-        return self.tracked[uid].source is not None
-
     def kind_listed(self, group: str, kind: str) -> bool:
         """An informer of this kind has listed it (so absence from it means absence)."""
         return any(i.synced.is_set() for (g, _, k), i in self.informers.items() if (g, k) == (group, kind))
@@ -179,17 +209,10 @@ class SourceKeeping:
     def on_sourced(self, gvk: tuple[str, str, str], event: str, body: dict[str, Any]) -> None:
         self._guarded(gvk[2], body, self._on_sourced, gvk, event)
 
-    def _counting_source(self, group: str, kind: str, body: dict) -> Source | None:
-        owner = controller_owner(body)
-        if owner is not None and self._covered(owner):
-            return None         # the owner rule: its controller owner already counts
+    def _counting_source(self, group: str, kind: str, namespace: str, body: dict) -> Source | None:
+        if self.owners.covered((group, kind), namespace, controller_ref(body)):
+            return None         # the owner rule: a believed controller chain already counts it
         return next((s for s in self._sources_of_kind(group, kind) if matches(s, body)), None)
-
-    def _covered(self, uid: str, depth: int = 0) -> bool:
-        tracked = self.tracked.get(uid)
-        if tracked is None or depth > 16:
-            return False
-        return tracked.source is not None or (tracked.owner is not None and self._covered(tracked.owner, depth + 1))
 
     def _on_sourced(self, body: dict[str, Any], gvk: tuple[str, str, str], event: str) -> None:
         meta = body.get("metadata") or {}
@@ -201,11 +224,14 @@ class SourceKeeping:
         if event == "DELETED":
             self._untrack(uid, reason="deleted", body=body)
             return
-        source = self._counting_source(group, kind, body)
-        owner = controller_owner(body)
+        source = self._counting_source(group, kind, ns, body)
+        ref = controller_ref(body)
+        owner = ref.uid if ref is not None else None
         previous = self.tracked.get(uid)
+        if previous is not None and previous.owner is not None and previous.owner != owner:
+            self.children.get(previous.owner, set()).discard(uid)
         self.tracked[uid] = Tracked(uid, ns, object_key(kind, group, name), owner, source.name if source else None,
-                                    body)
+                                    body, group, kind, name, ref)
         self._tracked_keys[(ns, object_key(kind, group, name))] = uid
         if owner is not None:
             self.children.setdefault(owner, set()).add(uid)
@@ -242,7 +268,7 @@ class SourceKeeping:
         uid, ns = meta["uid"], meta["namespace"]
         now = self.now()
         try:
-            workload = claim(source, body)
+            workload = claim(source, body, self.state.table, counting=True)
         except InvalidInstanceCount as exc:
             self.invalid_counts[uid] = str(exc)
             return                      # keeps its last valid count (if any)
@@ -259,7 +285,9 @@ class SourceKeeping:
             starts = [parse_time(t) for t in (
                 (self.source_bodies.get(source.name, {}).get("metadata") or {}).get("creationTimestamp"),)
                 if isinstance(t, str)]
-            starts.append(self._label_times.get(ns, now) if ns in self._label_times else now)
+            # Since when the namespace is the tenant's: the label change this process saw, else
+            # (labelled before it looked) no earlier than the namespace itself.
+            starts.append(self._label_times.get(ns) or self._namespace_created.get(ns, now))
             start = max(starts)
             created = workload.metadata.creation_timestamp
             if created is not None and created >= start:
@@ -271,15 +299,16 @@ class SourceKeeping:
                 self._recorded_claim[uid] = _claim_key(workload, self.state.table)
             self._counted[uid] = tenant
         else:
-            self._sync_tenant(workload, tenant, self._label_times.get(ns, now))
+            self._sync_tenant(workload, tenant)
             if tenant and self._recorded_claim.get(uid) != _claim_key(workload, self.state.table):
-                self._record_claim(workload, body, tenant, "updated", _changed_at(body, now))
+                self._record_claim(workload, body, tenant, "updated", now)
         if tenant:
             self.state.observe_bursts(tenant, now)
             self.dirty.add(tenant)
 
     def _record_claim(self, workload: Workload, body: dict, tenant: str, operation: str, when: datetime) -> None:
         now = self.now()
+        when = self._not_before_last(workload.metadata.uid, when)
         self._append(records.workload_record(workload, operation, tenant, when, self.state.table,
                                              self.state.entitlement(tenant, now).licenses, self.cfg.source, self.revisions_of(self.state.entitlement(tenant, now).licenses)))
         self._recorded_claim[workload.metadata.uid] = _claim_key(workload, self.state.table)
@@ -291,7 +320,8 @@ class SourceKeeping:
         self.state.forget_workload(tracked.namespace, tracked.key)
         tenant = self._counted.pop(tracked.uid, None)
         if workload is not None and tenant:
-            for record in records.moved_records(workload, tenant, None, self.now(), self.state.table, (),
+            when = self._not_before_last(tracked.uid, self.now())
+            for record in records.moved_records(workload, tenant, None, when, self.state.table, (),
                                                 self.cfg.source):
                 self._append(record)
             self.dirty.add(tenant)
@@ -327,13 +357,15 @@ class SourceKeeping:
             if (self.anchors[uid].get("metadata") or {}).get("deletionTimestamp"):
                 self._record_departure(uid, parse_time(self.anchors[uid]["metadata"]["deletionTimestamp"]))
             return
-        self._append(records.workload_record(workload, "deleted", tenant, self.now(), self.state.table,
+        when = self._not_before_last(uid, self.now())
+        self._append(records.workload_record(workload, "deleted", tenant, when, self.state.table,
                                              self.state.entitlement(tenant, self.now()).licenses, self.cfg.source, self.revisions_of(self.state.entitlement(tenant, self.now()).licenses)))
         self._counted.pop(uid, None)
         self._recorded_claim.pop(uid, None)
 
     def _record_departure(self, uid: str, when: datetime) -> None:
         workload, tenant = self.departed.pop(uid)
+        when = self._not_before_last(uid, when)
         self._append(records.workload_record(workload, "deleted", tenant, when, self.state.table,
                                              self.state.entitlement(tenant, self.now()).licenses, self.cfg.source, self.revisions_of(self.state.entitlement(tenant, self.now()).licenses)))
         self._counted.pop(uid, None)
@@ -432,7 +464,8 @@ class SourceKeeping:
 
     async def _sync_webhook_rules(self) -> None:
         name = self.cfg.webhook.configuration_name
-        rules, conditions = self.webhook_rules(), match_conditions(self.only_uncontrolled_kinds())
+        rules, conditions = self.webhook_rules(), match_conditions(self.skippable_children(),
+                                                                   self.cfg.webhook.controller_users)
         if getattr(self, "_rules_applied", None) == (rules, conditions):
             return
         try:
@@ -496,28 +529,39 @@ class SourceKeeping:
                           "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"})
         return rules
 
-    def only_uncontrolled_kinds(self) -> set[tuple[str, str]]:
-        """Kinds every source of which counts only uncontrolled objects: the apiserver need not
-        call the webhook for controlled ones (matchConditions)."""
-        kinds: dict[tuple[str, str], bool] = {}
+    def skippable_children(self) -> dict[GroupKind, list[GroupKind]]:
+        """Per sourced kind, the controller kinds whose objects are all counted or covered (a
+        source without a selector counts every one of them that no believed chain covers): the
+        children the cluster's own controllers make for them need not reach the webhook."""
+        from entitle.domain.ownership import KNOWN_CONTROLLERS
+
+        complete = {s.kind_key for s in self.sources.values() if s.selector is None}
+        out: dict[GroupKind, list[GroupKind]] = {}
         for source in self.sources.values():
-            kinds[source.kind_key] = kinds.get(source.kind_key, True) and source.only_uncontrolled
-        return {k for k, only in kinds.items() if only}
+            owners = sorted(KNOWN_CONTROLLERS.get(source.kind_key, frozenset()) & complete)
+            if owners:
+                out[source.kind_key] = owners
+        return out
 
 
 SOURCES_WEBHOOK = "sources.entitle.dev"
 
 
-def match_conditions(kinds: set[tuple[str, str]]) -> list[dict]:
-    """CEL conditions so the apiserver does not call the webhook for controlled objects of kinds
-    whose sources count only uncontrolled ones (every Pod a ReplicaSet makes, for one)."""
+def match_conditions(skippable: dict[GroupKind, list[GroupKind]], users: Any = CONTROLLER_USERS) -> list[dict]:
+    """CEL conditions so the apiserver does not call the webhook for the children the cluster's
+    own controllers make for objects that are all counted or covered (every Pod a ReplicaSet
+    makes, for one). Never on ownerReferences alone: a tenant writes those (a Pod "owned" by a
+    ConfigMap must reach the webhook and count)."""
+    names = ", ".join(f"'{u}'" for u in users)
     out = []
-    for group, kind in sorted(kinds):
-        name = f"uncontrolled-{kind.lower()}"[:63]
-        out.append({"name": name, "expression": (
+    for (group, kind), owners in sorted(skippable.items()):
+        owned = " || ".join(f"(r.kind == '{k}' && " + (f"r.apiVersion.startsWith('{g}/'))" if g else "r.apiVersion == 'v1')")
+                            for g, k in owners)
+        out.append({"name": f"controller-made-{kind.lower()}"[:63], "expression": (
             f"!(request.kind.group == '{group}' && request.kind.kind == '{kind}') || "
+            f"!(request.userInfo.username in [{names}]) || "
             "!has(object.metadata.ownerReferences) || "
-            "!object.metadata.ownerReferences.exists(r, has(r.controller) && r.controller)")})
+            f"!object.metadata.ownerReferences.exists(r, has(r.controller) && r.controller && ({owned}))")})
     return out
 
 

@@ -9,7 +9,7 @@ import time
 
 from entitle.adapters.webhook.admission import RequestNotUnderstood
 from entitle.adapters.webhook.server import AdmissionDenied, Review, ReviewCallback
-from entitle.adapters.webhook.sources import InvalidInstanceCount, source_request
+from entitle.adapters.webhook.sources import InvalidInstanceCount, OwnerNotYetKnown, source_request
 from entitle.domain import reasons
 from entitle.operator.controller import USAGE_FINALIZER, Controller
 from entitle.operator.metrics import ADMISSION_ERRORS, ADMISSION_LATENCY, DECISIONS
@@ -64,12 +64,20 @@ def routes(controller: Controller) -> dict[str, ReviewCallback]:
         if kind is None or not controller.source_ready(group, kind) or controller.state.tenant_of(namespace) is None:
             return
         started = time.perf_counter()
-        try:
-            request = await controller.admission.parse(lambda: source_request(
-                controller.state, controller._sources_of_kind(group, kind), controller._covered, controller.known_source,
+
+        def build(wait_for_owner: bool = True):
+            return source_request(
+                controller.state, controller._sources_of_kind(group, kind), controller.owners,
                 operation=review.operation, subresource=review.subresource, namespace=namespace,
                 name=review.name or "", group=group, kind=kind, body=review.body, old=review.old,
-                dry_run=review.dry_run))
+                dry_run=review.dry_run, wait_for_owner=wait_for_owner)
+
+        try:
+            try:
+                request = await controller.admission.parse(build)
+            except OwnerNotYetKnown:
+                # Its controller never showed up: the reference is not believed, it counts on its own.
+                request = build(wait_for_owner=False)
             if request is None:
                 return
             decision = await controller.admission.decide(request, controller.now())
