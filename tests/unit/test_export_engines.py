@@ -75,6 +75,10 @@ def history(seed: int) -> list[dict]:
                              "features": rnd.sample(["sso", "audit"], rnd.randint(0, 2))}})
         if rnd.random() < 0.05:
             out.append(dict(out[-1]))          # a duplicate (same source and id)
+        if rnd.random() < 0.05:
+            # Another replica's copy, dated when it observed the change: later (the earliest counts).
+            seen = int(datetime.fromisoformat(out[-1]["time"].replace("Z", "+00:00")).timestamp())
+            out.append(dict(out[-1], time=iso(seen + rnd.choice([1, 7, 900]))))
     out.append({"specversion": "1.0", "source": "op", "id": "n1", "type": "dev.entitle.notice.v1", "subject": "acme",
                 "time": iso(T0), "data": {"notice": "x"}})
     rnd.shuffle(out)

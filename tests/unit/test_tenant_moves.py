@@ -3,8 +3,9 @@
 independent recount -- live, and across a restart that missed the move.
 
 The controller is driven with watch bodies carrying the timestamps the apiserver would put
-on them (creationTimestamp, managedFields, deletionTimestamp), and its records go through the
-same export the billing team runs.
+on them (creationTimestamp, deletionTimestamp) and managedFields a client may write, and its
+records go through the same export the billing team runs. A move is dated when the operator
+observed the label change -- never from managedFields (DESIGN "Usage records").
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def test_a_relabel_moves_the_workload_and_bills_each_tenant_for_its_part(tmp_pat
     c.on_namespace(ns_body("ns", "a", T0))
     c.on_workload(wl_body("w", "ns", 2, 1, T0, T0))
     moved = T0 + timedelta(hours=1)
-    clock[0] = moved + timedelta(seconds=3)           # noticed a little later: timed at the change
-    c.on_namespace(ns_body("ns", "b", moved))
+    clock[0] = moved                                  # observed now; its managedFields claim an hour earlier
+    c.on_namespace(ns_body("ns", "b", T0))
     gone = T0 + timedelta(hours=3)
     clock[0] = gone
     c.on_workload(wl_body("w", "ns", 2, 2, T0, T0, deleting=gone))
@@ -116,6 +117,7 @@ def test_a_move_while_the_operator_was_down_is_metered_at_the_next_start(tmp_pat
     first.controller.on_namespace(ns_body("parked", "a", T0))
     first.controller.on_workload(wl_body("w", "ns", 3, 1, T0, T0))
     first.controller.on_workload(wl_body("p", "parked", 1, 1, T0, T0))
+    clock[0] = T0 + timedelta(hours=1)
     first.controller.on_namespace(ns_body("parked", None, T0 + timedelta(hours=1)))
     first.records()
     first.close()
@@ -144,9 +146,12 @@ def test_a_move_while_the_operator_was_down_is_metered_at_the_next_start(tmp_pat
     asyncio.run(second.controller.prime_async())
     records = second.records()
     out = totals(records, T0, T0 + timedelta(hours=10))
-    assert out["a"]["instance_hours"] == 3 * 2 + 1 * 1     # w until the relabel, p until unlabeled
-    assert out["b"]["instance_hours"] == 3 * 8
-    assert out["c"]["instance_hours"] == 1 * 6
+    # The relabels happened while nobody watched: nothing the operator can prove dates them but
+    # its own start (the namespaces' managedFields are a client's words). w counts under a until
+    # then, p until it was seen unlabeled.
+    assert out["a"]["instance_hours"] == 3 * 6 + 1 * 1
+    assert out["b"]["instance_hours"] == 3 * 4
+    assert out["c"]["instance_hours"] == 1 * 4
     # A third start notices nothing new: no duplicate moves.
     count = len(records)
     second.close()

@@ -60,20 +60,22 @@ def workload_record(workload: Workload, operation: str, tenant: str, time: datet
 
 def moved_records(workload: Workload, before: str | None, after: str | None, time: datetime,
                   table: InstanceTable, licenses_after: tuple[str, ...] | list[str],
-                  source: str = DEFAULT_SOURCE, license_revisions: dict[str, int] | None = None) -> list[dict]:
+                  source: str = DEFAULT_SOURCE, license_revisions: dict[str, int] | None = None,
+                  change: str | None = None) -> list[dict]:
     """A namespace changed tenant (label changed, added or removed): the workload stops counting
     under ``before`` (``movedOut``, like a deletion) and starts under ``after`` (``movedIn``, like
     a creation), both timed at the label change. A side without a tenant is not written.
 
-    The ids pin the move (object, both tenants, the moment), so every replica and every
-    restart that notices the same move writes the same two records."""
+    The ids pin the move: the object, both tenants, and what changed -- the namespace's
+    resourceVersion at the label change (``change``) when it was seen happening, so every replica
+    that saw it writes the same two records whenever it saw it; else the moment."""
     out = []
+    moment = f"rv:{change}" if change else format_time(time)
     for operation, tenant, licenses in (("movedOut", before, ()), ("movedIn", after, licenses_after)):
         if not tenant:
             continue
         record = workload_record(workload, operation, tenant, time, table, licenses, source, license_revisions)
-        record["id"] = record_id("workload", workload.metadata.uid, operation, before or "", after or "",
-                                 format_time(time))
+        record["id"] = record_id("workload", workload.metadata.uid, operation, before or "", after or "", moment)
         out.append(record)
     return out
 

@@ -85,8 +85,15 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         self._counted: dict[str, str | None] = {}
         # uid -> the highest generation this ledger has a record of (seeded from its live table).
         self._recorded_generation: dict[str, int] = {}
-        # namespace -> when its tenant label last changed (the time of a move noticed later).
+        # namespace -> when this process observed its tenant label change, and the namespace's
+        # resourceVersion then (what pins the move's record ids across replicas); namespace ->
+        # its creationTimestamp (no label is older than its namespace).
         self._label_times: dict[str, datetime] = {}
+        self._label_versions: dict[str, str] = {}
+        self._namespace_created: dict[str, datetime] = {}
+        # uid -> the time of this ledger's newest record of the object (seeded from the live
+        # table): no later record is dated before it (see operator.records).
+        self._last_record_time: dict[str, datetime] = {}
         self.pumps: list[Any] = []
         self._listed_uids: set[str | None] = set()   # the Workloads of the priming list
         self._appended: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -145,7 +152,12 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         object is reported and skipped, it never keeps the operator from becoming ready."""
         metrics.LEDGER_RECORDS.set(self.ledger.count())
         for uid, body in self.ledger.iter_live("workload"):
-            data = json.loads(body).get("data") or {}
+            record = json.loads(body)
+            data = record.get("data") or {}
+            try:
+                self._last_record_time[uid] = parse_time(record.get("time"))
+            except (TypeError, ValueError):
+                pass
             self._counted[uid] = None if data.get("operation") == "movedOut" else data.get("tenant")
             self._recorded_generation[uid] = int(data.get("generation") or 0)
             if (data.get("kind") or "Workload") != "Workload":
@@ -266,17 +278,26 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
             self.state.set_namespace(name, {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {})
         after = self.state.tenant_of(name)
         self.dirty.update(t for t in (before, after) if t)
-        when = _label_changed_at(body, self.now())
+        now = self.now()
+        first_sight = name not in self._namespace_created
         if deleted:
-            self._label_times.pop(name, None)
+            for known in (self._label_times, self._label_versions, self._namespace_created):
+                known.pop(name, None)
         else:
-            self._label_times[name] = when
+            created = meta.get("creationTimestamp")
+            self._namespace_created[name] = parse_time(created) if isinstance(created, str) else now
+            if before != after and not first_sight:
+                # A label change seen happening: moves are dated now (when it was observed), never
+                # from the namespace's managedFields (a client writes those; once the label is gone
+                # they no longer hold its entry, and a move came out older than what it moved).
+                self._label_times[name] = now
+                self._label_versions[name] = str(meta.get("resourceVersion") or "")
         if before != after:
             # Every counted object in the namespace changes tenant: meter the move.
             for key in list(self.state.namespace_workloads(name)):
                 entry = self.state.workloads.get(key)
                 if entry is not None and entry.workload is not None and entry.stored is not None:
-                    self._sync_tenant(entry.workload, after, when, default=before)
+                    self._sync_tenant(entry.workload, after, default=before)
             if after is None:
                 self.dirty_namespaces.add(name)
 
@@ -354,18 +375,26 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         tenant = self.state.tenant_of(ns)
         actions: list[tuple] = []
         if not deleted and workload.metadata.deletion_timestamp is not None:
-            # Terminating: record the last state (if new) and the deletion, then let it go.
-            # Setting deletionTimestamp bumped metadata.generation by one; the spec we see is
-            # the one of the generation before.
-            self._sync_tenant(workload, tenant, self._label_times.get(ns, now))
+            # Terminating: record the last state (if new). Setting deletionTimestamp bumped
+            # metadata.generation by one; the spec we see is the one of the generation before.
+            self._sync_tenant(workload, tenant)
             self._record_stored(workload, body, tenant, now, generation=max(1, (workload.metadata.generation or 1) - 1))
+            if any(f != USAGE_FINALIZER for f in finalizers):
+                # Another finalizer holds it: it still exists and can still be changed (scaled,
+                # given users), so it keeps counting -- and holding its capacity -- until the others
+                # let it go; its deletion is recorded then (DESIGN "Integrity against the tenant").
+                self.state.observe_workload(workload)
+                if tenant:
+                    self.state.observe_bursts(tenant, now)
+                    self.dirty.add(tenant)
+                return []
             return self._forget(ns, name, workload, meta, now, finalizers, deleted=False)
         if deleted:
             return self._forget(ns, name, workload, meta, now, finalizers, deleted=True)
         if USAGE_FINALIZER not in finalizers:
             actions.append(("add", ns, name, finalizers, meta.get("resourceVersion")))
         self.state.observe_workload(workload)
-        self._sync_tenant(workload, tenant, self._label_times.get(ns, now))
+        self._sync_tenant(workload, tenant)
         self._record_stored(workload, body, tenant, now)
         if tenant:
             self.state.observe_bursts(tenant, now)
@@ -387,7 +416,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         counted = self._counted.pop(uid, MISSING) if uid else MISSING
         tenant = self.state.tenant_of(ns) if counted is MISSING else counted
         if workload is not None and tenant:
-            when = workload.metadata.deletion_timestamp or now
+            when = self._deleted_at(uid, workload.metadata.deletion_timestamp, now)
             self._append(records.workload_record(
                 workload, "deleted", tenant, when, self.state.table,
                 self.state.entitlement(tenant, now).licenses, self.cfg.source, self.revisions_of(self.state.entitlement(tenant, now).licenses)))
@@ -400,10 +429,11 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
             self._recorded_generation.pop(uid, None)
         return [] if deleted else [("remove", ns, name, finalizers)]
 
-    def _sync_tenant(self, workload: Workload, tenant: str | None, when: datetime,
-                     default: Any = MISSING) -> None:
+    def _sync_tenant(self, workload: Workload, tenant: str | None, default: Any = MISSING) -> None:
         """Meter a change of the tenant a workload counts under (its namespace's label changed,
-        now or while the operator was down): movedOut of the old, movedIn to the new."""
+        now or while the operator was down): movedOut of the old, movedIn to the new -- dated
+        when this process saw the label change (or, noticed at start, now), never before the
+        object's previous record."""
         uid = workload.metadata.uid
         if not uid:
             return
@@ -416,9 +446,12 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         if counted == tenant:
             return
         now = self.now()
+        ns = workload.metadata.namespace or ""
+        when = self._not_before_last(uid, self._label_times.get(ns, now))
         licenses = self.state.entitlement(tenant, now).licenses if tenant else ()
         for record in records.moved_records(workload, counted, tenant, when, self.state.table, licenses,
-                                            self.cfg.source, self.revisions_of(licenses)):
+                                            self.cfg.source, self.revisions_of(licenses),
+                                            change=self._label_versions.get(ns)):
             self._append(record)
         self._counted[uid] = tenant
 
@@ -459,22 +492,6 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
                     status.burst_month, ps.burst_used_seconds, ps.over_since))
 
     # -- status ------------------------------------------------------------------------------
-
-def _label_changed_at(body: dict[str, Any], fallback: datetime) -> datetime:
-    """When a namespace's tenant label last changed, from the object's own managedFields: the
-    newest entry that owns the label (or, once the label is gone, the newest entry at all).
-    Every replica reading the same object gets the same time, so move records deduplicate."""
-    entries = [m for m in (body.get("metadata") or {}).get("managedFields") or [] if isinstance(m, dict)]
-    owning = [m for m in entries if f"f:{TENANT_LABEL}" in
-              (((m.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:labels") or {})]
-    times = [m.get("time") for m in (owning or entries) if isinstance(m.get("time"), str)]
-    if not times:
-        return fallback
-    try:
-        return parse_time(max(times))
-    except ValueError:
-        return fallback
-
 
 def _claim_of_record(data: dict, table: Any) -> tuple:
     from entitle.domain.records import workload_from_record

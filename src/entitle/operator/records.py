@@ -3,6 +3,13 @@
 A mixin of :class:`entitle.operator.controller.Controller` (it shares its state, ledger writer
 and configuration). Records are deterministic: the same change always yields the same id, so
 replays, restarts and a second replica never duplicate one.
+
+**Billed times are times the operator can prove** (DESIGN "Usage records"): a creation is dated
+by the apiserver's ``creationTimestamp``, a deletion by its ``deletionTimestamp``; every other
+change at the moment it was first observed, and never earlier than the object's previous record.
+Nothing a client writes dates a record: ``managedFields`` entries (and so field managers) are the
+author's words -- ``kubectl patch --field-manager=entitle`` once made a scale-down's record look
+12 s older than it was.
 """
 
 from __future__ import annotations
@@ -12,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 from entitle.domain.privacy import pseudonymize_record
-from entitle.adapters.kube.client import FIELD_MANAGER
 from entitle.api import Workload
 from entitle.api.common import format_time, parse_time
 from entitle.domain import records
@@ -27,22 +33,22 @@ class _Missing:
 MISSING = _Missing()
 
 
-def _changed_at(body: dict[str, Any], fallback: datetime) -> datetime:
-    """When the object's spec last changed, from its own timestamps (managedFields), else ``fallback``.
-
-    The operator's own writes (status, finalizer; manager ``entitle``) are not changes of the object.
-    """
-    times = [m.get("time") for m in (body.get("metadata") or {}).get("managedFields") or []
-             if m.get("time") and m.get("manager") != FIELD_MANAGER and m.get("subresource") != "status"]
-    if not times:
-        return fallback
-    try:
-        return parse_time(max(times))
-    except ValueError:
-        return fallback
-
-
 class RecordKeeping:
+    def _not_before_last(self, uid: str | None, when: datetime) -> datetime:
+        """``when``, or the time of the object's previous record if that is later: a record never
+        goes back before the one it follows (the meters would bill the change the wrong way)."""
+        last = self._last_record_time.get(uid) if uid else None
+        return when if last is None or when >= last else last
+
+    def _deleted_at(self, uid: str | None, deletion: datetime | None, now: datetime) -> datetime:
+        """When a deletion is billed: the apiserver's ``deletionTimestamp`` -- unless the object was
+        recorded changing after it (a foreign finalizer kept it, and it was scaled meanwhile): then
+        when its end is observed. Never before its previous record."""
+        last = self._last_record_time.get(uid) if uid else None
+        if deletion is None or (last is not None and last > deletion):
+            return self._not_before_last(uid, now)
+        return self._not_before_last(uid, deletion)
+
     def _reconcile_vanished(self, present_uids: set[str | None]) -> None:
         """Objects the ledger holds as live but the cluster no longer has were deleted while the
         operator was down: record each deletion once (deterministic id) -- at its anchor's
@@ -73,7 +79,7 @@ class RecordKeeping:
             if data.get("operation") == "movedOut":
                 self.writer.forget_live("workload", uid)   # counted nowhere when it went
             else:
-                self._append(records.vanished_workload_record(last, now))
+                self._append(records.vanished_workload_record(last, self._not_before_last(uid, now)))
             self._counted.pop(uid, None)
         for name, last in self.ledger.live("license").items():
             if name not in self.state.licenses:
@@ -97,7 +103,8 @@ class RecordKeeping:
             # would bill it from its creation, before it belonged to the tenant.
             return
         operation = "created" if generation == 1 else "updated"
-        when = (workload.metadata.creation_timestamp or now) if operation == "created" else _changed_at(body, now)
+        when = (workload.metadata.creation_timestamp or now) if operation == "created" else now
+        when = self._not_before_last(uid, when)
         self._append(records.workload_record(
             workload, operation, tenant, when, self.state.table,
             self.state.entitlement(tenant, now).licenses, self.cfg.source, self.revisions_of(self.state.entitlement(tenant, now).licenses)))
@@ -118,6 +125,7 @@ class RecordKeeping:
             uid, generation = data["uid"], int(data.get("generation") or 0)
             if generation > self._recorded_generation.get(uid, 0):
                 self._recorded_generation[uid] = generation
+            self._last_record_time[uid] = self._not_before_last(uid, parse_time(record["time"]))
         if self.pseudonym_key is not None:
             # The one place every record passes: names never reach the ledger, sinks or exports.
             record = pseudonymize_record(record, self.pseudonym_key)
@@ -150,8 +158,9 @@ class RecordKeeping:
                                                 self.state.entitlement(read.tenant, start),
                                                 self.cfg.source, audit if (read.generation or 1) == 1 else None))
         if (read.generation or 1) > 1:
+            # Observed now (a restart re-deriving it writes the same id: the ledger keeps the first).
             self._append(records.license_record(name, uid, read.tenant, "updated", read.generation,
-                                                _changed_at(body, now), self.state.entitlement(read.tenant, now),
+                                                now, self.state.entitlement(read.tenant, now),
                                                 self.cfg.source, audit))
         if phase is Phase.EXPIRED:
             end = read.grace_ends

@@ -165,8 +165,12 @@ def events_from_ledger(path: str, progress_stream: IO[str] | None) -> Iterator[E
         progress.close()
 
 
-def _spill(run: list[Event], directory: str) -> str:
-    run.sort(key=Event.sort_key)
+def _by_id(event: Event) -> tuple:
+    return (event.source, event.id, *event.sort_key())
+
+
+def _spill(run: list[Event], directory: str, key: Any = Event.sort_key) -> str:
+    run.sort(key=key)
     fd, path = tempfile.mkstemp(dir=directory, suffix=".run")
     with os.fdopen(fd, "w") as out:
         for event in run:
@@ -181,29 +185,36 @@ def _read_run(path: str) -> Iterator[Event]:
             yield Event.from_row(json.loads(line))
 
 
-def sorted_unique(events: Iterable[Event], run_size: int = RUN_SIZE) -> Iterator[Event]:
-    """Events in time order, each (source, id) once, with bounded memory."""
-    with tempfile.TemporaryDirectory(prefix="entitle-export-") as directory:
-        runs: list[str] = []
-        run: list[Event] = []
-        for event in events:
-            run.append(event)
-            if len(run) >= run_size:
-                runs.append(_spill(run, directory))
-                run = []
-        run.sort(key=Event.sort_key)
-        streams = [_read_run(p) for p in runs] + [iter(run)]
-        seen_at: int | None = None
-        seen: set[tuple[str, str]] = set()
-        for event in heapq.merge(*streams, key=Event.sort_key):
-            # Duplicates are the same record and so the same second: remember ids per second only.
-            if event.time != seen_at:
-                seen_at, seen = event.time, set()
-            ident = (event.source, event.id)
-            if ident in seen:
-                continue
-            seen.add(ident)
+def _sorted(events: Iterable[Event], key: Any, directory: str, run_size: int) -> Iterator[Event]:
+    """An external merge sort: runs of ``run_size`` spilled to ``directory``, then merged."""
+    runs: list[str] = []
+    run: list[Event] = []
+    for event in events:
+        run.append(event)
+        if len(run) >= run_size:
+            runs.append(_spill(run, directory, key))
+            run = []
+    run.sort(key=key)
+    return heapq.merge(*[_read_run(p) for p in runs], iter(run), key=key)
+
+
+def _earliest_per_id(events: Iterable[Event], directory: str, run_size: int) -> Iterator[Event]:
+    """Each (source, id) once: its earliest copy. Replicas record one change (same id) at the
+    moment each first observed it (DESIGN "Usage records"): the change happened no later than
+    the first of them."""
+    previous: tuple[str, str] | None = None
+    for event in _sorted(events, _by_id, directory, run_size):
+        ident = (event.source, event.id)
+        if ident != previous:
+            previous = ident
             yield event
+
+
+def sorted_unique(events: Iterable[Event], run_size: int = RUN_SIZE) -> Iterator[Event]:
+    """Events in time order, each (source, id) once (its earliest copy), with bounded memory:
+    one external sort by id to drop the later copies, one by time to meter."""
+    with tempfile.TemporaryDirectory(prefix="entitle-export-") as directory:
+        yield from _sorted(_earliest_per_id(events, directory, run_size), Event.sort_key, directory, run_size)
 
 
 def export(events: Iterable[Event], start: int, end: int, tenant: str | None) -> dict[str, dict[str, Any]]:

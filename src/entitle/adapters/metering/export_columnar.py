@@ -141,7 +141,7 @@ FROM (
 
 SUSPECT = """
 SELECT count(*) FILTER (WHERE suspect OR (t IS NULL AND NOT is_amendment)) > 0,
-       count(*) FILTER (WHERE NOT is_amendment) <> count(DISTINCT (sh, t)) FILTER (WHERE NOT is_amendment)
+       count(*) FILTER (WHERE NOT is_amendment) <> count(DISTINCT sh) FILTER (WHERE NOT is_amendment)
 FROM raw
 """
 # A hash that maps two different strings to one value: decline (checked per hash value,
@@ -154,7 +154,7 @@ SELECT (SELECT count(*) FROM (SELECT sh FROM raw GROUP BY sh HAVING min(source |
                                   <> max(tenant || chr(0) || is_workload::VARCHAR || chr(0) || coalesce(key, ''))))
 """
 
-# Duplicates (same source and id) count once -- as in the Python path, per second. Only
+# Duplicates (same source and id) count once -- as in the Python path, the earliest. Only
 # narrow columns go through the window sorts (their cost grows with the row's width).
 EVENTS = """
 CREATE TABLE tenants AS SELECT DISTINCT th, tenant FROM raw;
@@ -185,7 +185,8 @@ FROM (
     WINDOW k AS (PARTITION BY kh ORDER BY seq)
 )
 """
-DEDUP = "QUALIFY row_number() OVER (PARTITION BY sh, t ORDER BY type_rank, gen, op_rank) = 1"
+# Each (source, id) once: its earliest copy (replicas date one change when each first saw it).
+DEDUP = "QUALIFY row_number() OVER (PARTITION BY sh ORDER BY t, type_rank, gen, op_rank) = 1"
 
 # Distinct users after each record: the users a record adds and drops against the entry it
 # replaces, per (tenant, user) a reference count, and the tenant's running count of users
@@ -357,7 +358,9 @@ def _amend(state: dict, amendment_rows: list, start: int, end: int, tenant: str 
             event = to_event({k: v for k, v in record.items() if v is not None or k == "data"})
         except BadRecord as exc:
             raise Declined(f"an amendment the reference path reports: {exc}") from None
-        events.setdefault((event.time, event.source, event.id), event)
+        known = events.get((event.source, event.id))
+        if known is None or event.sort_key() < known.sort_key():
+            events[(event.source, event.id)] = event      # the earliest copy, as the reference
     for event in sorted(events.values(), key=Event.sort_key):
         if event.time >= end or (tenant is not None and event.tenant != tenant):
             continue
