@@ -178,7 +178,8 @@ class Run:
         webhook = {"listenHost": "127.0.0.1", "port": self.port}
         if register:     # (not the baseline: the Workloads are created after it stops)
             webhook["registerURL"] = f"https://127.0.0.1:{self.port}"
-        cfg = {"ledgerPath": str(ledger), "metricsPort": self.metrics_port, "namespace": "entitle-system",
+        # (plain HTTP /metrics: the benchmark reads it without a token)
+        cfg = {"ledgerPath": str(ledger), "metricsPort": self.metrics_port, "metricsAuthentication": False, "namespace": "entitle-system",
                "webhook": webhook, **(extra or {})}
         path = work / f"config-{label}.yaml"
         path.write_text(yaml.safe_dump(cfg))

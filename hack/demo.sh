@@ -18,10 +18,13 @@ trap cleanup EXIT
 export KUBECONFIG="$(entitle dev up --dir "$work/cp")"
 kubectl="$(python3 -c 'from entitle.devenv.assets import assets_dir; print(assets_dir() / "kubectl")')"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# Only the apiserver reviews: the webhook trusts the CA of the client certificate `entitle dev up`
+# gave its apiserver (webhook-client-ca.crt beside the kubeconfig); anyone else is refused.
 cat > "$work/config.yaml" <<CFG
 ledgerPath: $work/ledger.db
 metricsPort: null
-webhook: {listenHost: 127.0.0.1, port: $port, registerURL: "https://127.0.0.1:$port"}
+webhook: {listenHost: 127.0.0.1, port: $port, registerURL: "https://127.0.0.1:$port",
+          clientCAFile: "$(dirname "$KUBECONFIG")/webhook-client-ca.crt"}
 CFG
 
 echo "== install the CRDs"
@@ -43,6 +46,8 @@ echo "== one container over the cap"
 "$kubectl" apply -f examples/01-basic/over-cap.yaml || true
 sleep 2
 "$kubectl" get lic,ewl -A
+echo "== a review posted by anyone but the apiserver is refused unread"
+curl -sk -o /dev/null -w "HTTP %{http_code}\n" -X POST "https://127.0.0.1:$port/workloads" -d '{}' || true
 echo "== the usage ledger"
 python3 - "$work/ledger.db" <<'PY'
 import json, sqlite3, sys

@@ -41,6 +41,12 @@ class Cluster:
     operator_kubeconfig: str = ""
     # The chart's two webhook configurations (URL mode), created before an operator starts.
     webhook_manifests: str = ""
+    # The CA of the apiserver's webhook client certificate: every operator in the tests takes
+    # reviews from the apiserver only (webhook.clientCAFile). ENTITLE_WEBHOOK_CLIENT_CA names it
+    # for an existing cluster (see README "Tests").
+    webhook_client_ca: str | None = None
+    # A token allowed to read /metrics (the chart's metrics-reader ClusterRole).
+    metrics_token: str = ""
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
@@ -72,6 +78,8 @@ def cluster(tmp_path_factory):
         plane.start()
         kubeconfig = str(plane.kubeconfig)
     c = Cluster(kubeconfig, _kubectl_binary())
+    c.webhook_client_ca = str(plane.webhook_client_ca) if plane is not None else \
+        os.environ.get("ENTITLE_WEBHOOK_CLIENT_CA") or None
     c.kubectl("apply", "-f", str(ROOT / "crds"))
     c.kubectl("wait", "--for=condition=established", "--timeout=60s",
               "crd/licenses.entitle.dev", "crd/workloads.entitle.dev", "crd/instancesources.entitle.dev",
@@ -141,12 +149,22 @@ def install_chart_identity(c: Cluster, workdir: Path) -> None:
     import yaml
 
     docs = render_chart("--set", "webhook.url=https://127.0.0.1:9")
+    # The chart's identity and its guards: RBAC, and the ValidatingAdmissionPolicy that lets only
+    # the tenancy label managers set a namespace's tenant label.
     identity = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
-                                                   "RoleBinding")]
+                                                   "RoleBinding", "ValidatingAdmissionPolicy",
+                                                   "ValidatingAdmissionPolicyBinding")
+                and not d["metadata"]["name"].endswith("-tenancy")]
     c.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
     c.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(identity))
     c.webhook_manifests = yaml.safe_dump_all([d for d in docs if d["kind"].endswith("WebhookConfiguration")])
     token = c.kubectl("create", "token", RELEASE, "-n", OPERATOR_NAMESPACE, "--duration=24h").stdout.strip()
+    # What Prometheus would be given: the chart's metrics-reader ClusterRole.
+    c.kubectl("create", "serviceaccount", "metrics-reader", "-n", OPERATOR_NAMESPACE, check=False)
+    c.kubectl("create", "clusterrolebinding", "entitle-test-metrics-reader", f"--clusterrole={RELEASE}-metrics-reader",
+              f"--serviceaccount={OPERATOR_NAMESPACE}:metrics-reader", check=False)
+    c.metrics_token = c.kubectl("create", "token", "metrics-reader", "-n", OPERATOR_NAMESPACE,
+                                "--duration=24h").stdout.strip()
     admin = yaml.safe_load(Path(c.kubeconfig).read_text())
     current = next(x for x in admin["contexts"] if x["name"] == admin["current-context"])["context"]
     server = next(x for x in admin["clusters"] if x["name"] == current["cluster"])
@@ -162,6 +180,17 @@ def install_chart_identity(c: Cluster, workdir: Path) -> None:
 def pytest_runtest_logreport(report):
     if report.failed:
         pytest._entitle_failed = getattr(pytest, "_entitle_failed", 0) + 1
+
+
+def read_metrics(port: int, token: str) -> str:
+    import ssl
+    import urllib.request
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE    # the operator's own CA
+    request = urllib.request.Request(f"https://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10, context=context) as resp:
+        return resp.read().decode()
 
 
 def free_port() -> int:
@@ -189,7 +218,10 @@ class Operator:
             # No shutdown drain: these operators are stopped between tests (tests/realnode
             # measures the drain under load).
             "webhook": {"listenHost": "127.0.0.1", "port": self.port, "drainSeconds": 0,
-                        "registerURL": f"https://127.0.0.1:{self.port}", **(webhook or {})},
+                        "registerURL": f"https://127.0.0.1:{self.port}",
+                        # Only the apiserver reviews, in every test.
+                        **({"clientCAFile": cluster.webhook_client_ca} if cluster.webhook_client_ca else {}),
+                        **(webhook or {})},
         }
         config.update(extra_config or {})
         self.register_url = config["webhook"].get("registerURL") or ""
@@ -256,6 +288,10 @@ class Operator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def metrics(self) -> str:
+        """/metrics as an authorized scraper reads it (HTTPS, the metrics-reader's token)."""
+        return read_metrics(self.metrics_port, self.cluster.metrics_token)
 
     def set_clock(self, rfc3339: str | None) -> None:
         if rfc3339 is None:

@@ -3,8 +3,10 @@
     pip install openfeature-sdk openfeature-provider-ofrep
     ENTITLE_OFREP_URL=http://entitle-webhook.entitle-system.svc:8016 python app.py
 
-In a pod the ServiceAccount token is read from its mounted file (the default below); entitle
-answers for the tenant of the token's namespace.
+In a pod the token is read from a projected ServiceAccount token volume bound to entitle's
+audience (the default path below; see README.md): entitle refuses a token meant for the
+apiserver, so the app never hands out its cluster credentials. entitle answers for the tenant of
+the token's namespace.
 """
 
 import os
@@ -13,7 +15,7 @@ from pathlib import Path
 from openfeature import api
 from openfeature.contrib.provider.ofrep import OFREPProvider
 
-TOKEN_FILE = os.environ.get("ENTITLE_TOKEN_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/token")
+TOKEN_FILE = os.environ.get("ENTITLE_TOKEN_FILE", "/var/run/secrets/entitle/token")
 
 
 def token() -> str:

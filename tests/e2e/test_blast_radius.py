@@ -85,8 +85,7 @@ def test_licenses_that_overflowed_or_cannot_be_read_never_block_start_up_or_othe
         row = cluster.kubectl("get", "license", overflow, "--no-headers").stdout
         assert "9999-12-31T23:59:59Z" in row and "<invalid>" not in row
         # Metrics: bound to the configured host, the ledger gauge set.
-        with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+        text = operator.metrics()
         gauge = [line for line in text.splitlines() if line.startswith("entitle_ledger_records ")]
         assert gauge and float(gauge[0].split()[1]) > 0
     finally:

@@ -119,8 +119,7 @@ def test_metrics_endpoint_reports_decisions_and_usage(cluster, operator):
     assert apply(cluster, workload("b", ns), check=False).returncode != 0
 
     def scrape():
-        with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+        text = operator.metrics()
         wanted = [f'entitle_admission_decisions_total{{allowed="false",reason="InstanceCapExceeded",tenant="{tenant}"}} 1.0',
                   f'entitle_tenant_usage{{pool="instances",tenant="{tenant}"}} 1.0',
                   f'entitle_tenant_entitlement{{pool="instances",tenant="{tenant}"}} 1.0',

@@ -28,9 +28,11 @@ from tests.e2e.helpers import apply, get, license, namespace, unique, workload
 pytestmark = pytest.mark.e2e
 
 
-def service_account_token(cluster, ns: str, name: str = "app") -> str:
-    cluster.kubectl("create", "serviceaccount", name, "-n", ns)
-    return cluster.kubectl("create", "token", name, "-n", ns, "--duration=1h").stdout.strip()
+def service_account_token(cluster, ns: str, name: str = "app", audience: str | None = "entitle") -> str:
+    """A token as an app's projected volume gives it: bound to the audience entitle asks for."""
+    cluster.kubectl("create", "serviceaccount", name, "-n", ns, check=False)
+    return cluster.kubectl("create", "token", name, "-n", ns, "--duration=1h",
+                           *(["--audience", audience] if audience else [])).stdout.strip()
 
 
 def client_for(url: str, token: str | None, name: str):
@@ -84,6 +86,18 @@ def test_a_tenant_app_reads_its_own_entitlements_and_nothing_else(setup, cluster
     assert other.get_integer_details("instances.max", 0).error_code == ErrorCode.FLAG_NOT_FOUND  # unlimited
 
 
+def test_a_token_for_the_apiserver_is_refused(setup, cluster):
+    """An app that sends its plain ServiceAccount token (audience: the apiserver) is refused: the
+    OFREP port never collects credentials to the cluster (DESIGN "Integrity against the tenant")."""
+    ns = unique("nsk")
+    apply(cluster, namespace(ns, setup["a"]))
+    apiserver_token = service_account_token(cluster, ns, "legacy", audience=None)
+    url = setup["url"] + "/ofrep/v1/evaluate/flags/sso"
+    assert requests.post(url, headers={"Authorization": f"Bearer {apiserver_token}"}, timeout=5).status_code == 401
+    bound = service_account_token(cluster, ns, "legacy")
+    assert requests.post(url, headers={"Authorization": f"Bearer {bound}"}, timeout=5).status_code == 200
+
+
 def test_errors_as_the_specification_says(setup):
     for token, expected in ((None, "unauthorized"), ("not-a-token", "unauthorized"),
                             (setup["token_none"], "forbidden")):
@@ -125,7 +139,7 @@ def test_evaluations_are_counted_as_a_metric_records_and_export(setup):
     op = setup["op"]
 
     def metric() -> float:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5).read().decode()
+        text = op.metrics()
         for line in text.splitlines():
             if line.startswith("entitle_feature_evaluations_total{") and f'tenant="{setup["a"]}"' in line \
                     and 'feature="sso"' in line:
@@ -160,7 +174,7 @@ def test_the_example_app_reads_its_flags(setup, cluster):
     text = yaml.safe_dump_all(docs)
     cluster.kubectl("apply", "-f", "-", input=text)
     try:
-        token = cluster.kubectl("create", "token", "storefront", "-n", ns).stdout.strip()
+        token = cluster.kubectl("create", "token", "storefront", "-n", ns, "--audience", "entitle").stdout.strip()
         out = subprocess.run([sys.executable, str(example / "app.py")], capture_output=True, text=True, timeout=60,
                              env={**os.environ, "ENTITLE_OFREP_URL": setup["url"], "ENTITLE_TOKEN": token})
         assert out.returncode == 0, out.stderr

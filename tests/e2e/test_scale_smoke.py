@@ -35,9 +35,9 @@ def _ready(port: int) -> bool:
         return False
 
 
-def _metric(port: int, series: str) -> float:
+def _metric(op, series: str) -> float:
     """One series' value from the operator's /metrics (0 when absent)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    text = op.metrics()
     def matches(line: str) -> bool:
         return line.startswith(series + " ") or ("{" not in series and line.startswith(series + "{"))
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if matches(line))
@@ -133,11 +133,11 @@ def test_ready_only_when_primed_quiet_at_first_sight_and_totals_exact(cluster, t
         op = Operator(cluster, tmp_path)           # the same ledger
         op.start()
         # Leading (its pass over every tenant begins: pending set to all of them), then done.
-        wait_for(lambda: _metric(op.metrics_port, "entitle_leader") == 1
-                 and _metric(op.metrics_port, "entitle_status_tenants_pending") == 0
-                 and _metric(op.metrics_port, "entitle_status_writes_pending") == 0,
+        wait_for(lambda: _metric(op, "entitle_leader") == 1
+                 and _metric(op, "entitle_status_tenants_pending") == 0
+                 and _metric(op, "entitle_status_writes_pending") == 0,
                  timeout=120, interval=0.5, message="the restarted leader's status pass over the fleet")
-        assert _metric(op.metrics_port, 'entitle_status_writes_total{kind="Workload"}') == 0
+        assert _metric(op, 'entitle_status_writes_total{kind="Workload"}') == 0
         assert stored_versions() == before, "no Workload was written"
     finally:
         thread.join(120)

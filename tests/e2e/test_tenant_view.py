@@ -106,8 +106,7 @@ def test_lifecycle_notices_once_each_across_a_restart(cluster, operator, tmp_pat
         wait_for(lambda: _events(cluster, ns, "UsageAt100Percent"), timeout=60, message="the UsageAt100Percent Event")
         assert len(_events(cluster, ns, "UsageAbove80Percent")) == 1
         assert len([e for e in _events(cluster, "default", "ExpiresIn30Days") if e["involvedObject"]["name"] == lic]) == 1
-        metrics = __import__("urllib.request").request.urlopen(
-            f"http://127.0.0.1:{again.metrics_port}/metrics", timeout=5).read().decode()
+        metrics = again.metrics()
         assert 'entitle_notices_total{notice="UsageAt100Percent"} 1.0' in metrics
     finally:
         again.stop()

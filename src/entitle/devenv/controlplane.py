@@ -24,6 +24,7 @@ import yaml
 
 from entitle.devenv.assets import assets_dir
 from entitle.adapters.pki import CertificateAuthority, rsa_key_pair
+from entitle.devenv.webhook_client import CA_FILE, write_webhook_client
 
 
 class ControlPlaneError(RuntimeError):
@@ -56,6 +57,11 @@ class ControlPlane:
         return f"https://127.0.0.1:{self.api_port}"
 
     @property
+    def webhook_client_ca(self) -> Path:
+        """The CA of the apiserver's webhook client certificate (``webhook.clientCAFile``)."""
+        return self.directory / CA_FILE
+
+    @property
     def logs(self) -> Path:
         return self.directory / "logs"
 
@@ -77,6 +83,10 @@ class ControlPlane:
         for name, data in files.items():
             (pki / name).write_bytes(data)
             os.chmod(pki / name, 0o600)
+
+        # Only the apiserver reviews: its webhook client certificate (webhook-client-ca.crt beside
+        # the kubeconfig is what the operator's webhook.clientCAFile trusts).
+        admission = write_webhook_client(pki / "webhook-client", self.directory)
 
         etcd_port, peer_port = free_port(), free_port()
         self.api_port = free_port()
@@ -103,6 +113,7 @@ class ControlPlane:
             "--authorization-mode=RBAC", "--service-cluster-ip-range=10.0.0.0/24",
             "--allow-privileged=true", "--disable-admission-plugins=ServiceAccount",
             "--enable-priority-and-fairness=false",
+            f"--admission-control-config-file={admission}",
         ])
         self.kubeconfig = self._write_kubeconfig(pki)
         self._wait(self._apiserver_ready, "kube-apiserver", timeout)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from entitle.devenv.webhook_client import CA_FILE, write_webhook_client
 from entitle.adapters.pki import CertificateAuthority, rsa_key_pair
 from entitle.devenv.assets import node_assets_dir
 
@@ -80,6 +81,11 @@ class RealCluster:
     @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def webhook_client_ca(self) -> Path:
+        """The CA of the apiserver's webhook client certificate (the chart's webhook.clientCA)."""
+        return self.directory / CA_FILE
 
     @property
     def logs(self) -> Path:
@@ -273,6 +279,9 @@ class RealCluster:
             # Trap: `kubectl logs/exec` resolve the node's name through DNS otherwise.
             "--kubelet-preferred-address-types=InternalIP",
             "--enable-priority-and-fairness=false", "--profiling=false",
+            # Only the apiserver reviews: it presents its own client certificate to webhooks
+            # (webhook-client-ca.crt beside the kubeconfig; the chart's webhook.clientCA Secret).
+            f"--admission-control-config-file={write_webhook_client(pki / 'webhook-client', self.directory)}",
         ])
         # The host's way in: a loopback forward into the node's namespace.
         self.api_port = free_port()

@@ -50,6 +50,13 @@ class WebhookConfig(BaseModel):
     key_file: str | None = Field(None, alias="keyFile")
     # CA bundle the apiserver verifies the serving certificate with (registerURL mode).
     ca_file: str | None = Field(None, alias="caFile")
+    # Only the apiserver reviews: the CA of the client certificate the apiserver presents to
+    # webhooks (its AdmissionConfiguration's kubeConfigFile). A review from any other client is
+    # refused before it is read. Use a CA dedicated to that certificate, not the cluster's CA
+    # (which signs every user's and kubelet's certificate) -- or narrow it with clientNames.
+    client_ca_file: str | None = Field(None, alias="clientCAFile")
+    # Accepted client certificate names (common name or DNS SAN); empty: any the CA signed.
+    client_names: list[str] = Field(default_factory=list, alias="clientNames")
     generated: GeneratedCertificates | None = None
     # The Validating/MutatingWebhookConfiguration pair (both carry this name): the operator
     # publishes its CA into them (generated certificates) or writes them (registerURL).
@@ -108,6 +115,10 @@ class OfrepConfig(BaseModel):
     key_file: str | None = Field(None, alias="keyFile")
     # A reviewed token is trusted for its own lifetime, at most this long.
     token_cache_seconds: float = Field(300.0, alias="tokenCacheSeconds", gt=0)
+    # Callers' tokens must be bound to this audience (a projected ServiceAccount token): a token
+    # for the apiserver is refused, so this port never collects credentials to the cluster.
+    # null: any token the apiserver accepts (not recommended).
+    audience: str | None = Field("entitle", min_length=1)
 
 
 class PrivacyConfig(BaseModel):
@@ -169,6 +180,11 @@ class OperatorConfig(BaseModel):
     metrics_port: int | None = Field(8080, alias="metricsPort")
     # Where /metrics listens; default: the webhook's listenHost.
     metrics_host: str | None = Field(None, alias="metricsHost")
+    # /metrics lists every tenant's usage, caps and licenses: it answers only a bearer token the
+    # apiserver authenticates (TokenReview) and authorizes for `get` on the non-resource URL
+    # /metrics (SubjectAccessReview), over HTTPS with the webhook's certificate -- as
+    # kube-rbac-proxy does. false: plain HTTP, open to whoever reaches the port.
+    metrics_authentication: bool = Field(True, alias="metricsAuthentication")
     # Tests inject time: when set and the file exists, its RFC 3339 content is "now".
     clock_file: str | None = Field(None, alias="clockFile")
     # Trusted license signing keys: key id -> Ed25519 public key (SubjectPublicKeyInfo PEM).

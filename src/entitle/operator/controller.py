@@ -22,7 +22,7 @@ from entitle.adapters.metering.ledger import Ledger, LedgerWriter
 from entitle.api import License, Workload
 from entitle.api.common import TENANT_LABEL, parse_time
 from entitle.domain import records
-from entitle.domain.bursts import BurstClock
+from entitle.domain.bursts import BurstClock, plausible
 from entitle.domain.licenses import invalid_license
 from entitle.domain.revisions import spec_hash
 from entitle.domain.state import ClusterState
@@ -484,12 +484,19 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         return failed
 
     def _seed_bursts(self, tenant: str, lic: License) -> None:
-        status = lic.status
+        status, now = lic.status, self.now()
         for pool in ("instances", "seats"):
             ps = getattr(status, pool)
             if ps is not None and status.burst_month:
-                self.state.seed_burst(tenant, pool, BurstClock(
-                    status.burst_month, ps.burst_used_seconds, ps.over_since))
+                clock = BurstClock(status.burst_month, ps.burst_used_seconds, ps.over_since)
+                if not plausible(clock, now):
+                    # A status is not proof (DESIGN "Integrity against the tenant"): a future month
+                    # would reset the budget. Ignored; this replica counts the budget itself.
+                    log.warning("license %s: ignoring an implausible %s burst budget in its status (month %s, "
+                                "used %ss, over since %s)", lic.metadata.name, pool, clock.month,
+                                clock.used_seconds, clock.over_since)
+                    continue
+                self.state.seed_burst(tenant, pool, clock)
 
     # -- status ------------------------------------------------------------------------------
 

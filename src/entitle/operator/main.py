@@ -21,6 +21,7 @@ from entitle.adapters.webhook.server import AdmissionServer
 from entitle.domain.state import ClusterState
 from entitle.operator import config as configmod
 from entitle.operator.controller import Controller
+from entitle.operator import metrics
 from entitle.operator.handlers import register
 from entitle.operator.logs import setup_logging
 from entitle.operator.serving import ServingCertificate
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
                               **tenant_view_guard(controller)},
                              cfg.webhook.listen_host, cfg.webhook.port,
                              certificate.tls, ready=controller.ready.is_set, drain_seconds=cfg.webhook.drain_seconds,
-                             reuse_port=cfg.webhook.workers > 1 or worker)
+                             reuse_port=cfg.webhook.workers > 1 or worker,
+                             on_refused=metrics.ADMISSION_REFUSED.inc)
     workers = None
     if cfg.webhook.workers > 1 and not worker:
         from entitle.operator.workers import Workers, worker_config
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     tasks: list[asyncio.Task] = []
     started: set[str] = set()
     ofreps: list[Any] = []
+    side_servers: list[Any] = []
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -131,8 +134,11 @@ def run(args: argparse.Namespace) -> int:
                                     certificate.ca_pem, cfg.webhook.timeout_seconds, cfg.webhook.failure_policy,
                                     cfg.webhook.license_failure_policy)
         if cfg.metrics_port and "metrics" not in started:
-            from prometheus_client import start_http_server
-            start_http_server(cfg.metrics_port, addr=cfg.metrics_host or cfg.webhook.listen_host)
+            from entitle.operator.metrics_server import metrics_server
+
+            metrics_endpoint = metrics_server(cfg, async_api, certificate)
+            await metrics_endpoint.start()
+            side_servers.append(metrics_endpoint)
             started.add("metrics")
         from entitle.adapters.metering.pump import SinkPump
         from entitle.adapters.metering.sinks import build_sinks
@@ -168,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
         await asyncio.gather(*tasks, return_exceptions=True)
         controller.set_leader(False)
         await controller.stop_watching_workloads()
+        for side in side_servers:
+            await side.stop()
         for ofrep in ofreps:
             await ofrep.stop()      # flushes the open hour's feature counts before the writer closes
         await server.stop()

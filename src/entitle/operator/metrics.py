@@ -17,6 +17,9 @@ ADMISSION_LATENCY = Histogram("entitle_admission_duration_seconds", "Time to dec
                                        2.5, 5, 10, 30))
 ADMISSION_ERRORS = Counter("entitle_admission_errors_total",
                            "Admission reviews answered with an error instead of a decision", ["webhook"])
+ADMISSION_REFUSED = Counter("entitle_admission_refused_total",
+                            "Admission reviews refused unread: the client was not the apiserver (no webhook client "
+                            "certificate)")
 USAGE = Gauge("entitle_tenant_usage", "Tenant usage per pool (instances, seats, feature:<name>)",
               ["tenant", "pool"])
 ENTITLEMENT = Gauge("entitle_tenant_entitlement", "Tenant effective max per pool (absent when unlimited)",

@@ -23,7 +23,8 @@ class OfrepServer:
     def __init__(self, controller: Any, cfg: Any, async_api: Any) -> None:
         self.controller, self.cfg = controller, cfg
         self.usage = FeatureUsage(controller._append, cfg.source)
-        reviewer = TokenReviewer(kube_review(async_api), max_ttl=cfg.ofrep.token_cache_seconds)
+        reviewer = TokenReviewer(kube_review(async_api), max_ttl=cfg.ofrep.token_cache_seconds,
+                                 audiences=(cfg.ofrep.audience,) if cfg.ofrep.audience else ())
         self.app = OfrepApp(reviewer, controller.state.tenant_of, self._flags, self._evaluated,
                             ready=controller.ready.is_set)
         self.app.app.middlewares.append(self._count_requests)

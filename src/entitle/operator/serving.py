@@ -42,7 +42,9 @@ class ServingCertificate:
             pair = ca.issue("entitle-webhook", hosts=["127.0.0.1", "localhost"])
             self.certfile, self.keyfile = self._write(pair.cert_pem, pair.key_pem)
             self.ca_pem = ca.cert_pem
-        self.tls = ReloadableTLS(self.certfile, self.keyfile)
+        self.tls = ReloadableTLS(self.certfile, self.keyfile, hook.client_ca_file, hook.client_names)
+        # /metrics over HTTPS with the same certificate (no client certificate asked for).
+        self.metrics_tls = ReloadableTLS(self.certfile, self.keyfile)
         self._loaded = self._fingerprint()
 
     def _write(self, cert: bytes, key: bytes) -> tuple[str, str]:
@@ -60,10 +62,13 @@ class ServingCertificate:
             bundle = self.keeper.ensure()
             if bundle.cert_pem + bundle.key_pem != self._loaded:
                 self._write(bundle.cert_pem, bundle.key_pem)
+        if self.tls.reload_client_ca():
+            log.info("webhook client CA reloaded")
         current = self._fingerprint()
         if current == self._loaded:
             return False
         self.tls.load(self.certfile, self.keyfile)
+        self.metrics_tls.load(self.certfile, self.keyfile)
         self._loaded = current
         log.info("webhook serving certificate reloaded")
         return True

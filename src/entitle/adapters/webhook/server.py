@@ -7,6 +7,13 @@ module knows HTTP, TLS and the AdmissionReview envelope; what to decide is a cal
 
 The TLS context is reloadable in place: new handshakes use the new certificate, so certificate
 rotation (by the operator or cert-manager) never restarts the process or drops connections.
+
+**Only the apiserver reviews** (DESIGN "Integrity against the tenant"). With a client CA the
+server asks every client for a certificate: one not signed by that CA fails the handshake, and a
+review sent without one is refused (403) before it is read -- a forged CREATE holds no capacity,
+a forged dry run reads no tenant's usage, a forged License review names nothing. The apiserver
+presents its certificate from its AdmissionConfiguration (``kubeConfigFile``). Probes
+(``GET /readyz``) need none.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import base64
 import logging
 import ssl
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,16 +97,47 @@ def respond(uid: str, review: Review | None, error: AdmissionDenied | None) -> d
 
 
 class ReloadableTLS:
-    """A server SSLContext whose certificate can be replaced while serving."""
+    """A server SSLContext whose certificate can be replaced while serving; with ``client_ca``,
+    client certificates signed by it are asked for and verified (see :meth:`trusted_client`)."""
 
-    def __init__(self, certfile: str, keyfile: str) -> None:
+    def __init__(self, certfile: str, keyfile: str, client_ca: str | None = None,
+                 client_names: list[str] | None = None) -> None:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.client_ca, self.client_names = client_ca, list(client_names or [])
+        self._client_ca_pem: bytes | None = None
         self.load(certfile, keyfile)
+        if client_ca:
+            # OPTIONAL, not REQUIRED: the kubelet's readiness probe has no certificate; every
+            # admission path refuses a client without one (AdmissionServer._handle).
+            self.context.verify_mode = ssl.CERT_OPTIONAL
+            self.reload_client_ca()
 
     def load(self, certfile: str, keyfile: str) -> None:
         # load_cert_chain on a live context affects only handshakes that start afterwards.
         self.context.load_cert_chain(certfile, keyfile)
+
+    def reload_client_ca(self) -> bool:
+        """Trust the CA file's current certificates (a rotation appends the new CA: it is trusted
+        from the next handshake; a removed CA stays trusted until the process restarts)."""
+        pem = Path(self.client_ca).read_bytes() if self.client_ca else None
+        if pem is None or pem == self._client_ca_pem:
+            return False
+        self.context.load_verify_locations(cadata=pem.decode())
+        self._client_ca_pem = pem
+        return True
+
+    def trusted_client(self, peercert: Any) -> bool:
+        """A verified client certificate (and, when names are configured, one of them)."""
+        if not self.client_ca:
+            return True
+        if not peercert:
+            return False
+        if not self.client_names:
+            return True
+        names = {value for field in peercert.get("subject", ()) for key, value in field if key == "commonName"}
+        names |= {value for kind, value in peercert.get("subjectAltName", ()) if kind == "DNS"}
+        return bool(names & set(self.client_names))
 
 
 class AdmissionServer:
@@ -111,12 +150,14 @@ class AdmissionServer:
 
     def __init__(self, routes: dict[str, ReviewCallback], host: str, port: int, tls: ReloadableTLS,
                  ready: Callable[[], bool] = lambda: True, drain_seconds: float = 3.0,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, on_refused: Callable[[], None] | None = None) -> None:
         self.routes, self.host, self.port, self.tls, self.ready = routes, host, port, tls, ready
         self.drain_seconds = drain_seconds
         # Several worker processes on one port (the kernel spreads connections over them).
         self.reuse_port = reuse_port
         self.draining = False
+        self.refused = 0          # reviews refused for want of the apiserver's client certificate
+        self.on_refused = on_refused
         self._runner: web.AppRunner | None = None
 
     async def _readyz(self, request: web.Request) -> web.Response:
@@ -126,6 +167,15 @@ class AdmissionServer:
         return web.Response(text="ok") if self.ready() else web.Response(status=503, text="starting")
 
     async def _handle(self, request: web.Request) -> web.Response:
+        transport = getattr(request, "transport", None)
+        if self.tls is not None and not self.tls.trusted_client(
+                transport.get_extra_info("peercert") if transport is not None else None):
+            # Before anything is read: no decision, hold, Event or impact line for a forger.
+            self.refused += 1
+            if self.on_refused is not None:
+                self.on_refused()
+            return web.Response(status=403, text="admission reviews are taken from the apiserver only: present its "
+                                                 "webhook client certificate")
         callback = self.routes.get(request.path)
         if callback is None:
             return web.Response(status=404, text="no such webhook")
