@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     down = dsub.add_parser("down", help="stop it")
     down.add_argument("--dir", help="state directory (default: ./.entitle/dev, or ./.entitle/node)")
     down.add_argument("--node", action="store_true", help="the real node started by `up --node`")
+    client = dsub.add_parser("webhook-client", help="write a webhook client CA, certificate and AdmissionConfiguration "
+                                                    "for a cluster's apiserver (kind, kubeadm): only it may then review")
+    client.add_argument("--out", required=True, help="directory to write into (created)")
+    client.add_argument("--apiserver-dir", default="/etc/kubernetes/entitle",
+                        help="where the apiserver will find these files (default: /etc/kubernetes/entitle)")
     p.set_defaults(func=cmd_dev)
 
     from entitle.adapters.licensing.cli import add_parser as add_license_parser

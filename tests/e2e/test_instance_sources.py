@@ -68,6 +68,7 @@ def sources(cluster):
     docs = [source("test-deployments", "apps", "Deployment", "spec.replicas"),
             source("test-statefulsets", "apps", "StatefulSet", "spec.replicas"),
             source("test-jobs", "batch", "Job", "spec.parallelism"),
+            source("test-replicasets", "apps", "ReplicaSet", "spec.replicas", onlyUncontrolled=True),
             source("test-pods", "", "Pod", onlyUncontrolled=True),
             source("test-vms", "kubevirt.test", "VirtualMachine", instanceKind="vm")]
     apply(cluster, *docs)
@@ -110,9 +111,18 @@ def test_native_and_custom_kinds_are_counted_and_gated_like_workloads(cluster, s
                     "spec": {"running": True}})
     # 3 + 2 + 2 + 1 + 4 (a vm is 4 units) = 12: at the cap.
     wait_for(lambda: _usage(cluster, lic) == 12, message="usage 12 from five kinds")
-    # A pod owned by the counted Deployment's ReplicaSet is not counted again (and a bare one would be over).
-    owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "2c5e1b5e-0000-4000-8000-000000000001",
-             "controller": True}
+    # The counted Deployment's ReplicaSet, and a pod of it, are not counted again (and a bare one
+    # would be over). (No Deployment controller runs here: they are written as it would.)
+    web_uid = get(cluster, "deployment", "web", ns)["metadata"]["uid"]
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
+        "name": "web-1", "namespace": ns, "labels": {"app": "web"}, "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": web_uid, "controller": True}]},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}}
+    assert apply(cluster, rs).returncode == 0
+    owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1",
+             "uid": get(cluster, "replicaset", "web-1", ns)["metadata"]["uid"], "controller": True}
     assert apply(cluster, pod("web-1-abc", ns, owner=owner)).returncode == 0
     denied = apply(cluster, pod("bare2", ns), check=False)
     assert denied.returncode != 0 and f"InstanceCapExceeded: tenant {tenant}: instances 12 + 1 would exceed 12" in denied.stderr

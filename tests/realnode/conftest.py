@@ -70,9 +70,13 @@ class Node:
 
     def install(self, tag: str, *extra: str, command: str = "install") -> None:
         repository, _ = self.image_ref.rsplit(":", 1)
+        # Only the apiserver reviews: the node's apiserver presents its webhook client certificate,
+        # the chart takes its CA from the Secret the node published.
+        secret = self.cluster.publish_webhook_client_ca(NAMESPACE)
         self.helm_run(command, RELEASE, CHART, "--namespace", NAMESPACE, "--create-namespace",
                       "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-                      "--set", "image.pullPolicy=Never", *extra, "--wait", "--timeout", "240s")
+                      "--set", "image.pullPolicy=Never", "--set", f"webhook.clientCA.secretName={secret}",
+                      *extra, "--wait", "--timeout", "240s")
 
     def ready_replicas(self) -> list[str]:
         out = self.kubectl("get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=entitle", "-o", "json")

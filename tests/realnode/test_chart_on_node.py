@@ -168,3 +168,42 @@ def test_export_merges_both_replicas_ledgers(node: Node, tenant, tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["tenants"][TENANT]["peak_instances"] > 0
+
+
+FORGER = """
+import json, ssl, sys, urllib.error, urllib.request
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+    "uid": "forged-1", "operation": "CREATE", "namespace": "small-ns", "name": "grab", "dryRun": False,
+    "kind": {"group": "entitle.dev", "version": "v1alpha1", "kind": "Workload"},
+    "resource": {"group": "entitle.dev", "version": "v1alpha1", "resource": "workloads"},
+    "object": {"apiVersion": "entitle.dev/v1alpha1", "kind": "Workload",
+               "metadata": {"name": "grab", "namespace": "small-ns", "uid": "f1"}, "spec": {"replicas": 50}}}}
+request = urllib.request.Request(sys.argv[1], data=json.dumps(review).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+try:
+    print("status", urllib.request.urlopen(request, context=ctx, timeout=10).status)
+except urllib.error.HTTPError as exc:
+    print("status", exc.code)
+"""
+
+
+def test_a_pod_that_forges_a_review_through_the_webhook_service_is_refused(node: Node, tenant):
+    """Only the apiserver reviews: a tenant's pod posting an AdmissionReview to the webhook
+    Service (what the apiserver calls) is refused unread, and takes no capacity."""
+    ip = node.kubectl("get", "service", "entitle-webhook", "-n", NAMESPACE, "-o",
+                      "jsonpath={.spec.clusterIP}").stdout.strip()
+    node.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "forger", "namespace": tenant},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "forger", "image": node.image_ref, "imagePullPolicy": "Never",
+            "command": ["python", "-c", FORGER, f"https://{ip}:443/workloads"]}]}}))
+    wait_for(lambda: node.kubectl("get", "pod", "forger", "-n", tenant, "-o", "jsonpath={.status.phase}",
+                                  check=False).stdout.strip() in ("Succeeded", "Failed"), timeout=120,
+             message="the forger to finish")
+    logs = node.kubectl("logs", "forger", "-n", tenant).stdout
+    assert "status 403" in logs, logs
+    holds = node.kubectl("get", "configmaps", "-n", NAMESPACE, "-o", "json").stdout
+    assert '"f1"' not in holds and "grab" not in holds
+    node.kubectl("delete", "pod", "forger", "-n", tenant, "--wait=false")

@@ -14,6 +14,8 @@ DEFAULT_NODE_DIR = Path(".entitle") / "node"
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.dev_command == "webhook-client":
+        return _webhook_client(args)
     if getattr(args, "node", False):
         return _node(args)
     directory = Path(args.dir) if args.dir else DEFAULT_DIR
@@ -53,6 +55,8 @@ def _node(args: argparse.Namespace) -> int:
     try:
         cluster.start()
         cluster.add_volumes(4)          # the chart's ledger claims bind, as on kind's default class
+        # Only the apiserver reviews: the chart's webhook.clientCA Secret, ready in entitle-system.
+        cluster.publish_webhook_client_ca()
         if args.image:
             from entitle.devenv.image import build_image
 
@@ -60,11 +64,29 @@ def _node(args: argparse.Namespace) -> int:
             cluster.import_image(image.archive)
             repository, tag = image.ref.rsplit(":", 1)
             print(f"image {image.ref} imported; helm install ... --set image.repository={repository} "
-                  f"--set image.tag={tag} --set image.pullPolicy=Never", file=sys.stderr)
+                  f"--set image.tag={tag} --set image.pullPolicy=Never "
+                  f"--set webhook.clientCA.secretName={node.CLIENT_CA_SECRET}", file=sys.stderr)
     except Exception as exc:  # noqa: BLE001 -- leave nothing behind
         print(f"entitle dev: {exc}", file=sys.stderr)
         cluster.stop(keep_logs=True)
         return 1
     print(f"node Ready in {cluster.timings['node_ready']:.0f}s; export KUBECONFIG={cluster.kubeconfig}", file=sys.stderr)
     print(cluster.kubeconfig)
+    return 0
+
+
+def _webhook_client(args: argparse.Namespace) -> int:
+    """Files for a cluster whose apiserver entitle does not start: copy them to the control-plane
+    node(s) at --apiserver-dir and add --admission-control-config-file (docs/operations.md
+    "Only the apiserver reviews" has the kind and kubeadm recipes)."""
+    from entitle.devenv.webhook_client import CA_FILE, write_webhook_client
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    admission = write_webhook_client(out, out, apiserver_dir=args.apiserver_dir)
+    print(f"wrote {out}: copy it to {args.apiserver_dir} on every control-plane node and start kube-apiserver with "
+          f"--admission-control-config-file={args.apiserver_dir}/{admission.name}; then\n"
+          f"  kubectl -n entitle-system create secret generic entitle-webhook-client-ca "
+          f"--from-file=ca.crt={out / CA_FILE}\n"
+          "  helm ... --set webhook.clientCA.secretName=entitle-webhook-client-ca", file=sys.stderr)
     return 0

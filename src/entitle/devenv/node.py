@@ -33,6 +33,9 @@ from pathlib import Path
 import yaml
 
 from entitle.devenv.webhook_client import CA_FILE, write_webhook_client
+
+# The Secret `entitle dev up --node` writes for the chart's webhook.clientCA.secretName.
+CLIENT_CA_SECRET = "entitle-webhook-client-ca"
 from entitle.adapters.pki import CertificateAuthority, rsa_key_pair
 from entitle.devenv.assets import node_assets_dir
 
@@ -133,6 +136,16 @@ class RealCluster:
         self.timings["node_ready"] = time.monotonic() - started
         self._save_state()
         return self
+
+    def publish_webhook_client_ca(self, namespace: str = "entitle-system", name: str | None = None) -> str:
+        """The Secret the chart's webhook.clientCA.secretName names: the CA of this apiserver's
+        webhook client certificate, in the release's namespace (created). Idempotent."""
+        name = name or CLIENT_CA_SECRET
+        self.kubectl("create", "namespace", namespace, check=False)
+        secret = self.kubectl("create", "secret", "generic", name, "-n", namespace,
+                              f"--from-file=ca.crt={self.webhook_client_ca}", "--dry-run=client", "-o", "yaml").stdout
+        self.kubectl("apply", "-f", "-", input=secret)
+        return name
 
     def stop_after_failure(self) -> None:
         """:meth:`stop` keeping the logs, never raising over the error being handled."""

@@ -21,13 +21,16 @@ CLIENT_NAME = "kube-apiserver-webhook-client"
 CA_FILE = "webhook-client-ca.crt"
 
 
-def write_webhook_client(directory: Path, ca_copy_dir: Path) -> Path:
+def write_webhook_client(directory: Path, ca_copy_dir: Path, apiserver_dir: str | None = None) -> Path:
     """Write the CA, the client certificate, the kubeconfig and the AdmissionConfiguration into
     ``directory``; copy the CA certificate to ``ca_copy_dir/webhook-client-ca.crt``. Returns the
-    AdmissionConfiguration's path (``kube-apiserver --admission-control-config-file``)."""
+    AdmissionConfiguration's path (``kube-apiserver --admission-control-config-file``).
+    ``apiserver_dir``: where the apiserver will read the files, when not ``directory`` (a kind
+    or kubeadm control-plane node)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = CertificateAuthority("entitle-webhook-client-ca", days=3650)
     client = ca.issue(CLIENT_NAME, client=True, days=3650)
+    # Nothing else is ever signed with it: its key is not kept.
     (directory / CA_FILE).write_bytes(ca.cert_pem)
     (ca_copy_dir / CA_FILE).write_bytes(ca.cert_pem)
 
@@ -46,5 +49,6 @@ def write_webhook_client(directory: Path, ca_copy_dir: Path) -> Path:
         "apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration",
         "plugins": [{"name": plugin, "configuration": {
             "apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration",
-            "kubeConfigFile": str(kubeconfig)}} for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")]}))
+            "kubeConfigFile": f"{apiserver_dir.rstrip('/')}/{kubeconfig.name}" if apiserver_dir else str(kubeconfig)}}
+            for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")]}))
     return admission

@@ -54,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
         log.error("entitle run: %s", exc)
         return 2
     worker = bool(getattr(args, "webhook_worker", False))
+    if not cfg.webhook.client_ca_file and not worker:
+        log.warning("webhook.clientCAFile is not set: any client that reaches the webhook port can send admission "
+                    "reviews (a forged CREATE holds a tenant's capacity; a dry run reads its usage). Give the "
+                    "apiserver a webhook client certificate (docs/operations.md, Threat model)")
     if worker:
         from entitle.operator.workers import bind_to_parent
 
