@@ -9,7 +9,7 @@ import pytest
 
 from entitle.domain.hourly import HourlyMetering
 from entitle.domain.meters import Metering, to_event
-from entitle.domain.push_plan import Sent, idempotency_key, plan
+from entitle.domain.push_plan import Scope, Sent, idempotency_key, plan
 
 T0 = 1_793_577_600  # a whole hour
 
@@ -66,39 +66,85 @@ def hourly(value: float, peak: int = 0) -> dict:
     return {"t": {T0: {"instance_hours": value, "peak_instances": peak}}}
 
 
+SCOPE = Scope("inst-1", "stripe:https://api.stripe.com")
+
+
+def key(tenant, meter, hour, revision=0, customer="c", scope=SCOPE):
+    return idempotency_key(scope, customer, tenant, meter, hour, revision)
+
+
 def test_first_push_sends_base_keys_and_skips_zero_and_unknown_tenants():
     result = plan({**hourly(2.0), "x": {T0: {"instance_hours": 1.0}}, "z": {T0: {"instance_hours": 0.0}}}, {},
-                  {"t": "cus", "z": "cz"}, peaks=False, negative_deltas=True)
+                  {"t": "cus", "z": "cz"}, False, SCOPE)
     assert [(e.key, e.quantity, e.action) for e in result.events] == [
-        (idempotency_key("t", "instance_hours", T0), 2.0, "event")]
+        (key("t", "instance_hours", T0, customer="cus"), 2.0, "event")]
     assert result.skipped == {"x": 1}
 
 
-def test_nothing_twice_and_one_adjustment_per_corrected_hour():
-    base = idempotency_key("t", "instance_hours", T0)
+def test_nothing_twice_and_one_signed_adjustment_per_corrected_hour():
+    base = key("t", "instance_hours", T0)
     acked = {("t", "instance_hours", T0): [Sent(base, 0, "event", 2.0)]}
-    assert plan(hourly(2.0), acked, {"t": "c"}, False, True).events == []
-    up = plan(hourly(2.5), acked, {"t": "c"}, False, True)
+    assert plan(hourly(2.0), acked, {"t": "c"}, False, SCOPE).events == []
+    up = plan(hourly(2.5), acked, {"t": "c"}, False, SCOPE)
     assert [(e.quantity, e.revision, e.key != base) for e in up.events] == [(0.5, 1, True)] and up.adjustments == 1
-    down = plan(hourly(1.5), acked, {"t": "c"}, False, True)
-    assert [(e.quantity, e.action) for e in down.events] == [(-0.5, "event")]
+    # Lower: a negative delta under a new key, for every destination (Stripe included: it cancels
+    # only within 24 h of receipt, and takes negative quantities).
+    down = plan(hourly(1.5), acked, {"t": "c"}, False, SCOPE)
+    assert [(e.quantity, e.action, e.revision) for e in down.events] == [(-0.5, "event", 1)]
+    # Receipts of an earlier push's cancel still add up (minus the cancelled event).
+    old = {("t", "instance_hours", T0): [Sent(base, 0, "event", 2.0), Sent(base + "-cancel", 1, "cancel", -2.0, base),
+                                         Sent(key("t", "instance_hours", T0, 1), 1, "event", 1.5)]}
+    assert plan(hourly(1.5), old, {"t": "c"}, False, SCOPE).events == []
 
 
-def test_stripe_gets_a_cancel_and_the_corrected_quantity_instead_of_negative_usage():
-    base = idempotency_key("t", "instance_hours", T0)
-    acked = {("t", "instance_hours", T0): [Sent(base, 0, "event", 2.0), Sent(base[:-1] + "x", 1, "event", 0.5)]}
-    events = plan(hourly(1.5), acked, {"t": "c"}, False, negative_deltas=False).events
-    assert [(e.action, e.quantity, e.cancels) for e in events] == [
-        ("cancel", -2.0, base), ("cancel", -0.5, base[:-1] + "x"), ("event", 1.5, None)]
-    assert len({e.key for e in events}) == 3
+def test_keys_are_unique_per_installation_destination_and_customer():
+    one = key("prod", "instance_seconds", T0)
+    assert len(one) <= 100
+    assert one != key("prod", "instance_seconds", T0, scope=Scope("inst-2", SCOPE.destination))     # another cluster
+    assert one != key("prod", "instance_seconds", T0, customer="other")                             # another customer
+    assert one != key("prod", "instance_seconds", T0, scope=Scope("inst-1", "stripe:https://eu.example"))
+    assert one == key("prod", "instance_seconds", T0) and one != key("prod", "instance_seconds", T0, 1)
 
 
 def test_peaks_rise_but_are_never_lowered():
-    key = idempotency_key("t", "peak_instances", T0)
-    acked = {("t", "peak_instances", T0): [Sent(key, 0, "max", 4)], ("t", "instance_hours", T0): [
-        Sent(idempotency_key("t", "instance_hours", T0), 0, "event", 2.0)]}
-    rose = plan(hourly(2.0, peak=6), acked, {"t": "c"}, peaks=True, negative_deltas=True)
+    peak = key("t", "peak_instances", T0)
+    acked = {("t", "peak_instances", T0): [Sent(peak, 0, "max", 4)], ("t", "instance_hours", T0): [
+        Sent(key("t", "instance_hours", T0), 0, "event", 2.0)]}
+    rose = plan(hourly(2.0, peak=6), acked, {"t": "c"}, True, SCOPE)
     assert [(e.meter, e.action, e.quantity) for e in rose.events] == [("peak_instances", "max", 6)]
-    fell = plan(hourly(2.0, peak=3), acked, {"t": "c"}, peaks=True, negative_deltas=True)
+    fell = plan(hourly(2.0, peak=3), acked, {"t": "c"}, True, SCOPE)
     assert fell.events == [] and fell.unlowerable == [("t", "peak_instances", T0, 4, 3.0)]
-    assert plan(hourly(2.0, peak=6), acked, {"t": "c"}, peaks=False, negative_deltas=True).events == []
+    assert plan(hourly(2.0, peak=6), acked, {"t": "c"}, False, SCOPE).events == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_whole_seconds_per_hour_sum_to_the_export_to_the_second(seed):
+    """Stripe's integers: any run of hours sums to the export's seconds, amendments included
+    (each rounded with its own carry), and an hour's integer does not depend on the window."""
+    from entitle.domain.meters import Event
+
+    events = sorted(random_events(seed), key=lambda e: e.sort_key())
+    amendments = [Event(T0 + 1234, 2, 0, 0, "s", f"am{i}", "a", "amendment", "instance_hours",
+                        meter="instance_hours", quantity=q, until=T0 + 1234 + span)
+                  for i, (q, span) in enumerate([(0.3333, 7 * 3600 + 17), (-0.125, 3600), (2.0, 0)])]
+    start, end = T0, T0 + 8 * 3600
+    wide = HourlyMetering(start, end)
+    for event in sorted(events + amendments, key=lambda e: e.sort_key()):
+        wide.feed(event)
+    seconds = wide.finish_seconds()
+    for first in range(8):
+        for last in range(first + 1, 9):
+            lo, hi = start + first * 3600, start + last * 3600
+            total = Metering(lo, hi)
+            for event in sorted(events + amendments, key=lambda e: e.sort_key()):
+                total.feed(event)
+            for tenant, meters in total.finish().items():
+                got = sum(h.get("instance_seconds", 0) for t, h in seconds.get(tenant, {}).items() if lo <= t < hi)
+                assert isinstance(got, int)
+                assert abs(got - meters["instance_hours"] * 3600) <= 1, (tenant, lo, hi)
+    narrow = HourlyMetering(start + 3 * 3600, start + 5 * 3600)
+    for event in sorted(events + amendments, key=lambda e: e.sort_key()):
+        narrow.feed(event)
+    for tenant, hours in narrow.finish_seconds().items():
+        for hour, meters in hours.items():
+            assert meters == seconds[tenant][hour], (tenant, hour)

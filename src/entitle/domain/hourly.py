@@ -7,6 +7,13 @@ export's total over the same whole hours (each hour rounded to 6 decimals on its
 
 Peaks per hour (for systems that aggregate by max) are the largest state that held for a
 positive time inside the hour.
+
+**In whole seconds** (Stripe, which takes whole numbers only): the same meters named with
+``_seconds`` for ``_hours`` (``instance_seconds``, ``seat_seconds``...), as integers. Integration
+is in whole seconds already; only amendments (spread evenly over their period) fall between
+seconds, so each amendment's seconds are rounded per hour carrying the remainder from its own
+start: any run of hours sums to the exact total to within the second, and the same hour gets the
+same integer whatever window a push asks for.
 """
 
 from __future__ import annotations
@@ -49,6 +56,27 @@ class _HourMeter(TenantMeter):
         self.cursor = max(begin, until)
 
 
+def seconds_meter(meter: str) -> str:
+    """``instance_hours`` -> ``instance_seconds``; ``feature_workload_hours:sso`` ->
+    ``feature_workload_seconds:sso``."""
+    name, _, feature = meter.partition(":")
+    base = name[:-len("_hours")] + "_seconds" if name.endswith("_hours") else name
+    return f"{base}:{feature}" if feature else base
+
+
+def amendment_seconds(event: Event, hour: int) -> int:
+    """An amendment's whole seconds in ``[hour, hour + 1h)``: the rounded cumulative share from
+    its start through this hour, minus the same through the hour before (the carry)."""
+    start = event.time - event.time % HOUR
+
+    def through(until: int) -> int:
+        if until <= start:
+            return 0
+        return round(amendment_share(event, start, until) * HOUR)
+
+    return through(hour + HOUR) - through(hour)
+
+
 class HourlyMetering:
     """Feed time-ordered events (as for :class:`Metering`); :meth:`finish` gives
     ``{tenant: {hour_start: {meter: quantity}}}`` for every hour of ``[start, end)`` that
@@ -60,6 +88,8 @@ class HourlyMetering:
         self.start, self.end, self.only = start, end, tenant
         self.tenants: dict[str, _HourMeter] = {}
         self.amended: dict[str, dict[int, Counter]] = defaultdict(lambda: defaultdict(Counter))
+        # The same in whole seconds, per amendment rounded with its own carry (see amendment_seconds).
+        self.amended_seconds: dict[str, dict[int, Counter]] = defaultdict(lambda: defaultdict(Counter))
 
     def feed(self, event: Event) -> None:
         if event.time >= self.end or (self.only is not None and event.tenant != self.only):
@@ -73,6 +103,9 @@ class HourlyMetering:
                 share = amendment_share(event, hour, hour + HOUR)
                 if share:
                     self.amended[event.tenant][hour][event.meter] += share
+                seconds = amendment_seconds(event, hour)
+                if seconds:
+                    self.amended_seconds[event.tenant][hour][event.meter] += seconds
             return
         meter = self.tenants.get(event.tenant)
         if meter is None:
@@ -98,5 +131,23 @@ class HourlyMetering:
                 else:
                     quantities.update({"peak_instances": 0, "peak_seats": 0})
                 hours[hour] = quantities
+            out[tenant] = hours
+        return out
+
+    def finish_seconds(self) -> dict[str, dict[int, dict[str, int]]]:
+        """The additive meters per hour in whole seconds (``*_seconds``), for destinations that
+        take whole numbers only; call instead of :meth:`finish`."""
+        out: dict[str, dict[int, dict[str, int]]] = {}
+        for tenant in sorted(set(self.tenants) | set(self.amended_seconds)):
+            meter = self.tenants.get(tenant)
+            if meter is not None:
+                meter.integrate(self.end, self.start, self.end)
+            amended = self.amended_seconds.get(tenant, {})
+            hours: dict[int, dict[str, int]] = {}
+            for hour in sorted(set(meter.hours if meter else ()) | set(amended)):
+                seconds = meter.hours.get(hour, Counter()) if meter else Counter()
+                extra = amended.get(hour, Counter())
+                hours[hour] = {seconds_meter(name): int(seconds.get(name, 0)) + int(extra.get(name, 0))
+                               for name in sorted(set(ADDITIVE) | set(seconds) | set(extra))}
             out[tenant] = hours
         return out

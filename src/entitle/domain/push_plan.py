@@ -4,11 +4,18 @@ acknowledged (DESIGN "Billing delivery"). Pure: no I/O.
 Per (tenant, meter, hour):
 - nothing sent yet: the quantity under the hour's base key (zero is not sent);
 - sent, and the quantity now differs (a late record, an amendment): an **adjustment** under a
-  new key -- the signed difference where the destination sums, or (Stripe, which takes no
-  negative usage) a cancel of what was sent plus the corrected quantity;
+  new key -- the signed difference (every destination sums: Stripe takes negative quantities,
+  "You can also fix incorrectly recorded usage data by recording negative quantities",
+  docs.stripe.com/billing/subscriptions/usage-based/meters/configure; it cancels events only
+  within 24 h of receipt, so a correction never relies on a cancel);
 - peaks (systems that aggregate by max): the new peak when it rose; a lower one cannot lower a
   max and is reported;
 - a tenant without a customer id is reported and never sent.
+
+Keys are unique per installation, destination and customer (DESIGN "Billing delivery: what the
+vendors actually accept"): two clusters, or two customers each with a tenant called ``prod``,
+pushing into one vendor account never collide -- a collision would count one's usage as the
+other's, already delivered.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ EPSILON = 1e-9
 
 @dataclass(frozen=True)
 class Sent:
-    """An acknowledged event: ``action`` ``event`` (adds), ``cancel`` (its ``quantity`` is minus
-    the cancelled event's) or ``max`` (a peak)."""
+    """An acknowledged event: ``action`` ``event`` (adds), ``max`` (a peak), or -- from pushes
+    before corrections were signed deltas -- ``cancel`` (its ``quantity`` is minus the cancelled
+    event's)."""
 
     key: str
     revision: int
@@ -53,13 +61,24 @@ class Plan:
     adjustments: int = 0
 
 
-def idempotency_key(tenant: str, meter: str, hour: int, revision: int = 0, suffix: str = "") -> str:
-    """From (tenant, meter, hour): the base key; revisions (adjustments) get their own."""
-    digest = hashlib.sha256(f"{tenant}|{meter}|{hour}".encode()).hexdigest()[:40]
+@dataclass(frozen=True)
+class Scope:
+    """Whose keys: the installation (its receipt store's id), the destination (vendor and API
+    base) -- with the customer, what makes a key unique in a vendor account."""
+
+    installation: str
+    destination: str
+
+
+def idempotency_key(scope: Scope, customer: str, tenant: str, meter: str, hour: int, revision: int = 0) -> str:
+    """From (installation, destination, customer, tenant, meter, hour): the base key; revisions
+    (adjustments) get their own. At most 53 characters (Stripe's identifier takes 100)."""
+    digest = hashlib.sha256("|".join((scope.installation, scope.destination, customer, tenant, meter,
+                                      str(hour))).encode()).hexdigest()[:40]
     key = f"entitle-{digest}"
     if revision:
         key += f"-r{revision}"
-    return key + suffix
+    return key
 
 
 def total(sent: list[Sent]) -> float:
@@ -69,7 +88,9 @@ def total(sent: list[Sent]) -> float:
 
 
 def plan(hourly: dict[str, dict[int, dict[str, float]]], acked: dict[tuple[str, str, int], list[Sent]],
-         customers: dict[str, str], peaks: bool, negative_deltas: bool) -> Plan:
+         customers: dict[str, str], peaks: bool, scope: Scope) -> Plan:
+    """``acked``: what the destination holds (acknowledged, or dismissed by hand) per
+    (tenant, meter, hour); a refused event is not there and is planned again."""
     out = Plan()
     tenants = sorted(set(hourly) | {t for t, _, _ in acked})
     for tenant in tenants:
@@ -90,17 +111,18 @@ def plan(hourly: dict[str, dict[int, dict[str, float]]], acked: dict[tuple[str, 
                     continue
                 now = float(quantities.get(meter, 0.0))
                 sent = acked.get((tenant, meter, hour), [])
-                out.events.extend(_one(out, tenant, customer, meter, hour, now, sent, is_peak, negative_deltas))
+                out.events.extend(_one(out, scope, tenant, customer, meter, hour, now, sent, is_peak))
     return out
 
 
-def _one(out: Plan, tenant: str, customer: str, meter: str, hour: int, now: float, sent: list[Sent],
-         is_peak: bool, negative_deltas: bool) -> list[Planned]:
+def _one(out: Plan, scope: Scope, tenant: str, customer: str, meter: str, hour: int, now: float,
+         sent: list[Sent], is_peak: bool) -> list[Planned]:
     action = "max" if is_peak else "event"
     if not sent:
         if abs(now) < EPSILON:
             return []
-        return [Planned(idempotency_key(tenant, meter, hour), tenant, customer, meter, hour, 0, action, now)]
+        return [Planned(idempotency_key(scope, customer, tenant, meter, hour), tenant, customer, meter, hour, 0,
+                        action, now)]
     have = total(sent)
     delta = round(now - have, 6)
     if abs(delta) < EPSILON:
@@ -112,17 +134,7 @@ def _one(out: Plan, tenant: str, customer: str, meter: str, hour: int, now: floa
             out.unlowerable.append((tenant, meter, hour, have, now))
             out.adjustments -= 1
             return []
-        return [Planned(idempotency_key(tenant, meter, hour, revision), tenant, customer, meter, hour, revision,
-                        "max", now)]
-    if delta > 0 or negative_deltas:
-        return [Planned(idempotency_key(tenant, meter, hour, revision), tenant, customer, meter, hour, revision,
-                        "event", delta)]
-    # No negative usage (Stripe): cancel every event still standing, then send the corrected
-    # quantity under a new key.
-    cancelled = {s.cancels for s in sent if s.action == "cancel"}
-    events = [Planned(s.key + "-cancel", tenant, customer, meter, hour, revision, "cancel", -s.quantity, s.key)
-              for s in sent if s.action == "event" and s.key not in cancelled]
-    if abs(now) >= EPSILON:
-        events.append(Planned(idempotency_key(tenant, meter, hour, revision), tenant, customer, meter, hour,
-                              revision, "event", now))
-    return events
+        return [Planned(idempotency_key(scope, customer, tenant, meter, hour, revision), tenant, customer, meter,
+                        hour, revision, "max", now)]
+    return [Planned(idempotency_key(scope, customer, tenant, meter, hour, revision), tenant, customer, meter, hour,
+                    revision, "event", delta)]

@@ -124,16 +124,41 @@ def push_main(args: argparse.Namespace) -> int:
             return 0
         vendor = VENDORS[vendors[0]](args.endpoint, token)
         store = _store(args)
-        result = push(vendor, _events(args), start, end, customers or {}, store)
+        result = push(vendor, _events(args), start, end, customers or {}, store, installation=args.installation,
+                      check_meters=not args.skip_meter_check)
     except (PushInputError, ExportError) as exc:
         print(f"entitle usage push: {exc}", file=sys.stderr)
         return 2
     adjustments = result.plan.adjustments if result.plan else 0
     print(f"pushed to {vendor.name}: {result.sent} events acknowledged ({adjustments} adjustments), "
-          f"{result.resent} resent from an earlier push, {result.failed} not acknowledged")
+          f"{result.resent} resent from an earlier push, {result.failed} not acknowledged "
+          f"({result.refused} refused: listed by `entitle usage reconcile`, tried again by the next push)")
     for error in result.errors:
         print(f"entitle usage push: {error}", file=sys.stderr)
     return 1 if result.failed else 0
+
+
+def dismiss_main(args: argparse.Namespace) -> int:
+    """A refused event handled outside entitle (entered in the vendor's console by hand, say):
+    counted as delivered from now on, kept with the reason; nothing is sent."""
+    from entitle.adapters.metering.push.run import destination_name
+    from entitle.adapters.metering.push.vendors import VENDORS
+
+    try:
+        if not args.reason.strip():
+            raise PushInputError("--reason must say how the refused event was handled (it is kept with it)")
+        store = _store(args)
+        destination = destination_name(VENDORS[args.to](args.endpoint, ""))
+        done = store.dismiss(destination, args.key, args.reason.strip())
+    except PushInputError as exc:
+        print(f"entitle usage dismiss: {exc}", file=sys.stderr)
+        return 2
+    if not done:
+        print(f"entitle usage dismiss: no refused event {args.key} for {destination} (see `entitle usage reconcile`)",
+              file=sys.stderr)
+        return 1
+    print(f"dismissed {args.key} for {destination}: counted as delivered from now on")
+    return 0
 
 
 def amend_main(args: argparse.Namespace) -> int:
@@ -228,8 +253,23 @@ def add_parsers(usub: Any) -> None:
     p.add_argument("--customers", required=True, help="YAML {tenant: customer or subscription id}")
     p.add_argument("--endpoint", help="the API base instead of the vendor's public one")
     p.add_argument("--state", help="SQLite file keeping what was acknowledged (default: the ledger itself)")
+    p.add_argument("--installation", help="this installation's id in every key (default: the one kept in the receipt "
+                                          "store, made at its first push); pin it when restoring a store")
+    p.add_argument("--skip-meter-check", action="store_true",
+                   help="do not list the destination's meters first (a proxy or mock that cannot list them); an event "
+                        "for a meter the vendor lacks is then taken and billed nothing")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=push_main)
+
+    d = usub.add_parser("dismiss", help="count a refused push event as delivered (handled outside entitle)")
+    dsrc = d.add_mutually_exclusive_group(required=True)
+    dsrc.add_argument("--ledger", action="append", help="the ledger keeping the receipts")
+    dsrc.add_argument("--state", help="the push state file")
+    d.add_argument("--to", required=True, choices=["openmeter", "stripe", "lago"], help="the destination")
+    d.add_argument("--endpoint", help="its API base, as pushed with")
+    d.add_argument("--key", required=True, help="the refused event's key (entitle usage reconcile lists them)")
+    d.add_argument("--reason", required=True, help="how it was handled (kept with it)")
+    d.set_defaults(func=dismiss_main)
 
     a = usub.add_parser("amend", help="append a correction of an additive meter (nothing is ever deleted)")
     a.add_argument("--ledger", required=True, help="the ledger to append to (SQLite file or postgresql:// DSN)")
