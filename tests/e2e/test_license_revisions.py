@@ -58,12 +58,17 @@ def _all_statuses_settled(cluster, ns: str, names: list[str]) -> bool:
 
 
 def _named(warnings: str) -> set[str]:
-    """The objects a warning says would become Entitled=False (all of them: fewer than 10 here)."""
-    found = set()
+    """The objects a warning says would become Entitled=False (all of them: fewer than 10 here);
+    `entitle plan` lists them one per line under the tenant's line."""
+    found, listing = set(), False
     for line in warnings.splitlines():
         match = re.search(r"would become Entitled=False: (.*)$", line)
         if match:
             found |= {part.split(" (")[0].strip() for part in match.group(1).split(", ")}
+        elif listing and line.startswith("    ") and "(" in line:
+            found.add(line.strip().split(" (")[0])
+            continue
+        listing = bool(re.search(r"would become Entitled=False:$", line))
     return found
 
 

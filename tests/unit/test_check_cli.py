@@ -76,3 +76,27 @@ def test_table_output(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert "InstanceCapExceeded" in proc.stdout and "tenant acme: instances 0 + 9 would exceed 5" in proc.stdout
+
+
+def test_what_the_cluster_refuses_is_bad_input_offline_too(tmp_path):
+    """The CRD's schema, its immutable fields and the License webhook's refusals: entitle check
+    refuses what the cluster refuses (issue 27), with the file, document and field."""
+    forever = {**LIC, "spec": {**LIC["spec"], "gracePeriod": "99999999999w"}}
+    proc = run(tmp_path, NS, forever)
+    assert proc.returncode == 2 and "spec.gracePeriod: the cluster refuses this" in proc.stderr, proc.stderr
+    moved = {**LIC, "spec": {**LIC["spec"], "tenant": "other"}}
+    proc = run(tmp_path, NS, LIC, moved)
+    assert proc.returncode == 2 and "document 3" in proc.stderr and "tenant is immutable" in proc.stderr
+    backwards = {**LIC, "spec": {**LIC["spec"], "notBefore": "2026-02-01T00:00:00Z", "notAfter": "2026-01-01T00:00:00Z"}}
+    proc = run(tmp_path, NS, backwards)
+    assert proc.returncode == 2 and "the cluster refuses this License" in proc.stderr
+    uncompilable = {**LIC, "spec": {**LIC["spec"], "rules": [{"name": "r", "expression": "workload.spec.replicas <"}]}}
+    assert run(tmp_path, NS, uncompilable).returncode == 2
+    assert run(tmp_path, NS, {**LIC, "spec": {**LIC["spec"], "gracePeriod": "999999999w"}}).returncode == 0
+
+
+def test_export_refuses_a_time_out_of_range(tmp_path):
+    for bound in ("0000-01-01T00:00:00Z", "1969-12-31T23:59:59Z"):
+        proc = subprocess.run([sys.executable, "-m", "entitle.cli", "usage", "export", "--events", "/dev/null",
+                               "--from", bound, "--to", "2026-01-01T00:00:00Z"], capture_output=True, text=True)
+        assert proc.returncode == 2 and "out of range" in proc.stderr, proc.stderr

@@ -131,3 +131,47 @@ def test_a_license_bound_to_another_cluster_is_accepted_with_a_warning():
     reviewed = review_license(_body("bound", clusterID="elsewhere"), None, {}, "this-cluster")
     assert reviewed.read.invalid_code == "ClusterMismatch"
     assert "ClusterMismatch" in reviewed.warnings[0]
+
+
+def test_the_webhooks_what_if_always_fits_the_apiservers_4_kib_and_says_where_the_rest_is():
+    """The apiserver keeps at most 4096 characters of warnings per response (and cuts the rest
+    silently): the webhook's summary stays within it -- every tenant's pools first -- and its
+    last line points to `entitle plan`, which prints everything."""
+    import asyncio
+
+    from entitle.adapters.metering.ledger import Ledger
+    from entitle.adapters.webhook.server import Review
+    from entitle.domain.license_impact import WARNINGS_BUDGET, full
+    from entitle.operator.config import OperatorConfig
+    from entitle.operator.controller import Controller
+    from entitle.operator.license_webhooks import license_routes
+
+    tenants = {f"ns-{i}": f"tenant-with-a-long-name-{i:03d}" for i in range(40)}
+    state = state_with(*(lic(f"l{i}", tenant, instances={"max": 100}) for i, tenant in enumerate(tenants.values())),
+                       lic("shared", "tenant-with-a-long-name-000", instances={"max": 100}), namespaces=tenants)
+    for ns in tenants:
+        for j in range(30):
+            apply(state, wl(f"workload-{j:02d}-with-a-long-name", ns=ns, replicas=2))
+    cfg = OperatorConfig()
+    object.__setattr__(cfg, "now", lambda: NOW)
+    controller = Controller(cfg, state, Ledger(":memory:"), None)
+    controller.ready.set()
+    review = Review("UPDATE", None, None, "shared", {"apiVersion": "entitle.dev/v1alpha1", "kind": "License",
+                                                    "metadata": {"name": "shared"},
+                                                    "spec": {"tenant": "tenant-with-a-long-name-000",
+                                                             "instances": {"max": 1}}},
+                    None, True)
+    asyncio.run(license_routes(controller)["/licenses"](review))
+    assert sum(len(w) for w in review.warnings) <= WARNINGS_BUDGET < 4096
+    assert review.warnings[0].startswith("what-if (dry run): tenant tenant-with-a-long-name-000: instances 60 of 200")
+    # A License touching 40 tenants at once (every one loses its objects):
+    many = [run_to_end(impact(state, f"l{i}", read_license(lic(f"l{i}", t, instances={"max": 1})), NOW))[0]
+            for i, t in enumerate(tenants.values())]
+    from entitle.domain.license_impact import summary, within_budget
+
+    cut = within_budget(summary(many), prefix="what-if (dry run): ")
+    assert sum(len(w) for w in cut) <= WARNINGS_BUDGET
+    assert "more line(s) not shown: `entitle plan -f <license file>` prints the full picture" in cut[-1]
+    assert all(line.count("Entitled=False") == 0 for line in cut[:10])     # the pools come first
+    everything = full(many)
+    assert sum(1 for line in everything if line.startswith("  ns-")) == 39 * 30   # (tenant 000 keeps "shared")

@@ -29,6 +29,7 @@ from entitle.domain.sources import (
 )
 from entitle.domain import reasons
 from entitle.domain.admission import CREATE, DELETE, UPDATE, Decision
+from entitle.domain.license_review import LicenseRefused, review_license
 from entitle.domain.normalization import InstanceTable
 from entitle.domain.ownership import ControllerRef, Watched, covered
 from entitle.domain.state import ClusterState, WorkloadRequest
@@ -103,7 +104,17 @@ def _field_path(error: dict) -> str:
     return ".".join(str(part) for part in error["loc"]) or "(root)"
 
 
-def _parse(model, doc: Document):
+def _parse(model, doc: Document, previous: dict | None = None):
+    """The document as the cluster would store it, or :class:`BadInput` where the cluster
+    would refuse it: its CRD's schema first (``adapters.crd_schema``; an earlier version of
+    the same object in the stream makes its immutable fields immutable), then the model."""
+    from entitle.adapters.crd_schema import schema_of, violations
+
+    problems = violations(schema_of(model.__name__), {k: v for k, v in doc.body.items() if k == "spec"}, "",
+                          {"spec": previous.get("spec")} if previous else None)
+    if problems:
+        raise BadInput(f"{doc.where(problems[0].split(':', 1)[0])}: the cluster refuses this:"
+                       f"{problems[0].split(':', 1)[1]}")
     try:
         return model.model_validate(doc.body)
     except ValidationError as exc:
@@ -225,6 +236,7 @@ def run_check(documents: list[Document], now: datetime, table: InstanceTable | N
     stream_sources = [read_source(_parse(InstanceSource, d)) for d in documents if d.body.get("kind") == "InstanceSource"]
     sources = sorted(stream_sources or default_sources(), key=lambda s: s.name)
     seen: dict[str, Watched] = {}
+    licenses: dict[str, dict] = {}
     source_kinds = {s.kind_key for s in sources}
     for doc in documents:
         kind = doc.body.get("kind")
@@ -235,8 +247,18 @@ def run_check(documents: list[Document], now: datetime, table: InstanceTable | N
                 raise BadInput(f"{doc.where('metadata.labels')}: expected a mapping")
             state.set_namespace(name, {str(k): str(v) for k, v in labels.items()})
         elif kind == "License":
-            _metadata_name(doc)
-            state.set_license(_parse(License, doc))
+            name = _metadata_name(doc)
+            previous = licenses.get(name)
+            lic = _parse(License, doc, previous)
+            try:
+                # The License webhook's refusals (notAfter before notBefore, a rule that does not
+                # compile...): what the cluster refuses is bad input here too. (Signatures are
+                # judged by the operator, which holds the trusted keys.)
+                review_license(doc.body, previous, None, None)
+            except LicenseRefused as exc:
+                raise BadInput(f"{doc.where('spec')}: the cluster refuses this License: {exc.code}: {exc}") from None
+            licenses[name] = doc.body
+            state.set_license(lic)
         elif kind == "Workload":
             _metadata_name(doc)
             workload = _parse(Workload, doc)

@@ -30,6 +30,10 @@ from entitle.domain.usage import footprint
 STEP = 200          # objects decided between two yields
 NAMED = 10          # objects named per tenant, then a count
 MAX_LINE = 240      # one warning line (the apiserver truncates long warnings)
+# The apiserver keeps at most 4096 characters of warnings per response (k8s.io/apiserver's
+# warning recorder truncates past that, then drops): the webhook's what-if stays under this,
+# its own prefix included, and says where the full picture is (`entitle plan`).
+WARNINGS_BUDGET = 3800
 
 
 @dataclass
@@ -42,7 +46,9 @@ class TenantImpact:
     losing: list[tuple[str, str]] = field(default_factory=list)    # (object, reason) -> Entitled=False
     regaining: list[str] = field(default_factory=list)              # -> Entitled=True
 
-    def lines(self) -> list[str]:
+    def lines(self, full: bool = False) -> list[str]:
+        """The warning lines (``full``: every object, one per line, nothing cut -- what
+        ``entitle plan`` prints)."""
         def pool(label: str, used: int, before: PoolEntitlement, after: PoolEntitlement) -> str:
             def cap(p: PoolEntitlement) -> str:
                 return "unlimited" if p.max is None else f"{p.max}" + (f"+{p.burst_extra} burst" if p.burst_extra else "")
@@ -55,6 +61,14 @@ class TenantImpact:
                 + pool("seats", self.seats, self.before.seats, self.after.seats)
                 + f", features [{','.join(sorted(self.after.features))}]")
         out = [head]
+        if full:
+            out.append(f"tenant {self.tenant}: {len(self.losing) or 'no'} object(s) would become Entitled=False"
+                       + (":" if self.losing else ""))
+            out += [f"  {obj} ({reason})" for obj, reason in self.losing]
+            if self.regaining:
+                out.append(f"tenant {self.tenant}: {len(self.regaining)} object(s) would become Entitled=True:")
+                out += [f"  {obj}" for obj in self.regaining]
+            return out
         if self.losing:
             named = ", ".join(f"{obj} ({reason})" for obj, reason in self.losing[:NAMED])
             more = f" and {len(self.losing) - NAMED} more" if len(self.losing) > NAMED else ""
@@ -111,6 +125,36 @@ def impact(state: ClusterState, name: str, after: ReadLicense | None,
                 result.regaining.append(label)
         out.append(result)
     return out
+
+
+def within_budget(lines: list[str], budget: int = WARNINGS_BUDGET, prefix: str = "") -> list[str]:
+    """The what-if's warning lines, cut to fit the apiserver's warnings budget: whole lines in
+    order while they fit, then one line saying how many were left out and where they are. A
+    tenant's head line (its pools) comes before any tenant's object list (see ``summary``)."""
+    tail = "... {n} more line(s) not shown: `entitle plan -f <license file>` prints the full picture"
+    reserve = len(prefix) + len(tail) + 8
+    out, used = [], 0
+    for index, line in enumerate(lines):
+        cost = len(prefix) + len(line)
+        last = index == len(lines) - 1
+        if cost > budget - used - (0 if last else reserve):
+            out.append(prefix + tail.format(n=len(lines) - index))
+            return out
+        out.append(prefix + line)
+        used += cost
+    return out
+
+
+def summary(tenants: list[TenantImpact]) -> list[str]:
+    """Every tenant's head line first, then the object lists: cut by :func:`within_budget`, the
+    pools of every tenant survive before any long list of names."""
+    lines = [t.lines() for t in tenants]
+    return [ls[0] for ls in lines] + [line for ls in lines for line in ls[1:]]
+
+
+def full(tenants: list[TenantImpact]) -> list[str]:
+    """Everything, tenant by tenant (``entitle plan``)."""
+    return [line for t in tenants for line in t.lines(full=True)]
 
 
 def run_to_end(steps: Generator[None, None, list[TenantImpact]]) -> list[TenantImpact]:

@@ -98,7 +98,7 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         self._listed_uids: set[str | None] = set()   # the Workloads of the priming list
         self._appended: OrderedDict[tuple[str, str], None] = OrderedDict()
         # Appends leave the event loop (it serves the webhook too): one writer thread, group commit.
-        self.writer = LedgerWriter(ledger, on_added=self._on_ledger_added)
+        self.writer = LedgerWriter(ledger, on_added=self._on_ledger_added, on_failed=self._on_ledger_failed)
         self.pump_factory: Any = lambda: []
         self.leader = False
         # This operator's username (SelfSubjectReview at start): the only writer of TenantEntitlements.
@@ -114,6 +114,15 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         metrics.LEDGER_RECORDS.inc(added)
         for pump in self.pumps:
             pump.notify()
+
+    # How long a finalizer release waits for its deletion record to become durable.
+    durable_wait_seconds = 10.0
+
+    @staticmethod
+    def _on_ledger_failed(error: Exception | None, waiting: int) -> None:
+        if error is not None:
+            metrics.LEDGER_APPEND_FAILURES.inc()
+        metrics.LEDGER_WAITING.set(waiting)
 
     def set_leader(self, leader: bool) -> None:
         self.leader = leader
@@ -463,9 +472,11 @@ class Controller(RecordKeeping, StatusReporting, SourceKeeping, RevisionKeeping,
         failed: list[tuple] = []
         releases = [a for a in actions if a[0] in ("remove", "anchor-remove")]
         if releases:
-            # The finalizer goes only once the deletion's record is durable in the ledger.
+            # The finalizer goes only once the deletion's record is durable in the ledger. While
+            # appends fail (a full disk) the releases wait -- retried with backoff -- rather than
+            # holding the finalizer queue (and every later add) for as long as the disk is full.
             try:
-                self.writer.barrier().result()
+                self.writer.barrier().result(timeout=self.durable_wait_seconds)
             except Exception as exc:  # noqa: BLE001 -- the finalizer stays until the record is written
                 log.warning("the ledger could not make deletion records durable; finalizers stay: %s", exc)
                 failed = releases

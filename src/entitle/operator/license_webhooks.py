@@ -16,7 +16,7 @@ import asyncio
 import logging
 
 from entitle.adapters.webhook.server import AdmissionDenied, Review, ReviewCallback
-from entitle.domain.license_impact import impact, printable
+from entitle.domain.license_impact import impact, printable, summary, within_budget
 from entitle.domain.license_review import LicenseRefused, review_license
 from entitle.domain.revisions import annotation_patch, stamp
 from entitle.operator.controller import Controller
@@ -26,8 +26,6 @@ log = logging.getLogger("entitle.webhook")
 
 LICENSES_PATH = "/licenses"
 REVISION_PATH = "/licenses-revision"
-# At most this many warning lines per review (the apiserver caps the total size of warnings).
-MAX_WARNINGS = 60
 
 
 def license_routes(controller: Controller) -> dict[str, ReviewCallback]:
@@ -59,11 +57,11 @@ def license_routes(controller: Controller) -> dict[str, ReviewCallback]:
                 break
             await asyncio.sleep(0)   # give the loop back: Workload admissions go on meanwhile
         prefix = "what-if (dry run): " if review.dry_run else ""
-        for tenant in tenants:
-            warnings += tenant.lines()
-        review.warnings.extend(printable(prefix + w) for w in warnings[:MAX_WARNINGS])
-        if len(warnings) > MAX_WARNINGS:
-            review.warnings.append(f"... and {len(warnings) - MAX_WARNINGS} more lines not shown")
+        # Within the apiserver's 4096 characters of warnings (past them it cuts silently):
+        # the review's own warnings, every tenant's pools, then the object lists as far as they
+        # fit, and where the rest is (`entitle plan` computes the full picture itself).
+        lines = [printable(w) for w in warnings] + summary(tenants)
+        review.warnings.extend(within_budget(lines, prefix=prefix))
 
     async def stamp_revision(review: Review) -> None:
         if review.operation not in ("CREATE", "UPDATE") or not isinstance(review.body, dict):

@@ -62,12 +62,13 @@ def run(args: argparse.Namespace) -> int:
         from entitle.operator.workers import bind_to_parent
 
         bind_to_parent()
-    api = KubeApi()
     try:
+        # Before anything else: a damaged ledger (LedgerDamaged) is never used as a whole one.
         ledger = cfg.open_ledger()
-    except Exception as exc:   # LedgerUnavailable, an unreadable DSN file, a bad SQLite path
+    except Exception as exc:   # LedgerUnavailable, LedgerDamaged, an unreadable DSN file, a bad SQLite path
         log.error("entitle run: cannot open the ledger (%s): %s", cfg.ledger_name(), exc)
         return 2
+    api = KubeApi()
     try:
         pseudonym_key = cfg.privacy.key()
     except ValueError as exc:

@@ -37,6 +37,10 @@ STATUS_TICK = Histogram("entitle_status_tick_seconds", "Time of one status tick 
 NOTICES = Counter("entitle_notices_total",
                   "Lifecycle notices (license expiring, grace started, pool near/at/over cap, bursts)", ["notice"])
 LEDGER_RECORDS = Gauge("entitle_ledger_records", "Records in this replica's usage ledger")
+LEDGER_APPEND_FAILURES = Counter("entitle_ledger_append_failures_total",
+                                 "Failed ledger appends (a full disk, an I/O error); the records wait and are retried")
+LEDGER_WAITING = Gauge("entitle_ledger_records_waiting",
+                       "Records not yet durable in the ledger because appends are failing (0 when healthy)")
 SINK_ERRORS = Counter("entitle_sink_errors_total", "Failed sink deliveries (retried)", ["sink"])
 LEDGER_LAG = Gauge("entitle_ledger_lag_records", "Ledger records not yet delivered to a sink", ["sink"])
 BURST_USED = Gauge("entitle_burst_used_seconds", "Burst budget used this month", ["tenant", "pool"])

@@ -8,6 +8,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from entitle.api.common import format_time
 from entitle.api import GROUP, VERSION
 
 # Our writes are attributed to this manager, so a Workload's own change time can be told from
@@ -29,7 +30,12 @@ class KubeApi:
     # -- reads used once at start-up to prime the in-memory state ----------------------
     def list_namespaces(self) -> list[dict[str, Any]]:
         items = self.core.list_namespace().items
-        return [{"metadata": {"name": ns.metadata.name, "labels": ns.metadata.labels or {}}} for ns in items]
+        # The uid (kube-system's is the cluster's id), creation time (no tenant label is older than
+        # its namespace) and resourceVersion (what pins a move's record ids), beside the labels.
+        return [{"metadata": {"name": ns.metadata.name, "labels": ns.metadata.labels or {}, "uid": ns.metadata.uid,
+                              "resourceVersion": ns.metadata.resource_version,
+                              "creationTimestamp": format_time(ns.metadata.creation_timestamp)
+                              if ns.metadata.creation_timestamp else None}} for ns in items]
 
     def list_licenses(self) -> list[dict[str, Any]]:
         return self.custom.list_cluster_custom_object(GROUP, VERSION, "licenses")["items"]

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from entitle.adapters.metering.ledger import is_postgres, open_readonly
+from entitle.adapters.metering.ledger import LedgerDamaged, is_postgres, open_readonly
 from entitle.domain.meters import BadRecord, Event, Metering, parse_time, to_event
 
 RUN_SIZE = 200_000
@@ -146,6 +146,8 @@ def events_from_ledger(path: str, progress_stream: IO[str] | None) -> Iterator[E
     try:
         db = open_readonly(path)
         total = db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    except LedgerDamaged as exc:
+        raise ExportError(str(exc)) from None
     except Exception as exc:
         raise ExportError(f"{path}: cannot open the ledger: {exc}") from None
     progress = Progress(progress_stream, total, "reading ledger")
@@ -242,9 +244,21 @@ def render_csv(tenants: dict[str, dict[str, Any]]) -> str:
     return out.getvalue()
 
 
+# Usage records start at the Unix epoch; a bound outside [EARLIEST, LATEST] is bad input, not a
+# date to clamp (0000-01-01 would otherwise become year 1 without a word).
+EARLIEST, LATEST = 0, 253402300799     # 1970-01-01T00:00:00Z, 9999-12-31T23:59:59Z
+
+
 def parse_bound(flag: str, text: str) -> int:
+    from entitle.api.common import parse_time as parse_rfc3339
+
     try:
-        return parse_time(text)
+        moment = parse_rfc3339(text)
     except ValueError:
         raise ExportError(f"{flag} {text!r}: not an RFC 3339 timestamp with a time zone "
                           "(e.g. 2026-11-01T00:00:00Z)") from None
+    epoch = int(moment.timestamp() // 1)
+    if not EARLIEST <= epoch <= LATEST:     # (the parse clamps year 0000 to year 1: before EARLIEST)
+        raise ExportError(f"{flag} {text!r}: out of range: give a time from 1970-01-01T00:00:00Z to "
+                          "9999-12-31T23:59:59Z")
+    return epoch

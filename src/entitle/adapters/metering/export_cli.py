@@ -58,15 +58,17 @@ def columnar(args: argparse.Namespace, start: int, end: int, progress: Any) -> d
             lines = os.path.join(scratch, "records.jsonl")
             dump_ledgers(args.ledger, lines)
             return export_file(lines, start, end, args.tenant)
-    except Exception:  # noqa: BLE001 -- a damaged ledger, an undecodable body, anything: the
-        return None    # reference path reads the same input and reports it precisely
+    except ExportError:
+        raise          # a damaged ledger: no engine reads it as whole
+    except Exception:  # noqa: BLE001 -- an undecodable body, anything: the reference path
+        return None    # reads the same input and reports it precisely
 
 
 def dump_ledgers(locations: list[str], path: str) -> None:
     """Every ledger's stored records, one JSON per line (what the columnar path reads)."""
     import sqlite3
 
-    from entitle.adapters.metering.ledger import is_postgres, open_readonly
+    from entitle.adapters.metering.ledger import LedgerDamaged, is_postgres, open_readonly
 
     with open(path, "wb") as out:
         for location in locations:
@@ -92,5 +94,5 @@ def dump_ledgers(locations: list[str], path: str) -> None:
                         out.write(b"\n")
                 finally:
                     db.close()
-            except (sqlite3.Error, FileNotFoundError) as exc:
+            except (sqlite3.Error, FileNotFoundError, LedgerDamaged) as exc:
                 raise ExportError(str(exc)) from None

@@ -42,6 +42,49 @@ CREATE TABLE IF NOT EXISTS cursors (
 """
 
 
+class LedgerDamaged(Exception):
+    """The ledger file is not whole (truncated, a page unreadable): reading it as if it were
+    would bill what is left and lose the rest without a word. The message says what to do."""
+
+
+def what_to_do(path: str | Path) -> str:
+    return (f"restore {path} from a backup (docs/operations.md, \"The usage ledger\"), or export from the sink "
+            f"stream (--events); `entitle usage salvage --ledger {path} --out NEW.db` copies what is readable into "
+            "a new ledger and lists the records lost")
+
+
+def verify(path: str | Path, connection: sqlite3.Connection | None = None) -> None:
+    """Refuse a damaged ledger (:class:`LedgerDamaged`): a file shorter than its own header says
+    (truncated by a full disk or a bad restore -- SQLite may read such a file without complaint
+    until it reaches the missing pages), or one that fails ``PRAGMA quick_check`` (every page of
+    every table and index; ~0.4 s for 1,000,000 records). A new, empty file is whole."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise LedgerDamaged(f"{path} is not a SQLite database (its header is missing): {what_to_do(path)}")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    valid = header[24:28] == header[92:96] and pages > 0          # (the in-header size is trusted then)
+    size = path.stat().st_size
+    if valid and size < pages * page_size:
+        raise LedgerDamaged(f"{path} is truncated: {size} bytes of the {pages * page_size} its header counts "
+                            f"({pages - size // page_size} pages missing): {what_to_do(path)}")
+    db = connection or sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+    try:
+        problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    finally:
+        if connection is None:
+            db.close()
+    if problems != ["ok"]:
+        raise LedgerDamaged(f"{path} is damaged ({'; '.join(problems)[:300]}): {what_to_do(path)}")
+
+
 class Ledger:
     """Append-only store of usage records. Thread-safe; one writer connection."""
 
@@ -51,6 +94,8 @@ class Ledger:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        if str(path) != ":memory:":
+            verify(self.path)
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a record acknowledged as appended survives power loss, not just a process kill.
@@ -212,9 +257,46 @@ def open_ledger(path: str | Path | None = None, postgres: str | None = None) -> 
 
 
 def open_readonly(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection to a ledger that is whole (:func:`verify`; raises
+    :class:`LedgerDamaged` otherwise)."""
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such ledger")
-    return sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    try:
+        verify(path, db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def salvage(path: str | Path, out: str | Path) -> tuple[int, list[tuple[int, int]], int | None]:
+    """Copy every readable record of a damaged ledger into a new one (``out``), in order;
+    returns (records copied, ranges of sequence numbers lost, the last sequence number the file
+    had issued -- None when that is unreadable too). Read page by page
+    (``adapters.metering.salvage``): SQLite itself often reads nothing of a truncated file."""
+    from entitle.adapters.metering.salvage import readable_records
+
+    found, issued = readable_records(path)
+    target = Ledger(out)
+    try:
+        seqs = sorted(found)
+        copied = sum(target.append([found[s] for s in seqs[i:i + 5000]]) for i in range(0, len(seqs), 5000))
+    finally:
+        target.close()
+    last = max([issued or 0, *seqs]) if seqs or issued else 0
+    lost = [(a + 1, b - 1) for a, b in zip([0, *seqs], [*seqs, last + 1]) if b - a > 1]
+    return copied, _merge(lost), issued
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 class LedgerWriter:
@@ -226,8 +308,10 @@ class LedgerWriter:
     usage-record finalizer after recording a deletion -- wait on :meth:`barrier`.
     """
 
-    def __init__(self, ledger: Ledger, on_added: Any = None) -> None:
-        self.ledger, self.on_added = ledger, on_added
+    def __init__(self, ledger: Ledger, on_added: Any = None, on_failed: Any = None) -> None:
+        # on_failed(error, records waiting): an append failed (a full disk, an I/O error); the
+        # records stay queued, in order, and are tried again until it works -- none is lost.
+        self.ledger, self.on_added, self.on_failed = ledger, on_added, on_failed
         self._cond = threading.Condition()
         self._pending: list[dict] = []
         self._waiters: list[Any] = []
@@ -281,13 +365,19 @@ class LedgerWriter:
                 added = self._write(batch) if batch else 0
             except Exception as exc:  # disk full, I/O error: keep the records and retry
                 self.failures += 1
-                logging.getLogger("entitle.ledger").error("ledger append failed (will retry): %s", exc)
+                logging.getLogger("entitle.ledger").error("ledger append failed (will retry; %d records wait): %s",
+                                                          len(batch), exc)
                 with self._cond:
                     self._pending[:0] = batch
                     self._waiters[:0] = waiters
                     self._busy = False
+                    waiting = len(self._pending)
+                if self.on_failed is not None:
+                    self.on_failed(exc, waiting)
                 time.sleep(min(5.0, 0.1 * self.failures))
                 continue
+            if self.failures and self.on_failed is not None:
+                self.on_failed(None, 0)
             self.failures = 0
             with self._cond:
                 self._busy = False

@@ -83,6 +83,12 @@ def _store(args: argparse.Namespace, required: bool = True) -> Any:
                 raise PushInputError(f"cannot open the ledger: {str(exc).strip()}") from None
         if not Path(location).exists():
             raise PushInputError(f"{location}: no such ledger")
+        from entitle.adapters.metering.ledger import LedgerDamaged, verify
+
+        try:
+            verify(location)
+        except LedgerDamaged as exc:
+            raise PushInputError(str(exc)) from None
         db = sqlite3.connect(location, isolation_level=None, timeout=30)
         db.execute("PRAGMA synchronous=FULL")
         return ReceiptStore(db)
@@ -161,9 +167,37 @@ def dismiss_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def salvage_main(args: argparse.Namespace) -> int:
+    """Copy what is readable of a damaged ledger into a new one and say exactly what was lost."""
+    from entitle.adapters.metering.ledger import LedgerDamaged, salvage, verify
+
+    if not Path(args.ledger).exists():
+        print(f"entitle usage salvage: {args.ledger}: no such ledger", file=sys.stderr)
+        return 2
+    if Path(args.out).exists():
+        print(f"entitle usage salvage: {args.out} exists: give a new file", file=sys.stderr)
+        return 2
+    try:
+        verify(args.ledger)
+        print(f"{args.ledger} is whole: nothing to salvage", file=sys.stderr)
+        return 0
+    except LedgerDamaged as exc:
+        print(f"{exc}".split(": restore")[0], file=sys.stderr)
+    copied, lost, top = salvage(args.ledger, args.out)
+    print(f"copied {copied} records into {args.out}")
+    missing = sum(hi - lo + 1 for lo, hi in lost)
+    for lo, hi in lost:
+        print(f"LOST records seq {lo}..{hi}" if hi > lo else f"LOST record seq {lo}")
+    if top is None:
+        print("the ledger's last sequence number is unreadable too: records after the last one copied may be lost")
+    print(f"{missing} records lost; recover them from a sink's stream (--events) or a backup, or "
+          "`entitle usage amend` what they billed")
+    return 1 if lost or top is None else 0
+
+
 def amend_main(args: argparse.Namespace) -> int:
     from entitle.adapters.metering.export import parse_bound
-    from entitle.adapters.metering.ledger import is_postgres, open_ledger_at
+    from entitle.adapters.metering.ledger import LedgerDamaged, is_postgres, open_ledger_at
     from entitle.domain.records import amendment_record, is_amendable
 
     try:
@@ -186,7 +220,7 @@ def amend_main(args: argparse.Namespace) -> int:
         ledger = open_ledger_at(args.ledger)
         added = ledger.append([record])
         ledger.close()
-    except (PushInputError, ExportError) as exc:
+    except (PushInputError, ExportError, LedgerDamaged) as exc:
         print(f"entitle usage amend: {exc}", file=sys.stderr)
         return 2
     print(f"amendment {record['id']} {'appended' if added else 'already in the ledger'}: {args.tenant} {args.meter} "
@@ -196,7 +230,7 @@ def amend_main(args: argparse.Namespace) -> int:
 
 def reconcile_main(args: argparse.Namespace) -> int:
     from entitle.adapters.metering.export import parse_bound
-    from entitle.adapters.metering.ledger import is_postgres, open_ledger_at
+    from entitle.adapters.metering.ledger import LedgerDamaged, is_postgres, open_ledger_at
     from entitle.adapters.metering.push.run import reconcile_pushes, reconcile_sinks
 
     try:
@@ -220,7 +254,7 @@ def reconcile_main(args: argparse.Namespace) -> int:
             destinations, found = reconcile_pushes(store, _events(args), hour_start, hour_end, customers)
             checked += destinations
             differences += found
-    except (PushInputError, ExportError) as exc:
+    except (PushInputError, ExportError, LedgerDamaged) as exc:
         print(f"entitle usage reconcile: {exc}", file=sys.stderr)
         return 2
     if not checked:
@@ -281,6 +315,12 @@ def add_parsers(usub: Any) -> None:
     a.add_argument("--quantity", type=float, required=True, help="added over the period (negative: a credit)")
     a.add_argument("--reason", required=True)
     a.set_defaults(func=amend_main)
+
+    s_ = usub.add_parser("salvage", help="copy what is readable of a damaged SQLite ledger into a new one, "
+                                         "listing every record lost")
+    s_.add_argument("--ledger", required=True, help="the damaged SQLite ledger (read only)")
+    s_.add_argument("--out", required=True, help="the new ledger to write")
+    s_.set_defaults(func=salvage_main)
 
     r = usub.add_parser("reconcile", help="compare the ledger with what each sink and push destination acknowledged")
     rsrc = r.add_mutually_exclusive_group(required=True)
