@@ -11,7 +11,7 @@ import time
 
 from entitle.adapters.metering.ledger import Ledger
 from entitle.adapters.metering.pump import SinkPump
-from entitle.adapters.metering.sinks.base import build_sinks
+from entitle.adapters.metering.sinks.factory import build_sinks
 from tests.conftest import wait_for
 
 

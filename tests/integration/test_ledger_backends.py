@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from entitle.adapters.metering.export import events_from_ledger, export
-from entitle.adapters.metering.ledger import Ledger, LedgerWriter, open_ledger, open_ledger_at
+from entitle.adapters.metering.ledger import Ledger, LedgerWriter
+from entitle.adapters.metering.backends import open_ledger, open_ledger_at
 from entitle.adapters.metering.postgres import LedgerUnavailable, PostgresLedger
 from entitle.domain.meters import parse_time
 

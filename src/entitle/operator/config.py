@@ -234,7 +234,7 @@ class OperatorConfig(BaseModel):
         return ledger
 
     def open_ledger(self) -> Any:
-        from entitle.adapters.metering.ledger import open_ledger
+        from entitle.adapters.metering.backends import open_ledger
 
         dsn = self.ledger.dsn()
         return open_ledger(self.ledger.path or self.ledger_path, postgres=dsn)

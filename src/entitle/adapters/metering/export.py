@@ -21,7 +21,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from entitle.adapters.metering.ledger import LedgerDamaged, is_postgres, open_readonly
+from entitle.adapters.metering.ledger import LedgerDamaged, open_readonly
+from entitle.adapters.metering.backends import is_postgres
 from entitle.domain.meters import BadRecord, Event, Metering, parse_time, to_event
 
 RUN_SIZE = 200_000

@@ -68,7 +68,8 @@ def dump_ledgers(locations: list[str], path: str) -> None:
     """Every ledger's stored records, one JSON per line (what the columnar path reads)."""
     import sqlite3
 
-    from entitle.adapters.metering.ledger import LedgerDamaged, is_postgres, open_readonly
+    from entitle.adapters.metering.ledger import LedgerDamaged, open_readonly
+    from entitle.adapters.metering.backends import is_postgres
 
     with open(path, "wb") as out:
         for location in locations:

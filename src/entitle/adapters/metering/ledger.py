@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from entitle.adapters.metering.live import live_change
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -218,42 +220,6 @@ class Ledger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def live_change(record: dict, body: str) -> tuple | None:
-    """What a newly stored record does to the live-object table, for either backend:
-    ``("delete", kind, key)``, ``("upsert", kind, key, generation, body)``, or None."""
-    data = record.get("data") or {}
-    kind = {"dev.entitle.workload.v1": "workload", "dev.entitle.license.v1": "license"}.get(record.get("type"))
-    if kind is None:
-        return None
-    key = data.get("uid") if kind == "workload" else data.get("name")
-    if not key:
-        return None
-    if data.get("operation") == "deleted":
-        return ("delete", kind, key)
-    return ("upsert", kind, key, int(data.get("generation") or 0), body)
-
-
-def is_postgres(location: str) -> bool:
-    """``--ledger`` takes a SQLite path or a PostgreSQL URI (``postgresql://...``)."""
-    return str(location).startswith(("postgresql://", "postgres://"))
-
-
-def open_ledger_at(location: str) -> Any:
-    """The ledger a CLI's ``--ledger`` names: a PostgreSQL URI or a SQLite path."""
-    return open_ledger(postgres=location) if is_postgres(location) else open_ledger(location)
-
-
-def open_ledger(path: str | Path | None = None, postgres: str | None = None) -> Any:
-    """The configured ledger: PostgreSQL when a DSN is given, else the SQLite file at ``path``."""
-    if postgres:
-        from entitle.adapters.metering.postgres import PostgresLedger
-
-        return PostgresLedger(postgres)
-    if path is None:
-        raise ValueError("a ledger needs a path or a postgres DSN")
-    return Ledger(path)
 
 
 def open_readonly(path: str | Path) -> sqlite3.Connection:

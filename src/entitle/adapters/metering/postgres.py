@@ -16,7 +16,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator
 
-from entitle.adapters.metering.ledger import live_change
+from entitle.adapters.metering.live import live_change
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

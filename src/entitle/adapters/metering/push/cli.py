@@ -67,7 +67,7 @@ def _customers(path: str | None) -> dict[str, str] | None:
 
 def _store(args: argparse.Namespace, required: bool = True) -> Any:
     """Receipts live in ``--state`` (a SQLite file), else beside the records in the one ledger."""
-    from entitle.adapters.metering.ledger import is_postgres
+    from entitle.adapters.metering.backends import is_postgres
     from entitle.adapters.metering.push.receipts import ReceiptStore
 
     if args.state:
@@ -197,7 +197,8 @@ def salvage_main(args: argparse.Namespace) -> int:
 
 def amend_main(args: argparse.Namespace) -> int:
     from entitle.adapters.metering.export import parse_bound
-    from entitle.adapters.metering.ledger import LedgerDamaged, is_postgres, open_ledger_at
+    from entitle.adapters.metering.ledger import LedgerDamaged
+    from entitle.adapters.metering.backends import is_postgres, open_ledger_at
     from entitle.domain.records import amendment_record, is_amendable
 
     try:
@@ -230,7 +231,8 @@ def amend_main(args: argparse.Namespace) -> int:
 
 def reconcile_main(args: argparse.Namespace) -> int:
     from entitle.adapters.metering.export import parse_bound
-    from entitle.adapters.metering.ledger import LedgerDamaged, is_postgres, open_ledger_at
+    from entitle.adapters.metering.ledger import LedgerDamaged
+    from entitle.adapters.metering.backends import is_postgres, open_ledger_at
     from entitle.adapters.metering.push.run import reconcile_pushes, reconcile_sinks
 
     try:
