@@ -141,7 +141,7 @@ def test_defect6_a_corrupted_hold_object_is_named_then_healed_after_one_ttl():
     assert create("w2", dry_run=True).allowed          # dry runs, decreases: unaffected
     wall[0] = NOW + timedelta(seconds=16)
     assert create("w3").allowed                        # replaced: holds work again
-    healed = store.read("acme")
+    healed = store.peek("acme")
     assert healed.corrupt is None and (("team-a", "w3") in healed.entries or healed.grants)
 
 
@@ -252,11 +252,11 @@ def test_defect6_nothing_is_written_over_an_object_corrupted_while_a_grant_is_op
             return (await admission.review(NOW, operation="CREATE", subresource=None, body=body, old=None,
                                            dry_run=False))[1]
 
-        assert (await create("w1")).allowed and store.read("acme").grants
+        assert (await create("w1")).allowed and store.peek("acme").grants
         store.corrupt("acme", "{garbage")
         wall[0] = NOW + timedelta(seconds=1)        # the grant is idle: the closer wants to close it
         await admission._commit("acme", [])         # one closing pass (conflict, re-read, corrupt)
-        assert store.read("acme").corrupt, "the corrupted object was overwritten"
+        assert store.peek("acme").corrupt, "the corrupted object was overwritten"
         denied = await create("w2")
         assert not denied.allowed and object_name("acme") in denied.message
         if admission._closer is not None:

@@ -1,13 +1,16 @@
 """Creates and scales through two replicas sharing escrow, with each replica's watch lagging
 by its own random amount: whatever the interleaving, what the cluster stores never exceeds
-the cap. (Found here first: a replica's stale own spend for a create hid a peer's hold for the
-scale that followed it; and two scales of one object admitted at once both reserved the next
-generation, so the one stored first settled the other.)"""
+the cap -- and, once things settle, every unit up to the cap is admitted again (a decider that
+denies everything, or strands capacity in a grant nobody spends, fails that). (Found here
+first: a replica's stale own spend for a create hid a peer's hold for the scale that followed
+it; and two scales of one object admitted at once both reserved the next generation, so the
+one stored first settled the other.)"""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from datetime import timedelta
 
 import pytest
@@ -20,11 +23,17 @@ CAP = 20
 
 
 class Clock:
+    """Stands still (the races above step it by hand) until ``flow()``: then it also moves in
+    real time, as idle grants need to close while a peer waits on them."""
+
     def __init__(self):
-        self.now = NOW
+        self.now, self._since = NOW, None
+
+    def flow(self):
+        self._since = time.monotonic()
 
     def __call__(self):
-        return self.now
+        return self.now if self._since is None else self.now + timedelta(seconds=time.monotonic() - self._since)
 
 
 class Cluster:
@@ -112,6 +121,35 @@ def test_creates_and_scales_with_lagging_watches_never_store_more_than_the_cap(s
             await asyncio.gather(*[_request(cluster, rnd.choice(replicas), rnd) for _ in range(rnd.randint(1, 8))])
             cluster.deliver_some()
             clock.now += timedelta(seconds=rnd.random() * 0.5)   # grants go idle and close
+        # Progress: settled (every watch caught up, every hold and grant lapsed), one-unit
+        # creates through either replica are admitted until the stored total is exactly the cap.
+        for replica, feed in zip(replicas, cluster.feeds):
+            for workload in feed:
+                replica.state.observe_workload(workload)
+            feed.clear()
+        clock.now += timedelta(seconds=61)
+        for replica in replicas:
+            replica.state.expire_reservations(clock.now)      # (the operator's status tick does this)
+            # A denial a peer's unspent grant may cause waits for it to close once idle.
+            replica.peer_wait_seconds, replica.idle_close_seconds = 2.0, 0.05
+        clock.flow()
+        stored = sum(w.spec.replicas for w in cluster.objects.values())
+        for n in range(CAP + 1):
+            replica = replicas[n % 2]
+            body = wl(f"fill{n}", replicas=1).model_dump(by_alias=True, mode="json")
+            body["metadata"]["uid"] = f"uid-fill{n}"
+            parsed, decision = await replica.review(NOW, operation="CREATE", subresource=None, body=body, old=None,
+                                                    dry_run=False)
+            if not decision.allowed:
+                assert decision.reason == "InstanceCapExceeded", decision
+                break
+            cluster.store(parsed.workload, None)
+            for r, feed in zip(replicas, cluster.feeds):
+                for workload in feed:
+                    r.state.observe_workload(workload)
+                feed.clear()
+        assert sum(w.spec.replicas for w in cluster.objects.values()) == CAP, \
+            f"settled at {sum(w.spec.replicas for w in cluster.objects.values())} of {CAP} (from {stored})"
         for replica in replicas:
             if replica._closer is not None:
                 replica._closer.cancel()

@@ -58,7 +58,7 @@ def test_seat_races_with_overlapping_users_never_exceed_the_seat_cap():
     decisions = asyncio.run(run())
     # Every replica's view, with the shared holds, stays within 5 distinct users.
     for replica in replicas:
-        replica.state.replace_reservations("acme", store.read("acme").entries, NOW)
+        replica.state.replace_reservations("acme", store.peek("acme").entries, NOW)
         assert replica.state.usage["acme"].seats <= 5
     assert sum(d.allowed for d in decisions) >= 2
 
@@ -76,7 +76,7 @@ def test_dry_run_never_writes_a_hold():
         return await _create(replicas[1], "real", replicas=2)
 
     assert asyncio.run(run()).allowed
-    assert list(store.read("acme").entries) == [("team-a", "real")]
+    assert list(store.peek("acme").entries) == [("team-a", "real")]
 
 
 def test_expired_holds_release_capacity():
@@ -135,7 +135,7 @@ def test_escrow_pays_most_admissions_from_memory():
     asyncio.run(run())
     assert store.writes <= 12, f"{store.writes} writes for 200 admissions (chunks double while used up)"
     assert replica.state.usage["acme"].units == 200
-    grants = store.read("acme").grants
+    grants = store.peek("acme").grants
     assert grants and all(g.replica == replica.replica for g in grants)
 
 
@@ -189,7 +189,7 @@ def test_a_replica_killed_holding_escrow_never_lets_the_survivor_over_admit():
     async def run():
         for i in range(3):
             assert (await _create_uid(a, f"a{i}", replicas=1)).allowed
-        grant = store.read("acme").grants[0]
+        grant = store.peek("acme").grants[0]
         assert grant.replica == a.replica and grant.units > 3
         # A is SIGKILLed here (nothing of it runs any more, its idle-grant closer included).
         # Its three admissions reach B's watch; its grant stays counted.

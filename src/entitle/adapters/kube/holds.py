@@ -14,7 +14,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -145,8 +145,21 @@ def read_holds(tenant: str, resource_version: str | None, text: str | None, gran
         return Holds(tenant, resource_version, {}, corrupt=str(exc))
 
 
+class HoldStore(Protocol):
+    """Where the tenants' holds and grants live, read and written by compare-and-swap: the
+    apiserver's ConfigMaps (:class:`AsyncHoldStore`), or memory in tests (:class:`MemoryHoldStore`)."""
+
+    async def read(self, tenant: str) -> Holds:
+        """The tenant's holds and grants now (``resource_version`` None: no object yet)."""
+
+    async def write(self, holds: Holds, entries: dict[Key, Reservation], grants: list[Grant] | None = None) -> Holds:
+        """Replace them, if the object is still at ``holds.resource_version``; else
+        :class:`HoldConflict`."""
+
+
 class MemoryHoldStore:
-    """The same compare-and-swap contract in memory, for tests (what two replicas share)."""
+    """The same compare-and-swap contract in memory, for tests (what two replicas share). Each
+    call gives the event loop back once, as a request to the apiserver would."""
 
     def __init__(self) -> None:
         import threading
@@ -154,8 +167,22 @@ class MemoryHoldStore:
         self._objects: dict[str, tuple[int, dict]] = {}
         self._lock = threading.Lock()
         self.conflicts = 0
+        self.writes = 0
 
-    def read(self, tenant: str) -> Holds:
+    async def read(self, tenant: str) -> Holds:
+        import asyncio
+
+        await asyncio.sleep(0)
+        return self.peek(tenant)
+
+    async def write(self, holds: Holds, entries: dict, grants: list[Grant] | None = None) -> Holds:
+        import asyncio
+
+        await asyncio.sleep(0)
+        return self.put(holds, entries, grants)
+
+    def peek(self, tenant: str) -> Holds:
+        """What the store holds now (a test's look, outside the contract)."""
         with self._lock:
             if tenant not in self._objects:
                 return Holds(tenant, None, {})
@@ -170,7 +197,7 @@ class MemoryHoldStore:
             version = self._objects[tenant][0] + 1 if tenant in self._objects else 1
             self._objects[tenant] = (version, text)
 
-    def write(self, holds: Holds, entries: dict, grants: list[Grant] | None = None) -> Holds:
+    def put(self, holds: Holds, entries: dict, grants: list[Grant] | None = None) -> Holds:
         with self._lock:
             current = self._objects.get(holds.tenant)
             current_version = None if current is None else str(current[0])
@@ -178,7 +205,7 @@ class MemoryHoldStore:
                 self.conflicts += 1
                 raise HoldConflict(holds.tenant)
             version = 1 if current is None else current[0] + 1
-            self.writes = getattr(self, "writes", 0) + 1
+            self.writes += 1
             self._objects[holds.tenant] = (version, dict(entries), list(grants or []))
             return Holds(holds.tenant, str(version), dict(entries), grants=list(grants or []))
 

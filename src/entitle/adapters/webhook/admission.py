@@ -20,6 +20,7 @@ from entitle.domain.admission import CREATE, DELETE, UPDATE, Decision
 from entitle.domain.rules import projections
 from entitle.domain.state import ClusterState, WorkloadRequest
 from entitle.domain.stored import StoredWorkload
+from entitle.adapters.kube.holds import HoldStore
 
 
 log = logging.getLogger("entitle.webhook")
@@ -144,7 +145,7 @@ class SharedAdmission:
     # Longest stretch one tenant's batch decides before yielding to the event loop.
     slice_seconds = 0.005
 
-    def __init__(self, state: ClusterState, store: Any, ttl: timedelta, retries: int = 10,
+    def __init__(self, state: ClusterState, store: HoldStore, ttl: timedelta, retries: int = 10,
                  wall_clock: Any = None, replica: str | None = None, escrow: bool = True,
                  chunk: int = 8, max_chunk: int = 512) -> None:
         import asyncio
@@ -174,13 +175,7 @@ class SharedAdmission:
         # (tenant, resourceVersion) of an unreadable hold object -> when this replica first saw it.
         self._corrupt_since: dict[tuple[str, str | None], datetime] = {}
         self._asyncio = asyncio
-        # A store with coroutine read/write (AsyncHoldStore) runs on this loop; a blocking one
-        # (MemoryHoldStore) in a worker thread.
-        self._native = asyncio.iscoroutinefunction(getattr(store, "write", None))
         self.writes = 0
-
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        return await fn(*args) if self._native else await self._asyncio.to_thread(fn, *args)
 
     def _wall(self) -> datetime:
         from datetime import timezone
@@ -367,7 +362,7 @@ class SharedAdmission:
         for attempt in range(self.retries):
             holds = self._cache.get(tenant)
             if holds is None:
-                holds = self._cache[tenant] = await self._call(self.store.read, tenant)
+                holds = self._cache[tenant] = await self.store.read(tenant)
             wall = self._wall()
             blocked = self._corrupt_hold(tenant, holds, wall)
             if holds.corrupt and blocked is None:
@@ -459,7 +454,7 @@ class SharedAdmission:
                 grants = [g for g in holds.live_grants(wall) if not (g.replica == self.replica and g.id in closing)]
                 grants += [new_grant] if new_grant is not None else []
                 try:
-                    written = self._cache[tenant] = await self._call(self.store.write, holds, entries, grants)
+                    written = self._cache[tenant] = await self.store.write(holds, entries, grants)
                     self.writes += 1
                 except HoldConflict:
                     self._cache.pop(tenant, None)
