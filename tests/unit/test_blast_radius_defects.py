@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from entitle.adapters.webhook.admission import SharedAdmission
+from entitle.adapters.webhook.shared_admission import SharedAdmission
 from entitle.adapters.kube.holds import MemoryHoldStore, object_name
 from entitle.adapters.metering.ledger import Ledger
 from entitle.adapters.metering.sinks import build_sinks
@@ -259,7 +259,6 @@ def test_defect6_nothing_is_written_over_an_object_corrupted_while_a_grant_is_op
         assert store.peek("acme").corrupt, "the corrupted object was overwritten"
         denied = await create("w2")
         assert not denied.allowed and object_name("acme") in denied.message
-        if admission._closer is not None:
-            admission._closer.cancel()
+        admission.close()
 
     asyncio.run(run())

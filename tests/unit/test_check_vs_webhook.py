@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import asyncio
 
-from entitle.adapters.webhook.admission import SharedAdmission
+from entitle.adapters.webhook.shared_admission import SharedAdmission
 from entitle.adapters.kube.holds import MemoryHoldStore
 from entitle.adapters.check import DELETE_ANNOTATION, Document, run_check
 from entitle.api import License, Workload

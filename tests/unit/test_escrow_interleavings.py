@@ -16,7 +16,8 @@ from datetime import timedelta
 import pytest
 
 from entitle.adapters.kube.holds import MemoryHoldStore
-from entitle.adapters.webhook.admission import NotYetKnown, SharedAdmission
+from entitle.adapters.webhook.admission import NotYetKnown
+from entitle.adapters.webhook.shared_admission import SharedAdmission
 from tests.unit.builders import NOW, lic, state_with, wl
 
 CAP = 20
@@ -151,7 +152,6 @@ def test_creates_and_scales_with_lagging_watches_never_store_more_than_the_cap(s
         assert sum(w.spec.replicas for w in cluster.objects.values()) == CAP, \
             f"settled at {sum(w.spec.replicas for w in cluster.objects.values())} of {CAP} (from {stored})"
         for replica in replicas:
-            if replica._closer is not None:
-                replica._closer.cancel()
+            replica.close()
 
     asyncio.run(run())

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import pytest
 
-from entitle.adapters.webhook.admission import SharedAdmission
+from entitle.adapters.webhook.shared_admission import SharedAdmission
 from entitle.adapters.kube.holds import MemoryHoldStore
 from entitle.api import limits
 from entitle.domain.cel_cost import RULE_COST_LIMIT, TENANT_COST_LIMIT, estimate

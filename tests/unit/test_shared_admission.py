@@ -6,7 +6,7 @@ import asyncio
 import random
 from datetime import timedelta
 
-from entitle.adapters.webhook.admission import SharedAdmission
+from entitle.adapters.webhook.shared_admission import SharedAdmission
 from entitle.adapters.kube.holds import MemoryHoldStore
 from tests.unit.builders import NOW, lic, state_with, wl
 
@@ -193,8 +193,7 @@ def test_a_replica_killed_holding_escrow_never_lets_the_survivor_over_admit():
         assert grant.replica == a.replica and grant.units > 3
         # A is SIGKILLed here (nothing of it runs any more, its idle-grant closer included).
         # Its three admissions reach B's watch; its grant stays counted.
-        if a._closer is not None:
-            a._closer.cancel()
+        a.close()
         for i in range(3):
             _stored(b.state, f"a{i}")
         admitted = 0

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from entitle.adapters.kube.holds import MemoryHoldStore
-from entitle.adapters.webhook.admission import SharedAdmission
+from entitle.adapters.webhook.shared_admission import SharedAdmission
 from entitle.adapters.webhook.sources import source_request
 from entitle.api import InstanceSource
 from entitle.domain.normalization import InstanceTable

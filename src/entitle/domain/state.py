@@ -326,6 +326,11 @@ class ClusterState:
         else:
             self._grant_totals.pop(tenant, None)
 
+    def peer_grants(self, tenant: str) -> tuple[int, int, dict[str, int]] | None:
+        """Other replicas' live escrow grants of the tenant, summed (units, seats, features);
+        None when there are none."""
+        return self._grant_totals.get(tenant)
+
     def add_reservation(self, tenant: str, key: Key, reservation: Reservation) -> None:
         """Count one more reservation at once (the rest of a batch is decided with it)."""
         entry = self._entry(*key)

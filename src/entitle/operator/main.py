@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from entitle.adapters.webhook.admission import SharedAdmission
+from entitle.adapters.webhook.shared_admission import SharedAdmission
 from entitle.adapters.kube.async_api import AsyncApi
 from entitle.adapters.kube.holds import AsyncHoldStore
 from entitle.adapters.kube.client import KubeApi

@@ -56,24 +56,6 @@ class Holds:
         return [g for g in self.grants or () if g.expires is not None and g.expires > wall]
 
 
-def merge_hold(previous: Reservation | None, hold: Reservation) -> Reservation:
-    """Two reservations for one name, as one that counts at least what each does.
-
-    Never "the newer wins": the two may come from different replicas (a peer's hold in the
-    shared object, this replica's own unwritten spend), and dropping either under-counts --
-    the over-admission a race test found when a stale own spend for a create replaced a
-    peer's hold for the scale that followed it. Same object: the union, settled at the later
-    generation. Different objects (deleted and recreated): at most one exists at a time, so
-    the union is safe; it is settled with the later admission's identity.
-    """
-    if previous is None:
-        return hold
-    later = hold if hold.expires >= previous.expires else previous
-    generation = max(hold.generation or 0, previous.generation or 0) if previous.uid == hold.uid else later.generation
-    return Reservation(previous.footprint.union(hold.footprint), max(hold.expires, previous.expires),
-                       later.uid, generation)
-
-
 def _encode(entries: dict[Key, Reservation]) -> str:
     # Every hold write carries the whole map, so its size is each admission's cost: defaults
     # are left out (container kind, known kind, no users, no features) and orjson encodes.
