@@ -110,8 +110,6 @@ def test_tenant_without_license_is_denied(cluster, operator):
 
 
 def test_metrics_endpoint_reports_decisions_and_usage(cluster, operator):
-    import urllib.request
-
     tenant, ns, lic = unique("m"), unique("ns"), unique("lic")
     apply(cluster, namespace(ns, tenant), license(lic, tenant, instances={"max": 1}))
     wait_for(lambda: (get(cluster, "license", lic) or {}).get("status", {}).get("summary"), message="license status")

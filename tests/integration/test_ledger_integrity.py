@@ -153,26 +153,20 @@ def test_on_a_full_disk_no_record_is_lost_and_the_failure_is_reported(tmp_path):
 def test_records_wait_in_memory_not_on_the_finalizer(tmp_path):
     """The finalizer of a deleted Workload goes only once its record is durable: while appends
     fail, the release is refused (retried later), never done on faith."""
-    from entitle.domain.state import ClusterState
-    from entitle.operator.config import OperatorConfig
-    from entitle.operator.controller import Controller
+    from entitle.adapters.metering.ledger import LedgerWriter
+    from entitle.operator.finalizers import FinalizerQueue, ReleaseFinalizer
+    from tests.kube_double import KubeDouble
 
-    cfg = OperatorConfig()
-    controller = Controller(cfg, ClusterState(), Ledger(tmp_path / "l.db"), api=None)
-    released = []
-
-    class Api:
-        def remove_workload_finalizer(self, *args):
-            released.append(args)
-
-    controller.api = Api()
-    controller.durable_wait_seconds = 1.0
-    real = controller.writer.ledger.append
-    controller.writer.ledger.append = lambda records: (_ for _ in ()).throw(OSError(28, "No space left on device"))
-    controller.writer.submit(_record(1))
-    failed = controller.apply_finalizer_actions([("remove", "ns", "w", ["entitle.dev/usage-record"])])
-    assert failed and not released
-    controller.writer.ledger.append = real
-    assert controller.apply_finalizer_actions(failed) == [] and released
-    controller.writer.close()
-    assert json.dumps(controller.ledger.read()[0][1]).count("r1") == 1
+    ledger = Ledger(tmp_path / "l.db")
+    writer, api = LedgerWriter(ledger), KubeDouble()
+    queue = FinalizerQueue(api, writer)
+    queue.durable_wait_seconds = 1.0
+    real = ledger.append
+    ledger.append = lambda records: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+    writer.submit(_record(1))
+    failed = queue.apply([ReleaseFinalizer("ns", "w", ["entitle.dev/usage-record"])])
+    assert failed and not api.calls
+    ledger.append = real
+    assert queue.apply(failed) == [] and api.calls == [("remove", "ns", "w")]
+    writer.close()
+    assert json.dumps(ledger.read()[0][1]).count("r1") == 1

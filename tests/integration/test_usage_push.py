@@ -17,7 +17,6 @@ import pytest
 
 from entitle.adapters.metering.ledger import Ledger
 from entitle.cli import main
-from entitle.domain.meters import parse_time
 from tests.billing_servers import SERVERS, TOKEN
 from tests.conftest import ROOT, free_port, wait_for
 

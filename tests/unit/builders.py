@@ -37,3 +37,22 @@ def apply(state: ClusterState, workload: Workload, now: datetime = NOW, dry_run:
 
 def delete(state: ClusterState, ns: str, name: str, now: datetime = NOW):
     return state.admit(WorkloadRequest(DELETE, ns, name, None, state.workload(ns, name)), now)
+
+
+def make_controller(ledger_path=None, *, state: ClusterState | None = None, cfg=None, api=None, async_api=None,
+                    clock=None, ledger=None, leader: bool = False):
+    """The operator's controller over an in-memory (or ``ledger_path``) SQLite ledger, with no
+    API server unless given one (``tests.kube_double.KubeDouble``); ``clock`` (default: the
+    config's) dates what it records. Close its writer (``controller.writer.close()``) when done."""
+    from entitle.adapters.metering.ledger import Ledger
+    from entitle.operator.config import OperatorConfig
+    from entitle.operator.controller import Controller
+
+    cfg = cfg or OperatorConfig()
+    if state is None:
+        state = ClusterState(cfg.instance_table())
+    if ledger is None:
+        ledger = Ledger(ledger_path if ledger_path is not None else ":memory:")
+    controller = Controller(cfg, state, ledger, api=api, async_api=async_api, clock=clock)
+    controller.leader = leader
+    return controller

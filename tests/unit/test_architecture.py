@@ -1,5 +1,7 @@
 """The shape of the code, as the guide asks for it: no import circle between the project's
-modules (an import inside a function counts too: it is a dependency all the same)."""
+modules (an import inside a function counts too: it is a dependency all the same); no class
+composed from several project classes (components, not mixins); no function over 80 lines; and
+no component handed the whole controller (only the process wiring knows it)."""
 
 from __future__ import annotations
 
@@ -75,3 +77,37 @@ def import_cycles() -> list[list[str]]:
 
 def test_no_import_circle():
     assert import_cycles() == []
+
+
+def _trees() -> dict[str, ast.Module]:
+    return {name: ast.parse(path.read_text()) for name, path in _modules().items()}
+
+
+def test_no_class_is_composed_from_several_project_classes():
+    trees = _trees()
+    project_classes = {node.name for tree in trees.values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    composed = []
+    for name, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                bases = [b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else None
+                         for b in node.bases]
+                if len([b for b in bases if b in project_classes]) > 1:
+                    composed.append(f"{name}.{node.name}")
+    assert composed == []
+
+
+def test_no_function_is_over_80_lines():
+    long = [f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
+            for name, tree in _trees().items() for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80]
+    assert long == []
+
+
+def test_only_the_process_wiring_knows_the_controller():
+    """Components are handed what they need (the state, a clock, a ledger writer, an API),
+    never the whole controller: only the process (``operator.main``) and Kopf's handlers hold it."""
+    modules = _modules()
+    knowing = sorted(name for name, path in modules.items()
+                     if "entitle.operator.controller" in _imports(name, path, modules))
+    assert knowing == ["entitle.operator.handlers", "entitle.operator.main"]

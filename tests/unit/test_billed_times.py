@@ -12,7 +12,8 @@ import pytest
 from entitle.adapters.metering.export import export, sorted_unique
 from entitle.api.common import format_time
 from entitle.domain.meters import to_event
-from tests.unit.test_tenant_moves import T0, Harness, ns_body, totals, wl_body
+from entitle.operator.finalizers import ReleaseFinalizer
+from tests.unit.test_usage_meter_moves import T0, Harness, ns_body, totals, wl_body
 
 pytestmark = pytest.mark.hostile
 
@@ -92,7 +93,7 @@ def test_a_terminating_workload_held_by_another_finalizer_keeps_counting_until_i
     clock[0] = T0 + timedelta(hours=4)
     released = wl_body("w", "ns", 5, 3, T0, T0, deleting=deleting)
     actions = c.on_workload(released)
-    assert actions == [("remove", "ns", "w", ["entitle.dev/usage-record"])]
+    assert actions == [ReleaseFinalizer("ns", "w", ["entitle.dev/usage-record"])]
     assert c.state.usage["a"].units == 0
     assert _workload_records(h) == [("created", 1, format_time(T0)), ("updated", 5, format_time(T0 + timedelta(hours=2))),
                                     ("deleted", 5, format_time(clock[0]))]

@@ -20,8 +20,8 @@ from entitle.domain.licenses import Phase, read_license
 from entitle.domain.status import license_status, merge_patch, merged
 from entitle.operator import metrics
 from entitle.operator.config import OperatorConfig
-from entitle.operator.controller import Controller
-from tests.unit.builders import NOW, apply, lic, state_with, wl
+from tests.kube_double import KubeDouble
+from tests.unit.builders import NOW, apply, lic, make_controller, state_with, wl
 
 pytestmark = pytest.mark.hostile  # the project's hostile-input suite: pytest -m hostile
 
@@ -41,15 +41,13 @@ def test_defect1_grace_and_dates_at_the_end_of_time_saturate_instead_of_overflow
 
 def test_defect1_a_bad_license_affects_only_its_own_tenant_and_says_why_in_status():
     state = state_with(lic("good", instances={"max": 5}), namespaces={"team-a": "acme", "team-b": "other"})
-    cfg = OperatorConfig()
-    object.__setattr__(cfg, "now", lambda: NOW)
-    controller = Controller(cfg, state, Ledger(":memory:"), None)
+    controller = make_controller(state=state, clock=lambda: NOW)
     try:
         # Unreadable for the models (e.g. stored before the CRD had bounds): a non-string tenant.
         controller.on_license({"metadata": {"name": "bad", "uid": "u1", "generation": 3},
                                "spec": {"tenant": "other", "instances": {"max": "lots"}}})
         assert state.licenses["bad"].phase(NOW) is Phase.INVALID
-        assert controller.refresh({"other", "acme"}, NOW), "status is still written for every tenant"
+        assert controller.status.refresh({"other", "acme"}, NOW), "status is still written for every tenant"
         status = license_status(state.licenses["bad"], state.entitlement("other", NOW), state.usage["other"], {}, NOW, [])
         valid = next(c for c in status["conditions"] if c["type"] == "Valid")
         assert valid["status"] == "False" and valid["reason"] == "InvalidSpec" and "instances.max" in valid["message"]
@@ -71,26 +69,16 @@ def test_defect4_a_status_write_removes_what_the_new_status_no_longer_has():
 
 def test_defect4_the_controller_sends_the_removal_of_a_stale_over_cap_marker(tmp_path):
     state = state_with(lic("base", instances={"max": 2, "burst": {"extra": 5, "window": "1h"}}))
-    cfg = OperatorConfig()
-    object.__setattr__(cfg, "now", lambda: NOW)
-    controller = Controller(cfg, state, Ledger(tmp_path / "l.db"), None)
-    sent = []
-
-    class Api:
-        async def request(self, method, path, body, **_):
-            sent.append((path, body))
-            return 200, {}
-
-    controller.async_api = Api()
     body = lic("base", instances={"max": 2, "burst": {"extra": 5, "window": "1h"}}).model_dump(by_alias=True, mode="json")
     body["status"] = {"instances": {"used": 5, "max": 2, "overSince": "2026-11-27T11:00:00Z"}, "features": {"old": 3}}
     body["metadata"]["creationTimestamp"] = "2026-11-01T00:00:00Z"
+    api = KubeDouble({**body, "kind": "License"})
+    controller = make_controller(tmp_path / "l.db", state=state, clock=lambda: NOW, async_api=api, leader=True)
     controller.on_license(body)
-    controller.leader = True
-    for kind, args in controller.refresh({"acme"}, NOW):
-        asyncio.run(controller._write_status(kind, args))
-    patch = next(b for p, b in sent if p.endswith("licenses/base/status"))["status"]
-    assert patch["instances"]["overSince"] is None and patch["features"]["old"] is None
+    for kind, args in controller.status.refresh({"acme"}, NOW):
+        asyncio.run(controller.status.write(kind, args))
+    stored = api.get("License", "base")["status"]
+    assert "overSince" not in stored["instances"] and "old" not in stored["features"], stored
     controller.writer.close()
 
 
@@ -107,17 +95,15 @@ def test_defect5_scaling_down_in_an_unlabeled_namespace_is_allowed_but_raising_i
 
 def test_defect5_workloads_of_an_unlabeled_namespace_are_not_entitled_in_status(tmp_path):
     state = state_with(lic("base", instances={"max": 10}))
-    cfg = OperatorConfig()
-    object.__setattr__(cfg, "now", lambda: NOW)
-    controller = Controller(cfg, state, Ledger(tmp_path / "l.db"), None)
+    controller = make_controller(tmp_path / "l.db", state=state, clock=lambda: NOW)
     controller.leader = True
     body = wl("w", replicas=1).model_dump(by_alias=True, mode="json")
     body["metadata"].update(uid="u", generation=1, creationTimestamp="2026-11-01T00:00:00Z")
     controller.on_workload(body)
-    first = dict((args[1], args[2]) for kind, args in controller.refresh({"acme"}, NOW) if kind == "workload")
+    first = dict((args[1], args[2]) for kind, args in controller.status.refresh({"acme"}, NOW) if kind == "workload")
     assert first["w"]["conditions"][0]["status"] == "True"
     controller.on_namespace({"metadata": {"name": "team-a", "labels": {}}})
-    after = [args for kind, args in controller.refresh(set(controller.dirty), NOW) if kind == "workload"]
+    after = [args for kind, args in controller.status.refresh(set(controller.marks.tenants), NOW) if kind == "workload"]
     condition = after[0][2]["conditions"][0]
     assert condition["status"] == "False" and condition["reason"] == "NoTenant"
     controller.writer.close()
@@ -178,17 +164,15 @@ def test_defect8_the_only_sink_of_its_type_keeps_its_old_cursor(tmp_path):
 # -- defect 9: Events name the object's uid -------------------------------------------------------
 def test_defect9_condition_events_carry_the_involved_objects_uid(tmp_path):
     state = state_with(lic("base", instances={"max": 0}))
-    cfg = OperatorConfig()
-    object.__setattr__(cfg, "now", lambda: NOW)
-    controller = Controller(cfg, state, Ledger(tmp_path / "l.db"), None)
+    controller = make_controller(tmp_path / "l.db", state=state, clock=lambda: NOW)
     controller.leader = True
     body = wl("w", replicas=3).model_dump(by_alias=True, mode="json")
     body["metadata"].update(uid="the-uid", generation=1, creationTimestamp="2026-11-01T00:00:00Z")
     controller.on_workload(body)
-    controller.refresh({"acme"}, NOW)
+    controller.status.refresh({"acme"}, NOW)
     from entitle.adapters.kube.client import event_body
 
-    events = [e for e in controller.events if e["kind"] == "Workload"]
+    events = [e for e in controller.events.queued if e["kind"] == "Workload"]
     assert events and all(e["uid"] == "the-uid" for e in events)
     _, posted = event_body(**{k: v for k, v in events[0].items() if k != "own"})
     assert posted["involvedObject"]["uid"] == "the-uid"
@@ -213,10 +197,9 @@ def test_defect10_metrics_drop_vanished_series_and_never_export_unlimited_as_min
 
 
 def test_defect10_the_ledger_record_gauge_follows_appends(tmp_path):
-    cfg = OperatorConfig()
-    controller = Controller(cfg, state_with(), Ledger(tmp_path / "l.db"), None)
+    controller = make_controller(tmp_path / "l.db", state=state_with())
     before = metrics.LEDGER_RECORDS._value.get()
-    controller._append({"source": "s", "id": "1", "type": "t", "subject": "x", "time": "2026-01-01T00:00:00Z"})
+    controller.meter.append({"source": "s", "id": "1", "type": "t", "subject": "x", "time": "2026-01-01T00:00:00Z"})
     controller.writer.barrier().result(timeout=10)
     assert metrics.LEDGER_RECORDS._value.get() == before + 1
     controller.writer.close()

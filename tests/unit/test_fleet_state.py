@@ -10,9 +10,9 @@ from entitle.adapters.metering.ledger import Ledger
 from entitle.adapters.webhook.admission import scale_request
 from entitle.domain.sources import Source, claim
 from entitle.domain.stored import StoredWorkload
-from entitle.operator.config import OperatorConfig
-from entitle.operator.controller import Controller
-from tests.unit.builders import NOW, lic, state_with, wl
+from entitle.operator.finalizers import AddFinalizer, FinalizerQueue, ReleaseFinalizer
+from tests.kube_double import KubeDouble
+from tests.unit.builders import NOW, lic, make_controller, state_with, wl
 
 
 def body(name: str, ns: str = "team-a", uid: str | None = None, **spec) -> dict:
@@ -74,10 +74,8 @@ def test_the_informer_remembers_only_what_it_is_told_and_reports_what_vanished()
 
 
 def _controller(tmp_path, name):
-    state = state_with(lic("base", instances={"max": 10}))
-    cfg = OperatorConfig()
-    object.__setattr__(cfg, "now", lambda: NOW)
-    controller = Controller(cfg, state, Ledger(tmp_path / f"{name}.db"), None)
+    controller = make_controller(tmp_path / f"{name}.db", state=state_with(lic("base", instances={"max": 10})),
+                                 clock=lambda: NOW)
     controller.set_leader(True)
     return controller
 
@@ -86,7 +84,7 @@ def test_a_vanished_workload_is_forgotten_and_metered_from_the_last_state_kept(t
     controller = _controller(tmp_path, "v")
     controller.on_workload(body("w", uid="u9", replicas=3))
     assert controller.state.usage["acme"].units == 3
-    controller._workload_vanished("u9", ("team-a", "w"))
+    controller.workloads.vanished("u9", ("team-a", "w"))
     assert controller.state.workload("team-a", "w") is None and controller.state.usage["acme"].units == 0
     controller.writer.barrier().result()
     deleted = [r for _, r in controller.ledger.read() if r["data"].get("operation") == "deleted"]
@@ -97,7 +95,8 @@ def test_a_vanished_workload_is_forgotten_and_metered_from_the_last_state_kept(t
 def test_a_restart_does_not_rewrite_status_that_is_already_stored(tmp_path):
     first = _controller(tmp_path, "first")
     first.on_workload(body("w", replicas=2))
-    written = {args[1]: args[2] for kind, args in first.refresh(set(first.dirty), NOW) if kind == "workload"}
+    written = {args[1]: args[2] for kind, args in first.status.refresh(set(first.marks.tenants), NOW)
+               if kind == "workload"}
     assert written["w"]["conditions"][0]["status"] == "True"
     first.writer.close()
     # The apiserver now stores that status; a new process lists the object with it.
@@ -105,31 +104,31 @@ def test_a_restart_does_not_rewrite_status_that_is_already_stored(tmp_path):
     stored = body("w", replicas=2)
     stored["status"] = written["w"]
     second.on_workload(stored)
-    again = [args for kind, args in second.refresh(set(second.dirty), NOW) if kind == "workload"]
-    assert again == [] and second.events == [], "nothing to write, nothing to announce"
+    again = [args for kind, args in second.status.refresh(set(second.marks.tenants), NOW) if kind == "workload"]
+    assert again == [] and second.events.queued == [], "nothing to write, nothing to announce"
     # ...and a status that differs is written.
     stored["status"] = {**written["w"], "units": 99}
-    second._workload_basis.clear()
-    second._workload_status.clear()
+    second.status.recompute_all()
     second.on_workload(stored)
-    assert [args[1] for kind, args in second.refresh(set(second.dirty), NOW) if kind == "workload"] == ["w"]
+    assert [args[1] for kind, args in second.status.refresh(set(second.marks.tenants), NOW)
+            if kind == "workload"] == ["w"]
     second.writer.close()
 
 
 def test_the_status_pass_takes_tenants_in_turn_when_one_has_a_backlog(tmp_path):
     state = state_with(lic("base", instances={"max": 100}), lic("small", tenant="beta", instances={"max": 5}),
                        namespaces={"team-a": "acme", "team-b": "beta"})
-    controller = Controller(OperatorConfig(), state, Ledger(tmp_path / "l.db"), None)
-    controller.leader = True
+    controller = make_controller(tmp_path / "l.db", state=state, leader=True)
     for i in range(25):
         state.observe_workload(wl(f"w{i}", replicas=1))
     state.observe_workload(wl("b0", "team-b", replicas=1))
     order = []
     dirty = {"acme", "beta"}
     for _ in range(5):
-        controller.dirty = set()
-        order.append(sorted(args[0] for kind, args in controller.refresh(dirty, NOW, budget=10) if kind == "workload"))
-        dirty = controller.dirty
+        controller.marks.tenants = set()
+        order.append(sorted(args[0] for kind, args in controller.status.refresh(dirty, NOW, budget=10)
+                            if kind == "workload"))
+        dirty = controller.marks.tenants
         if not dirty:
             break
     assert order[0] == ["team-a"] * 10, "the backlog uses the first slice"
@@ -173,56 +172,36 @@ def test_a_list_is_read_a_page_ahead_in_order_with_backpressure_between_pages():
     assert log.count("after page") == 3 and log[-1] == "after page"
 
 
-class FlakyApi:
-    """Finalizer writes that fail the first ``failures`` times (a 500 from a webhook whose
-    replica was killed, say), then succeed."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures, self.calls = failures, []
-
-    def _write(self, kind, ns, name):
-        self.calls.append((kind, ns, name))
-        if len(self.calls) <= self.failures:
-            raise RuntimeError("(500) Internal error occurred: failed calling webhook")
-
-    def remove_workload_finalizer(self, ns, name, finalizer, current):
-        self._write("remove", ns, name)
-
-    def add_workload_finalizer(self, ns, name, finalizer, current, resource_version):
-        self._write("add", ns, name)
-
-
 def test_a_failed_finalizer_release_is_tried_again_until_it_goes(tmp_path, monkeypatch):
     """No later watch event may come for a Terminating Workload: a release that failed once
     must be retried, or the object stays Terminating until the operator restarts."""
-    import entitle.operator.workload_watch as workload_watch
-    from tests.conftest import wait_for
+    import entitle.operator.finalizers as finalizers
+    from entitle.adapters.metering.ledger import LedgerWriter
 
-    monkeypatch.setattr(workload_watch, "FINALIZER_RETRY_SECONDS", (0.01, 0.05))
-    controller = _controller(tmp_path, "f")
-    controller.api = FlakyApi(failures=3)
+    monkeypatch.setattr(finalizers, "FINALIZER_RETRY_SECONDS", (0.01, 0.05))
+    api = KubeDouble()
+    api.fail_next(3)      # a 500 from a webhook whose replica was killed, say
+    writer = LedgerWriter(Ledger(tmp_path / "l.db"))
+    queue = FinalizerQueue(api, writer)
 
     async def scenario():
-        controller._finalizer_queue, controller._finalizer_wake = [], asyncio.Event()
-        controller._finalizer_failures = 0
-        task = asyncio.get_running_loop().create_task(controller._write_finalizers())
-        controller.queue_finalizer_actions([("remove", "team-a", "w", ["entitle.dev/usage-record"]),
-                                            ("add", "team-a", "v", [], "7")])
+        queue.start()
+        queue.queue([ReleaseFinalizer("team-a", "w", ["entitle.dev/usage-record"]), AddFinalizer("team-a", "v", [], "7")])
         for _ in range(500):
-            if len(controller.api.calls) >= 5 and not controller._finalizer_failures:
+            if len(api.calls) >= 5 and not queue.failures:
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.2)       # longer than the longest retry delay: any stray retry shows
-        task.cancel()
-        return controller.api.calls
+        await queue.stop()
+        return api.calls
 
     calls = asyncio.run(scenario())
     assert len(calls) == 5, calls     # 3 failures, then each once more and never again
     # Both went through in the end, and nothing is retried after success.
     assert calls[-2:] in ([("remove", "team-a", "w"), ("add", "team-a", "v")],
                           [("add", "team-a", "v"), ("remove", "team-a", "w")])
-    assert controller._finalizer_failures == 0
-    controller.writer.close()
+    assert queue.failures == 0
+    writer.close()
 
 
 def test_expiring_reservations_visits_only_held_names_and_releases_exactly_the_expired():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from entitle.adapters.kube.informer import Informer
-from entitle.operator.sources import anchor_name
+from entitle.operator.sources.anchors import anchor_name
 
 
 class OnePageApi:

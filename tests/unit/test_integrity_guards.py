@@ -212,7 +212,7 @@ def test_a_burst_clock_that_cannot_be_true_is_not_believed():
 
 def test_the_controller_ignores_a_future_burst_month_in_a_license_status(tmp_path):
     from entitle.api import License
-    from tests.unit.test_tenant_moves import Harness
+    from tests.unit.test_usage_meter_moves import Harness
 
     h = Harness(tmp_path / "l.db", [NOW])
     c = h.controller
@@ -249,7 +249,7 @@ def test_the_charts_match_conditions_are_the_operators():
     from entitle.api import InstanceSource
     from entitle.domain.sources import read_source
     from entitle.operator.config import CONTROLLER_USERS
-    from entitle.operator.sources import match_conditions
+    from entitle.operator.sources.rules import match_conditions
 
     docs = render_chart()
     config = next(d for d in docs if d["kind"] == "ValidatingWebhookConfiguration")

@@ -139,11 +139,8 @@ def test_the_webhooks_what_if_always_fits_the_apiservers_4_kib_and_says_where_th
     last line points to `entitle plan`, which prints everything."""
     import asyncio
 
-    from entitle.adapters.metering.ledger import Ledger
     from entitle.adapters.webhook.server import Review
     from entitle.domain.license_impact import WARNINGS_BUDGET, full
-    from entitle.operator.config import OperatorConfig
-    from entitle.operator.controller import Controller
     from entitle.operator.license_webhooks import license_routes
 
     tenants = {f"ns-{i}": f"tenant-with-a-long-name-{i:03d}" for i in range(40)}
@@ -152,16 +149,14 @@ def test_the_webhooks_what_if_always_fits_the_apiservers_4_kib_and_says_where_th
     for ns in tenants:
         for j in range(30):
             apply(state, wl(f"workload-{j:02d}-with-a-long-name", ns=ns, replicas=2))
-    cfg = OperatorConfig()
-    object.__setattr__(cfg, "now", lambda: NOW)
-    controller = Controller(cfg, state, Ledger(":memory:"), None)
-    controller.ready.set()
+    ready = asyncio.Event()
+    ready.set()
     review = Review("UPDATE", None, None, "shared", {"apiVersion": "entitle.dev/v1alpha1", "kind": "License",
                                                     "metadata": {"name": "shared"},
                                                     "spec": {"tenant": "tenant-with-a-long-name-000",
                                                              "instances": {"max": 1}}},
                     None, True)
-    asyncio.run(license_routes(controller)["/licenses"](review))
+    asyncio.run(license_routes(state, ready, lambda: NOW)["/licenses"](review))
     assert sum(len(w) for w in review.warnings) <= WARNINGS_BUDGET < 4096
     assert review.warnings[0].startswith("what-if (dry run): tenant tenant-with-a-long-name-000: instances 60 of 200")
     # A License touching 40 tenants at once (every one loses its objects):

@@ -8,15 +8,22 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 
-from entitle.adapters.metering.ledger import Ledger
 from entitle.domain.notices import notices
 from entitle.domain.records import NOTICE_TYPE
-from entitle.operator.config import OperatorConfig
 from entitle.operator.controller import Controller
-from tests.unit.builders import lic, state_with, wl
+from tests.kube_double import KubeDouble
+from tests.unit.builders import lic, make_controller, state_with, wl
 
 START = datetime(2027, 1, 1, tzinfo=timezone.utc)
 NOT_AFTER = START + timedelta(days=90)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 class Cluster:
@@ -24,13 +31,12 @@ class Cluster:
 
     def __init__(self) -> None:
         self.license_status: dict = {}
-        self.views: dict[str, dict] = {}
+        self.api = KubeDouble()
         self.replicas = 2
 
-    async def request(self, method, path, body=None, **_):
-        assert method == "GET" and path.endswith("tenantentitlements"), path
-        return 200, {"items": [{"metadata": {"name": "entitlement", "namespace": ns}, "status": status}
-                               for ns, status in self.views.items()]}
+    def store_view(self, namespace: str, status: dict) -> None:
+        self.api.put({"kind": "TenantEntitlement", "metadata": {"name": "entitlement", "namespace": namespace},
+                      "status": status})
 
     def license_body(self) -> dict:
         spec = lic("gold", notAfter=NOT_AFTER.isoformat().replace("+00:00", "Z"), gracePeriod="3d",
@@ -44,12 +50,10 @@ def replica(cluster: Cluster, tmp_path, name: str, now: datetime) -> Controller:
     """A replica that starts now and becomes leader: it knows only what the cluster stores."""
     state = state_with(namespaces={"team-a": "acme", "team-b": "acme"})
     state.observe_workload(wl("app", replicas=cluster.replicas))
-    controller = Controller(OperatorConfig(), state, Ledger(tmp_path / f"{name}.db"), None)
-    controller.now = lambda: now
-    controller._on_license(cluster.license_body(), deleted=False)
-    controller.async_api = cluster
-    controller.leader = True
-    asyncio.run(controller.list_tenant_views())
+    controller = make_controller(tmp_path / f"{name}.db", state=state, async_api=cluster.api, clock=Clock(now),
+                                 leader=True)
+    controller.on_license(cluster.license_body())
+    asyncio.run(controller.tenant_views.list())
     return controller
 
 
@@ -60,14 +64,14 @@ def notice_records(controller: Controller) -> list[dict]:
 
 
 def tick(controller: Controller, cluster: Cluster, now: datetime) -> None:
-    controller.now = lambda: now
-    for kind, args in controller.refresh(controller.state.tenants(), now):
+    controller.clock.now = now
+    for kind, args in controller.status.refresh(controller.state.tenants(), now):
         if kind == "license":
             cluster.license_status = args[1]
         elif kind == "tent":
-            cluster.views[args[0]] = args[1]
+            cluster.store_view(*args)
     # The watch echoes our License write (the conditions as stored).
-    controller._on_license(cluster.license_body(), deleted=False)
+    controller.on_license(cluster.license_body())
 
 
 def test_ninety_days_each_crossing_once_across_two_replicas_and_restarts(tmp_path):
@@ -88,9 +92,9 @@ def test_ninety_days_each_crossing_once_across_two_replicas_and_restarts(tmp_pat
                 records += notice_records(leader)
             serving = "b" if serving == "a" else "a"
             leader = replica(cluster, tmp_path, f"{serving}{hour}", now)
-        leader.events.clear()
+        leader.events.queued.clear()
         tick(leader, cluster, now)
-        seen += [(e["reason"], e["kind"], e["namespace"] or "") for e in leader.events
+        seen += [(e["reason"], e["kind"], e["namespace"] or "") for e in leader.events.queued
                  if e["reason"] in ("UsageAbove80Percent", "UsageAt100Percent", "BurstStarted", "OverCap",
                                     "BurstBudgetUsedUp", "ExpiresIn30Days", "ExpiresIn7Days", "ExpiresIn1Day",
                                     "GraceStarted")]

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from entitle.adapters.webhook.shared_admission import SharedAdmission
 from entitle.adapters.kube.holds import MemoryHoldStore
-from entitle.adapters.metering.ledger import Ledger
 from entitle.adapters.webhook.server import AdmissionServer
-from entitle.operator.config import OperatorConfig
-from entitle.operator.controller import Controller
-from entitle.operator.webhooks import routes
+from entitle.operator.events import EventQueue
+from entitle.operator.sources.catalog import SourceCatalog
+from entitle.operator.sources.owners import SourceOwners
+from entitle.operator.webhooks import WorkloadWebhooks
 from tests.unit.builders import NOW, lic, state_with, wl
 
 pytestmark = pytest.mark.hostile  # the project's hostile-input suite: pytest -m hostile
@@ -34,19 +34,20 @@ class FakeRequest:
         return self._body
 
 
-def _server() -> tuple[AdmissionServer, Controller]:
+def _server() -> AdmissionServer:
     state = state_with(lic("base", instances={"max": 5}))
-    cfg = OperatorConfig()
-    object.__setattr__(cfg, "now", lambda: NOW)
-    controller = Controller(cfg, state, Ledger(":memory:"), None)
-    controller.admission = SharedAdmission(state, MemoryHoldStore(), timedelta(seconds=30))
-    controller.ready.set()
-    server = AdmissionServer(routes(controller), "127.0.0.1", 0, tls=None)
+    ready = asyncio.Event()
+    ready.set()
+    catalog = SourceCatalog()
+    webhooks = WorkloadWebhooks(SharedAdmission(state, MemoryHoldStore(), timedelta(seconds=30)), catalog,
+                                SourceOwners({}, {}, catalog.source_kinds, catalog.watched_kinds), EventQueue(),
+                                ready, lambda: NOW)
+    server = AdmissionServer(webhooks.routes(), "127.0.0.1", 0, tls=None)
     # A stored workload, so that scale requests have something to scale.
     stored = wl("w", replicas=2)
     stored.metadata.uid, stored.metadata.generation = "uid-w", 1
     state.observe_workload(stored)
-    return server, controller
+    return server
 
 
 def _answer(server: AdmissionServer, path: str, body: bytes) -> tuple[int, dict | None]:
@@ -75,33 +76,27 @@ REQUESTS = st.fixed_dictionaries({"uid": st.one_of(st.text(min_size=1, max_size=
                  st.fixed_dictionaries({"request": REQUESTS}).map(lambda t: json.dumps(t).encode())),
        st.sampled_from(["/workloads", "/workloads-finalizer", "/other"]))
 def test_any_request_body_gets_a_clear_answer_never_an_internal_error(body, path):
-    server, controller = _server()
-    try:
-        status, response = _answer(server, path, body)
-        assert status in (200, 400, 404)
-        if response is not None:
-            assert isinstance(response["allowed"], bool)
-            code = (response.get("status") or {}).get("code")
-            assert code != 500, response      # "entitle could not decide": an internal error
-        # The operator still decides a legitimate request as before.
-        review = {"request": {"uid": "ok", "operation": "CREATE", "namespace": "team-a", "name": "fresh",
-                              "object": wl("fresh", replicas=1).model_dump(by_alias=True, mode="json"), "dryRun": True}}
-        status, response = _answer(server, "/workloads", orjson.dumps(review))
-        assert status == 200 and response["allowed"] is True
-    finally:
-        controller.writer.close()
+    server = _server()
+    status, response = _answer(server, path, body)
+    assert status in (200, 400, 404)
+    if response is not None:
+        assert isinstance(response["allowed"], bool)
+        code = (response.get("status") or {}).get("code")
+        assert code != 500, response      # "entitle could not decide": an internal error
+    # The operator still decides a legitimate request as before.
+    review = {"request": {"uid": "ok", "operation": "CREATE", "namespace": "team-a", "name": "fresh",
+                          "object": wl("fresh", replicas=1).model_dump(by_alias=True, mode="json"), "dryRun": True}}
+    status, response = _answer(server, "/workloads", orjson.dumps(review))
+    assert status == 200 and response["allowed"] is True
 
 
 def test_a_scale_to_an_absurd_count_is_a_bad_request():
-    server, controller = _server()
-    try:
-        for replicas in (-1, 2**40, "3", True, None, 1.5):
-            review = {"request": {"uid": "u", "operation": "UPDATE", "subResource": "scale", "namespace": "team-a",
-                                  "name": "w", "object": {"spec": {"replicas": replicas}}}}
-            status, response = _answer(server, "/workloads", orjson.dumps(review))
-            assert status == 200 and response["allowed"] is False and response["status"]["code"] == 400
+    server = _server()
+    for replicas in (-1, 2**40, "3", True, None, 1.5):
         review = {"request": {"uid": "u", "operation": "UPDATE", "subResource": "scale", "namespace": "team-a",
-                              "name": "w", "object": {"spec": {"replicas": 1}}}}
-        assert _answer(server, "/workloads", orjson.dumps(review))[1]["allowed"] is True
-    finally:
-        controller.writer.close()
+                              "name": "w", "object": {"spec": {"replicas": replicas}}}}
+        status, response = _answer(server, "/workloads", orjson.dumps(review))
+        assert status == 200 and response["allowed"] is False and response["status"]["code"] == 400
+    review = {"request": {"uid": "u", "operation": "UPDATE", "subResource": "scale", "namespace": "team-a",
+                          "name": "w", "object": {"spec": {"replicas": 1}}}}
+    assert _answer(server, "/workloads", orjson.dumps(review))[1]["allowed"] is True

@@ -33,6 +33,7 @@ from entitle.domain.license_review import LicenseRefused, review_license
 from entitle.domain.normalization import InstanceTable
 from entitle.domain.ownership import ControllerRef, Watched, covered
 from entitle.domain.state import ClusterState, WorkloadRequest
+from entitle.api.objects import metadata
 
 DELETE_ANNOTATION = "entitle.dev/check-operation"
 EXIT_ALLOWED, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
@@ -173,7 +174,7 @@ def _stream_ref(body: dict, ns: str, seen: dict[str, Watched]) -> ControllerRef 
     """The document's controller reference; in a YAML stream owners are often named, not uid'd:
     a reference whose uid no document carries stands for the document of that namespace, kind
     and name."""
-    for raw in (body.get("metadata") or {}).get("ownerReferences") or ():
+    for raw in metadata(body).get("ownerReferences") or ():
         if isinstance(raw, dict) and raw.get("controller") is True:
             group, kind, name = _group(raw.get("apiVersion")), str(raw.get("kind") or ""), str(raw.get("name") or "")
             uid = raw.get("uid")
@@ -221,7 +222,7 @@ def _check_sourced(state: ClusterState, doc: Document, sources: list[Source], se
 
 def _remember(seen: dict[str, Watched], body: dict, ns: str, group: str, kind: str, name: str, counted: bool,
               ref: ControllerRef | None) -> None:
-    uid = (body.get("metadata") or {}).get("uid")
+    uid = metadata(body).get("uid")
     synthetic = f"{ns}/{group}/{kind}/{name}"
     watched = Watched(ns, group, kind, name, counted, ref)
     seen[synthetic] = watched

@@ -24,6 +24,7 @@ from entitle.api import License
 from entitle.domain import reasons
 from entitle.domain.licenses import ReadLicense, read_license
 from entitle.domain.revisions import spec_hash
+from entitle.api.objects import first_error
 
 _SIGNATURE_CODES = frozenset({reasons.SIGNATURE_MISSING, reasons.UNKNOWN_SIGNING_KEY, reasons.SIGNATURE_INVALID})
 _ALWAYS_REFUSED = frozenset({"RuleCompileError", "RuleTooExpensive", "InvalidSpec"})
@@ -48,8 +49,7 @@ def review_license(body: dict, old: dict | None, keys: dict | None, cluster_id: 
     try:
         lic = License.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise LicenseRefused("InvalidSpec", f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise LicenseRefused("InvalidSpec", first_error(exc)) from None
     spec = lic.spec
     if spec.not_before is not None and spec.not_after is not None and spec.not_after < spec.not_before:
         raise LicenseRefused("InvalidSpec", f"notAfter ({body['spec'].get('notAfter')}) is before "

@@ -25,6 +25,7 @@ from entitle.api.source import (
 )
 from entitle.domain.normalization import InstanceTable
 from entitle.domain.ownership import controller_ref
+from entitle.api.objects import api_group, metadata
 
 WORKLOAD_API_VERSION = "entitle.dev/v1alpha1"
 DEFAULT_TABLE = InstanceTable()
@@ -101,7 +102,7 @@ def matches(source: Source, obj: dict[str, Any]) -> bool:
     """Does the source select this object (kind aside)? Whether a controller covers it is the
     owner rule's question (``domain.ownership.covered``), not the selector's: ``onlyUncontrolled``
     no longer exempts an object whose controller reference is not believed."""
-    meta = obj.get("metadata") or {}
+    meta = metadata(obj)
     labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
     return selector_matches(source.selector, labels)
 
@@ -151,7 +152,7 @@ def claim(source: Source, obj: dict[str, Any], table: InstanceTable = DEFAULT_TA
     annotated instance kind is weighed with (see :func:`instance_kind`); ``counting``: the claim
     of what already runs, for the watches (not an admission).
     """
-    meta = obj.get("metadata") or {}
+    meta = metadata(obj)
     annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
     spec = {
         "instanceKind": instance_kind(source, annotations.get(INSTANCE_KIND_ANNOTATION), table, counting),
@@ -160,10 +161,10 @@ def claim(source: Source, obj: dict[str, Any], table: InstanceTable = DEFAULT_TA
         "guests": _names(annotations, GUESTS_ANNOTATION, limits.MAX_USERS),
         "features": _names(annotations, FEATURES_ANNOTATION, limits.MAX_FEATURES),
     }
-    metadata = {k: meta.get(k) for k in ("name", "namespace", "uid", "generation", "resourceVersion",
-                                        "creationTimestamp", "deletionTimestamp", "labels", "annotations")
-                if meta.get(k) is not None}
-    workload = Workload.model_validate({"metadata": metadata, "spec": spec})
+    kept = {k: meta.get(k) for k in ("name", "namespace", "uid", "generation", "resourceVersion",
+                                    "creationTimestamp", "deletionTimestamp", "labels", "annotations")
+            if meta.get(k) is not None}
+    workload = Workload.model_validate({"metadata": kept, "spec": spec})
     # The claim keeps the counted object's own kind: records and CEL rules see what it is.
     workload.kind = source.kind           # type: ignore[assignment]
     workload.api_version = source.api_version
@@ -171,5 +172,5 @@ def claim(source: Source, obj: dict[str, Any], table: InstanceTable = DEFAULT_TA
 
 
 def state_key(workload: Workload) -> str:
-    group = workload.api_version.split("/")[0] if "/" in workload.api_version else ""
+    group = api_group(workload.api_version)
     return object_key(workload.kind, group, workload.metadata.name)

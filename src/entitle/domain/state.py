@@ -402,7 +402,7 @@ class ClusterState:
     def admit(self, request: WorkloadRequest, now: datetime) -> Decision:
         """Decide, and when allowed (and not a dry run) apply the change as stored at once
         (``entitle check``; the webhook reserves through holds instead, see
-        ``entitle.adapters.webhook.admission.SharedAdmission``)."""
+        ``entitle.adapters.webhook.shared_admission.SharedAdmission``)."""
         decision = self.decide(request, now)
         if not decision.allowed or request.dry_run:
             return decision

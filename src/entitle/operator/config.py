@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from entitle.domain.normalization import DEFAULT_WEIGHTS, InstanceTable
+from entitle.api.objects import first_error
 
 
 # Strict: an unknown or misspelt key (``statusIntervalSecs``, ``webhok``) or an invalid enum
@@ -273,5 +274,4 @@ def load(path: str | None) -> OperatorConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise ConfigError(f"{path}: {first_error(exc)}") from None

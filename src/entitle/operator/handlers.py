@@ -5,7 +5,6 @@ Workloads are not watched through Kopf: the controller's own informer lists and 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import kopf
@@ -27,11 +26,11 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     async def source_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.on_source(dict(body), deleted=type == "DELETED")
         if controller.ready.is_set():
-            await controller.sync_informers()
+            await controller.informers.sync()
 
     @kopf.on.event(GROUP, VERSION, "usageanchors", registry=registry)
     async def anchor_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         actions = controller.on_anchor(dict(body), deleted=type == "DELETED")
         if actions:
-            controller.queue_finalizer_actions(actions)   # in order, retried when they fail
+            controller.finalizers.queue(actions)   # in order, retried when they fail
 

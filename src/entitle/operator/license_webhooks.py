@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
 
 from entitle.adapters.webhook.server import AdmissionDenied, Review, ReviewCallback
 from entitle.domain.license_impact import impact, printable, summary, within_budget
 from entitle.domain.license_review import LicenseRefused, review_license
 from entitle.domain.revisions import annotation_patch, stamp
-from entitle.operator.controller import Controller
+from entitle.domain.state import ClusterState
 from entitle.operator.metrics import DECISIONS
 
 log = logging.getLogger("entitle.webhook")
@@ -28,10 +31,10 @@ LICENSES_PATH = "/licenses"
 REVISION_PATH = "/licenses-revision"
 
 
-def license_routes(controller: Controller) -> dict[str, ReviewCallback]:
+def license_routes(state: ClusterState, ready: asyncio.Event, clock: Callable[[], datetime]) -> dict[str, ReviewCallback]:
     async def validate(review: Review) -> None:
-        await controller.ready.wait()
-        now = controller.now()
+        await ready.wait()
+        now = clock()
         name = review.name or ""
         warnings: list[str] = []
         if review.operation == "DELETE":
@@ -39,7 +42,7 @@ def license_routes(controller: Controller) -> dict[str, ReviewCallback]:
         elif review.operation in ("CREATE", "UPDATE") and isinstance(review.body, dict):
             old = review.old if isinstance(review.old, dict) else None
             try:
-                reviewed = review_license(review.body, old, controller.state.signing_keys, controller.state.cluster_id)
+                reviewed = review_license(review.body, old, state.signing_keys, state.cluster_id)
             except LicenseRefused as exc:
                 DECISIONS.labels(tenant="", reason=exc.code, allowed="false").inc()
                 log.info("refused %s of license %s: %s", review.operation, name, exc)
@@ -48,7 +51,7 @@ def license_routes(controller: Controller) -> dict[str, ReviewCallback]:
             warnings += reviewed.warnings
         else:
             return
-        steps = impact(controller.state, name, after, now)
+        steps = impact(state, name, after, now)
         while True:
             try:
                 next(steps)
@@ -67,7 +70,7 @@ def license_routes(controller: Controller) -> dict[str, ReviewCallback]:
         if review.operation not in ("CREATE", "UPDATE") or not isinstance(review.body, dict):
             return
         old = review.old if isinstance(review.old, dict) and review.operation == "UPDATE" else None
-        wanted = stamp(old, review.body, review.user, review.field_manager, controller.now())
+        wanted = stamp(old, review.body, review.user, review.field_manager, clock())
         review.patch.extend(annotation_patch(review.body, wanted))
 
     return {LICENSES_PATH: validate, REVISION_PATH: stamp_revision}
@@ -80,13 +83,20 @@ TENANT_VIEW_PATH = "/tenantentitlements"
 _CONTROL_PLANE_PREFIXES = ("system:serviceaccount:kube-system:", "system:kube-controller-manager")
 
 
-def tenant_view_guard(controller: Controller) -> dict[str, ReviewCallback]:
+@dataclass
+class OwnIdentity:
+    """This operator's username (SelfSubjectReview at start): the only writer of TenantEntitlements."""
+
+    username: str | None = None
+
+
+def tenant_view_guard(identity: OwnIdentity) -> dict[str, ReviewCallback]:
     """TenantEntitlements are written by the operator only: a tenant (or anyone with a broad
     grant) cannot raise what its own view says. The RBAC grants tenants read only; this is the
     second lock. Unknown own identity (SelfSubjectReview unavailable): allow, logged at start."""
 
     async def guard(review: Review) -> None:
-        own = controller.own_username
+        own = identity.username
         if own is None or review.user == own:
             return
         if review.operation == "DELETE" and (review.user or "").startswith(_CONTROL_PLANE_PREFIXES):

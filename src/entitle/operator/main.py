@@ -1,4 +1,5 @@
-"""``entitle run``: the operator process."""
+"""``entitle run``: the operator process -- built (:func:`build`: every part, nothing running),
+then started (:class:`OperatorProcess`: Kopf's start-up and clean-up, the loops, the servers)."""
 
 from __future__ import annotations
 
@@ -7,43 +8,223 @@ import asyncio
 import logging
 import os
 import socket
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import kopf
 
-from entitle.adapters.webhook.shared_admission import SharedAdmission
 from entitle.adapters.kube.async_api import AsyncApi
-from entitle.adapters.kube.holds import AsyncHoldStore
 from entitle.adapters.kube.client import KubeApi
+from entitle.adapters.kube.holds import AsyncHoldStore
 from entitle.adapters.kube.lease import LeaseElector
 from entitle.adapters.webhook.server import AdmissionServer
+from entitle.adapters.webhook.shared_admission import SharedAdmission
 from entitle.domain.state import ClusterState
 from entitle.operator import config as configmod
-from entitle.operator.controller import Controller
 from entitle.operator import metrics
+from entitle.operator.controller import Controller
 from entitle.operator.handlers import register
+from entitle.operator.leadership import leadership
+from entitle.operator.license_webhooks import OwnIdentity, license_routes, tenant_view_guard
 from entitle.operator.logs import setup_logging
 from entitle.operator.serving import ServingCertificate
-from entitle.operator.webhooks import routes as webhook_routes
-from entitle.operator.license_webhooks import license_routes, tenant_view_guard
+from entitle.operator.webhooks import WorkloadWebhooks
 
 log = logging.getLogger("entitle")
 
 
-async def leadership(controller: Controller, elector: LeaseElector, period: float = 2.0) -> None:
-    """Hold (or wait for) the controller Lease; the leader writes status and events and runs
-    the sinks. Every replica watches, records its own ledger and serves the webhook."""
-    while True:
+class BuildFailed(Exception):
+    """The operator cannot start with this configuration or ledger (logged; exit 2)."""
+
+
+@dataclass
+class Operator:
+    """Every part of the operator process, built and not yet running."""
+
+    cfg: configmod.OperatorConfig
+    worker: bool
+    api: KubeApi
+    async_api: AsyncApi
+    controller: Controller
+    admission: SharedAdmission
+    certificate: ServingCertificate
+    server: AdmissionServer
+    identity: OwnIdentity
+    workers: Any = None
+
+
+def _open_ledger(cfg: configmod.OperatorConfig) -> Any:
+    try:
+        # Before anything else: a damaged ledger (LedgerDamaged) is never used as a whole one.
+        return cfg.open_ledger()
+    except Exception as exc:   # LedgerUnavailable, LedgerDamaged, an unreadable DSN file, a bad SQLite path
+        raise BuildFailed(f"cannot open the ledger ({cfg.ledger_name()}): {exc}") from None
+
+
+def build(cfg: configmod.OperatorConfig, worker: bool) -> Operator:
+    """Build the operator's parts (nothing runs yet); :class:`BuildFailed` when it cannot."""
+    ledger = _open_ledger(cfg)
+    api = KubeApi()
+    try:
+        pseudonym_key = cfg.privacy.key()
+    except ValueError as exc:
+        raise BuildFailed(str(exc)) from None
+    state = ClusterState(cfg.instance_table())
+    state.signing_keys = cfg.public_keys()
+    async_api = AsyncApi(api.api_client.configuration)
+    controller = Controller(cfg, state, ledger, api, async_api, records_enabled=not worker,
+                            pseudonym_key=pseudonym_key)
+    admission = SharedAdmission(state, AsyncHoldStore(async_api, cfg.namespace),
+                                timedelta(seconds=cfg.reservation_seconds), escrow=cfg.escrow,
+                                chunk=cfg.escrow_initial_chunk, max_chunk=cfg.escrow_max_chunk)
+    certificate = ServingCertificate(cfg, api)
+    identity = OwnIdentity()
+    webhooks = WorkloadWebhooks(admission, controller.catalog, controller.sourced.owners, controller.events,
+                                controller.ready, controller.clock)
+    server = AdmissionServer({**webhooks.routes(), **license_routes(state, controller.ready, controller.clock),
+                              **tenant_view_guard(identity)},
+                             cfg.webhook.listen_host, cfg.webhook.port,
+                             certificate.tls, ready=controller.ready.is_set, drain_seconds=cfg.webhook.drain_seconds,
+                             reuse_port=cfg.webhook.workers > 1 or worker,
+                             on_refused=metrics.ADMISSION_REFUSED.inc)
+    workers = None
+    if cfg.webhook.workers > 1 and not worker:
+        from entitle.operator.workers import Workers, worker_config
+
+        workers = Workers(cfg.webhook.workers - 1,
+                          worker_config(cfg, certificate.certfile, certificate.keyfile, certificate.directory))
+    return Operator(cfg, worker, api, async_api, controller, admission, certificate, server, identity, workers)
+
+
+@dataclass
+class OperatorProcess:
+    """Kopf's start-up and clean-up of a built :class:`Operator`. Every start-up step is
+    idempotent: Kopf retries a start-up handler that raises (the apiserver was unreachable,
+    say), and a retry never fails on what already succeeded."""
+
+    op: Operator
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    side_servers: list[Any] = field(default_factory=list)
+    ofreps: list[Any] = field(default_factory=list)
+
+    async def startup(self, settings: kopf.OperatorSettings) -> None:
+        op, cfg, controller = self.op, self.op.cfg, self.op.controller
+        settings.posting.level = logging.WARNING
+        settings.persistence.finalizer = "entitle.dev/finalizer"
+        # Strict mode: serve the resources present at start (the chart installs the CRDs
+        # first) instead of watching CRDs, which would need a cluster-wide CRD read grant.
+        settings.scanning.disabled = True
+        # Serve at once (requests wait for the primed state), so readiness follows listening.
+        await op.server.start()
+        await self._start_ofrep()
+        if op.identity.username is None:
+            op.identity.username = await asyncio.to_thread(op.api.whoami)
+            if op.identity.username is None:
+                log.warning("own username unknown (SelfSubjectReview failed): the TenantEntitlement guard allows all")
+        await controller.prime_async()
+        if cfg.webhook.register_url and not op.worker:
+            await asyncio.to_thread(op.api.ensure_webhooks, cfg.webhook.configuration_name, cfg.webhook.register_url,
+                                    op.certificate.ca_pem, cfg.webhook.timeout_seconds, cfg.webhook.failure_policy,
+                                    cfg.webhook.license_failure_policy)
+        await self._start_metrics()
+        self._set_sinks()
+        if not op.worker:
+            await asyncio.to_thread(op.api.ensure_namespace, cfg.namespace)
+        if not self.tasks:
+            self._start_loops()
+        log.info("entitle operator started", extra={"webhook_port": cfg.webhook.port, "ledger": cfg.ledger_name()})
+
+    async def _start_ofrep(self) -> None:
+        op = self.op
+        if op.cfg.ofrep.port and not op.worker and not self.ofreps:
+            from entitle.operator.ofrep import OfrepServer
+
+            ofrep = OfrepServer(op.controller.state, op.controller.meter.append, op.controller.ready,
+                                op.controller.clock, op.cfg, op.async_api)
+            await ofrep.start()
+            self.ofreps.append(ofrep)
+
+    async def _start_metrics(self) -> None:
+        op = self.op
+        if op.cfg.metrics_port and not self.side_servers:
+            from entitle.operator.metrics_server import metrics_server
+
+            endpoint = metrics_server(op.cfg, op.async_api, op.certificate)
+            await endpoint.start()
+            self.side_servers.append(endpoint)
+
+    def _set_sinks(self) -> None:
+        from entitle.adapters.metering.pump import SinkPump
+        from entitle.adapters.metering.sinks import build_sinks
+        from entitle.operator.metrics import LEDGER_LAG, SINK_ERRORS
+
+        ledger, sinks = self.op.controller.ledger, self.op.cfg.sinks
+        self.op.controller.pumps.factory = lambda: [SinkPump(
+            ledger, sink,
+            on_error=lambda name: SINK_ERRORS.labels(sink=name).inc(),
+            on_lag=lambda name, lag: LEDGER_LAG.labels(sink=name).set(lag)) for sink in build_sinks(sinks)]
+
+    def _start_loops(self) -> None:
+        op, cfg, controller = self.op, self.op.cfg, self.op.controller
+        loop = asyncio.get_running_loop()
+        self.tasks.append(loop.create_task(controller.scheduler.run()))
+        self.tasks.append(loop.create_task(op.certificate.keep_fresh()))
+        if op.workers is not None:
+            self.tasks.append(loop.create_task(op.workers.supervise()))
+        if not op.worker:     # a worker never leads: status, Events and sinks stay here
+            elector = LeaseElector(op.api.api_client, cfg.namespace, "entitle-controller",
+                                   f"{socket.gethostname()}-{os.getpid()}", timedelta(seconds=cfg.lease_seconds))
+            self.tasks.append(loop.create_task(leadership(controller.term, controller.set_leader, elector,
+                                                          period=max(0.5, cfg.lease_seconds / 5))))
+
+    async def shutdown(self) -> None:
+        op = self.op
+        if op.workers is not None:
+            await asyncio.to_thread(op.workers.stop)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        op.controller.set_leader(False)
+        await op.controller.stop()
+        for side in self.side_servers:
+            await side.stop()
+        for ofrep in self.ofreps:
+            await ofrep.stop()      # flushes the open hour's feature counts before the writer closes
+        await op.server.stop()
+        await op.async_api.close()
+        await asyncio.to_thread(op.controller.writer.close)
+
+    def registry(self) -> kopf.OperatorRegistry:
+        registry = kopf.OperatorRegistry()
+        register(registry, self.op.controller)
+
+        @kopf.on.login(registry=registry)
+        def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+            # A private registry does not inherit Kopf's default login handlers.
+            return kopf.login_via_client(**kwargs)
+
+        @kopf.on.startup(registry=registry)
+        async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+            await self.startup(settings)
+
+        @kopf.on.cleanup(registry=registry)
+        async def cleanup(**_: Any) -> None:
+            await self.shutdown()
+
+        return registry
+
+    def run(self) -> None:
+        registry = self.registry()
+        # uvloop, as Kopf's own CLI does when it is installed (kopf.run leaves the loop to us).
         try:
-            leader = await asyncio.to_thread(elector.try_acquire_or_renew)
-        except Exception as exc:  # API unreachable: step down until renewed
-            log.warning("lease renewal failed: %s", exc)
-            leader = False
-        if leader != controller.leader:
-            log.info("controller leadership %s", "acquired" if leader else "lost")
-            controller.set_leader(leader)
-        await asyncio.sleep(period)
+            import uvloop
+            factory = uvloop.new_event_loop
+        except ImportError:
+            factory = None
+        with asyncio.Runner(loop_factory=factory) as runner:
+            kopf.run(loop=runner.get_loop(), registry=registry, clusterwide=True, standalone=True,
+                     liveness_endpoint=os.environ.get("ENTITLE_LIVENESS"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,137 +244,9 @@ def run(args: argparse.Namespace) -> int:
 
         bind_to_parent()
     try:
-        # Before anything else: a damaged ledger (LedgerDamaged) is never used as a whole one.
-        ledger = cfg.open_ledger()
-    except Exception as exc:   # LedgerUnavailable, LedgerDamaged, an unreadable DSN file, a bad SQLite path
-        log.error("entitle run: cannot open the ledger (%s): %s", cfg.ledger_name(), exc)
-        return 2
-    api = KubeApi()
-    try:
-        pseudonym_key = cfg.privacy.key()
-    except ValueError as exc:
+        operator = build(cfg, worker)
+    except BuildFailed as exc:
         log.error("entitle run: %s", exc)
         return 2
-    state = ClusterState(cfg.instance_table())
-    state.signing_keys = cfg.public_keys()
-    controller = Controller(cfg, state, ledger, api)
-    # A webhook worker (operator.workers) decides only: no records, no status, never the leader.
-    controller.records_enabled = not worker
-    controller.pseudonym_key = pseudonym_key
-    async_api = AsyncApi(api.api_client.configuration)
-    controller.async_api = async_api
-    hold_writer = AsyncHoldStore(async_api, cfg.namespace)
-    controller.admission = SharedAdmission(state, hold_writer, timedelta(seconds=cfg.reservation_seconds),
-                                           escrow=cfg.escrow, chunk=cfg.escrow_initial_chunk,
-                                           max_chunk=cfg.escrow_max_chunk)
-    registry = kopf.OperatorRegistry()
-    register(registry, controller)
-    certificate = ServingCertificate(cfg, api)
-    server = AdmissionServer({**webhook_routes(controller), **license_routes(controller),
-                              **tenant_view_guard(controller)},
-                             cfg.webhook.listen_host, cfg.webhook.port,
-                             certificate.tls, ready=controller.ready.is_set, drain_seconds=cfg.webhook.drain_seconds,
-                             reuse_port=cfg.webhook.workers > 1 or worker,
-                             on_refused=metrics.ADMISSION_REFUSED.inc)
-    workers = None
-    if cfg.webhook.workers > 1 and not worker:
-        from entitle.operator.workers import Workers, worker_config
-
-        workers = Workers(cfg.webhook.workers - 1,
-                          worker_config(cfg, certificate.certfile, certificate.keyfile, certificate.directory))
-
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # A private registry does not inherit Kopf's default login handlers.
-        return kopf.login_via_client(**kwargs)
-
-    tasks: list[asyncio.Task] = []
-    started: set[str] = set()
-    ofreps: list[Any] = []
-    side_servers: list[Any] = []
-
-    @kopf.on.startup(registry=registry)
-    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Kopf retries a start-up handler that raises: every step here is idempotent, so a
-        # retry (the apiserver was unreachable, say) never fails on what already succeeded.
-        settings.posting.level = logging.WARNING
-        settings.persistence.finalizer = "entitle.dev/finalizer"
-        # Strict mode: serve the resources present at start (the chart installs the CRDs
-        # first) instead of watching CRDs, which would need a cluster-wide CRD read grant.
-        settings.scanning.disabled = True
-        # Serve at once (requests wait for the primed state), so readiness follows listening.
-        await server.start()
-        if cfg.ofrep.port and not worker and not ofreps:
-            from entitle.operator.ofrep import OfrepServer
-
-            ofrep_server = OfrepServer(controller, cfg, async_api)
-            await ofrep_server.start()
-            ofreps.append(ofrep_server)
-        if controller.own_username is None:
-            controller.own_username = await asyncio.to_thread(api.whoami)
-            if controller.own_username is None:
-                log.warning("own username unknown (SelfSubjectReview failed): the TenantEntitlement guard allows all")
-        await controller.prime_async()
-        if cfg.webhook.register_url and not worker:
-            await asyncio.to_thread(api.ensure_webhooks, cfg.webhook.configuration_name, cfg.webhook.register_url,
-                                    certificate.ca_pem, cfg.webhook.timeout_seconds, cfg.webhook.failure_policy,
-                                    cfg.webhook.license_failure_policy)
-        if cfg.metrics_port and "metrics" not in started:
-            from entitle.operator.metrics_server import metrics_server
-
-            metrics_endpoint = metrics_server(cfg, async_api, certificate)
-            await metrics_endpoint.start()
-            side_servers.append(metrics_endpoint)
-            started.add("metrics")
-        from entitle.adapters.metering.pump import SinkPump
-        from entitle.adapters.metering.sinks import build_sinks
-        from entitle.operator.metrics import LEDGER_LAG, SINK_ERRORS
-
-        controller.pump_factory = lambda: [SinkPump(
-            ledger, sink,
-            on_error=lambda name: SINK_ERRORS.labels(sink=name).inc(),
-            on_lag=lambda name, lag: LEDGER_LAG.labels(sink=name).set(lag)) for sink in build_sinks(cfg.sinks)]
-        if not worker:
-            await asyncio.to_thread(api.ensure_namespace, cfg.namespace)
-        if not tasks:
-            loop = asyncio.get_running_loop()
-            tasks.append(loop.create_task(controller.status_loop()))
-            tasks.append(loop.create_task(certificate.keep_fresh()))
-            if workers is not None:
-                tasks.append(loop.create_task(workers.supervise()))
-            if not worker:     # a worker never leads: status, Events and sinks stay here
-                tasks.append(loop.create_task(leadership(
-                    controller, LeaseElector(api.api_client, cfg.namespace, "entitle-controller",
-                                             f"{socket.gethostname()}-{os.getpid()}",
-                                             timedelta(seconds=cfg.lease_seconds)),
-                    period=max(0.5, cfg.lease_seconds / 5))))
-        log.info("entitle operator started", extra={"webhook_port": cfg.webhook.port,
-                                                    "ledger": cfg.ledger_name()})
-
-    @kopf.on.cleanup(registry=registry)
-    async def shutdown(**_: Any) -> None:
-        if workers is not None:
-            await asyncio.to_thread(workers.stop)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        controller.set_leader(False)
-        await controller.stop_watching_workloads()
-        for side in side_servers:
-            await side.stop()
-        for ofrep in ofreps:
-            await ofrep.stop()      # flushes the open hour's feature counts before the writer closes
-        await server.stop()
-        await async_api.close()
-        await asyncio.to_thread(controller.writer.close)
-
-    # uvloop, as Kopf's own CLI does when it is installed (kopf.run leaves the loop to us).
-    try:
-        import uvloop
-        factory = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        kopf.run(loop=runner.get_loop(), registry=registry, clusterwide=True, standalone=True,
-                 liveness_endpoint=os.environ.get("ENTITLE_LIVENESS"))
+    OperatorProcess(operator).run()
     return 0

@@ -1,5 +1,4 @@
 """Lifecycle notices, reported by the leader (DESIGN "Tenant view"; ``domain.notices`` decides).
-A mixin of :class:`entitle.operator.controller.Controller`.
 
 Each notice is, at once: the condition that changed (written with the status it belongs to),
 a Kubernetes Event (on the License; for a tenant's pools on the TenantEntitlement of every
@@ -17,10 +16,12 @@ repeats it once after the restart (its record then has a second id: the time of 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from entitle.api import GROUP, VERSION
 from entitle.domain.notices import Notice
 from entitle.operator import metrics
+from entitle.operator.events import EventQueue
 
 log = logging.getLogger("entitle.controller")
 
@@ -28,20 +29,24 @@ log = logging.getLogger("entitle.controller")
 WARNING = {"ExpiresIn7Days", "ExpiresIn1Day", "GraceStarted", "UsageAt100Percent", "OverCap", "BurstBudgetUsedUp"}
 
 
-class NoticeReporting:
-    def _report_notices(self, found: list[Notice], uid: str | None = None,
-                        namespaces: list[str] | tuple[str, ...] = ()) -> None:
+class Notices:
+    def __init__(self, events: EventQueue, append: Callable[[dict], None], source: str) -> None:
+        self.events, self.append, self.source = events, append, source
+
+    def report(self, found: list[Notice], uid: str | None = None,
+               namespaces: list[str] | tuple[str, ...] = ()) -> None:
         for notice in found:
             metrics.NOTICES.labels(notice=notice.kind).inc()
             event_type = "Warning" if notice.kind in WARNING else "Normal"
             if notice.subject_kind == "License":
-                self.event("License", notice.subject, None, event_type, notice.kind, notice.message, notice.time, uid=uid)
+                self.events.event("License", notice.subject, None, event_type, notice.kind, notice.message,
+                                  notice.time, uid=uid)
             else:
                 for ns in namespaces:
-                    self.event("TenantEntitlement", "entitlement", ns, event_type, notice.kind,
-                               f"tenant {notice.tenant}: {notice.message}", notice.time,
-                               api_version=f"{GROUP}/{VERSION}")
+                    self.events.event("TenantEntitlement", "entitlement", ns, event_type, notice.kind,
+                                      f"tenant {notice.tenant}: {notice.message}", notice.time,
+                                      api_version=f"{GROUP}/{VERSION}")
             try:
-                self._append(notice.record(self.cfg.source, uid))
+                self.append(notice.record(self.source, uid))
             except Exception:  # noqa: BLE001 -- a full disk must not stop status (the Event went)
                 log.exception("notice %s of %s %s not recorded", notice.kind, notice.subject_kind, notice.subject)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any
+from datetime import datetime
+from typing import Any, Callable
 
 from aiohttp import web
 
 from entitle.adapters.kube.token_review import TokenReviewer, kube_review
 from entitle.adapters.openfeature.ofrep import OfrepApp
 from entitle.domain.flags import Flag, evaluate, evaluate_all
+from entitle.domain.state import ClusterState
 from entitle.operator import metrics
 from entitle.operator.feature_usage import FeatureUsage
 
@@ -20,19 +22,19 @@ log = logging.getLogger("entitle.ofrep")
 
 
 class OfrepServer:
-    def __init__(self, controller: Any, cfg: Any, async_api: Any) -> None:
-        self.controller, self.cfg = controller, cfg
-        self.usage = FeatureUsage(controller._append, cfg.source)
+    def __init__(self, state: ClusterState, append: Callable[[dict], None], ready: asyncio.Event,
+                 clock: Callable[[], datetime], cfg: Any, async_api: Any) -> None:
+        self.state, self.clock, self.cfg = state, clock, cfg
+        self.usage = FeatureUsage(append, cfg.source)
         reviewer = TokenReviewer(kube_review(async_api), max_ttl=cfg.ofrep.token_cache_seconds,
                                  audiences=(cfg.ofrep.audience,) if cfg.ofrep.audience else ())
-        self.app = OfrepApp(reviewer, controller.state.tenant_of, self._flags, self._evaluated,
-                            ready=controller.ready.is_set)
+        self.app = OfrepApp(reviewer, state.tenant_of, self._flags, self._evaluated, ready=ready.is_set)
         self.app.app.middlewares.append(self._count_requests)
         self._runner: web.AppRunner | None = None
         self._flusher: asyncio.Task | None = None
 
     def _flags(self, tenant: str) -> Any:
-        state, now = self.controller.state, self.controller.now()
+        state, now = self.state, self.clock()
         ent, usage, known = state.entitlement(tenant, now), state.usage[tenant], state.known_features()
 
         def flags(key: str | None) -> Any:

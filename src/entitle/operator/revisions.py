@@ -1,6 +1,6 @@
 """License revisions kept as ControllerRevisions, by the leader (DESIGN "Licenses from a vendor").
 
-A mixin of :class:`entitle.operator.controller.Controller`. Every distinct spec a License holds
+Every distinct spec a License holds
 gets a number (``domain.revisions.Numbering``: a spec held before keeps its number) and an
 immutable ControllerRevision ``<license>-<n>`` in the operator's namespace:
 
@@ -20,11 +20,16 @@ A ControllerRevision that could not be written is retried on the next tick.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Iterable
 
 from entitle.adapters.kube.async_api import ApiError
 from entitle.api import GROUP, VERSION
-from entitle.domain.revisions import Numbering, audit_of, spec_hash
+from entitle.domain.revisions import Numbering, audit_of
+from entitle.domain.state import ClusterState
+from entitle.operator.leadership import Term
+from entitle.operator.license_specs import LicenseSpecs
+from entitle.operator.marks import StatusMarks
+from entitle.api.objects import metadata
 
 log = logging.getLogger("entitle.controller")
 
@@ -41,89 +46,109 @@ def revision_name(license_name: str, number: int) -> str:
     return f"{license_name[:240]}-{number}"
 
 
-class RevisionKeeping:
-    def _init_revisions(self) -> None:
+class LicenseRevisions:
+    def __init__(self, namespace: str, state: ClusterState, specs: LicenseSpecs, marks: StatusMarks, term: Term,
+                 api: Any) -> None:
+        self.namespace, self.state, self.specs, self.marks, self.term, self.api = \
+            namespace, state, specs, marks, term, api
         # license name -> (spec hash, number) of its current spec, as far as this replica knows.
-        self.license_revision: dict[str, tuple[str, int]] = {}
+        self.current: dict[str, tuple[str, int]] = {}
         self._numbering: dict[str, Numbering] = {}           # license uid -> numbering (leader)
-        self._revisions_loaded = False
+        self.loaded = False
         self._unwritten: dict[tuple[str, int], dict] = {}    # (uid, number) -> ControllerRevision
 
-    def _digest(self, name: str) -> str | None:
-        known = self._license_meta.get(name) or {}
-        return known.get("digest") or (spec_hash((known.get("body") or {}).get("spec")) if known else None)
-
-    def _note_revision_status(self, name: str, body: dict[str, Any]) -> None:
+    def note_status(self, name: str, body: dict[str, Any]) -> None:
         """Any replica: the number the leader published in status, if it is this spec's."""
         status = body.get("status") if isinstance(body.get("status"), dict) else {}
         number, digest = status.get("revision"), status.get("revisionHash")
-        current = self._digest(name)
+        current = self.specs.digest(name)
         if isinstance(number, int) and not isinstance(number, bool) and digest == current:
-            self.license_revision[name] = (digest, number)
-        elif name in self.license_revision and self.license_revision[name][0] != current:
-            del self.license_revision[name]   # the spec moved on; its number is not known yet
+            self.current[name] = (digest, number)
+        elif name in self.current and self.current[name][0] != current:
+            del self.current[name]   # the spec moved on; its number is not known yet
 
-    def revisions_of(self, names: Any) -> dict[str, int]:
+    def forget(self, name: str) -> None:
+        self.current.pop(name, None)
+
+    def numbers_of(self, names: Iterable[str]) -> dict[str, int]:
         """``data.licenseRevisions`` for records: the known number of each license named."""
-        return {n: self.license_revision[n][1] for n in sorted(names) if n in self.license_revision}
+        return {n: self.current[n][1] for n in sorted(names) if n in self.current}
 
-    def _revisions_lost_leadership(self) -> None:
+    def numbers(self) -> dict[str, int]:
+        return {n: number for n, (_, number) in self.current.items()}
+
+    def for_records(self, name: str) -> tuple[bool, tuple[str, int] | None]:
+        """(ready, revision): the records of the License's current spec carry its revision
+        number, so they wait until it has one (the leader gives it on its next tick; a standby
+        reads it from status.revision). Only a leader that cannot keep revisions at all (keeping
+        them failing) writes them without."""
+        revision = self.current.get(name)
+        if revision is not None and revision[0] != self.specs.digest(name):
+            revision = None
+        if revision is None and (self.loaded or not self.term.leader):
+            return False, None
+        return True, revision
+
+    def lost_leadership(self) -> None:
         self._numbering.clear()
         self._unwritten.clear()
-        self._revisions_loaded = False
+        self.loaded = False
 
-    async def keep_revisions(self) -> None:
+    async def keep(self) -> None:
         """Leader, every tick: number new specs and write their ControllerRevisions."""
-        if not self._revisions_loaded:
-            _, listing = await self.async_api.request(
-                "GET", f"apis/apps/v1/namespaces/{self.cfg.namespace}/controllerrevisions",
-                params={"labelSelector": LICENSE_UID_LABEL})
-            numbering: dict[str, Numbering] = {}
-            for item in (listing or {}).get("items") or []:
-                meta = item.get("metadata") or {}
-                uid = (meta.get("labels") or {}).get(LICENSE_UID_LABEL)
-                digest = (meta.get("annotations") or {}).get(HASH_ANNOTATION)
-                if uid and digest and isinstance(item.get("revision"), int):
-                    numbering.setdefault(uid, Numbering()).by_hash.setdefault(digest, item["revision"])
-            self._numbering, self._revisions_loaded = numbering, True
-        for name, known in list(self._license_meta.items()):
-            body, uid = known.get("body") or {}, known.get("uid")
-            if not uid or name not in self.state.licenses:
+        if not self.loaded:
+            await self._load()
+        for name, known in self.specs.items():
+            if not known.uid or name not in self.state.licenses:
                 continue
-            digest = self._digest(name)
-            number, new = self._numbering.setdefault(uid, Numbering()).number(digest)
+            number, new = self._numbering.setdefault(known.uid, Numbering()).number(known.digest)
             if new:
-                self._unwritten[(uid, number)] = self._revision_object(name, uid, number, digest, body)
-                log.info("license %s: revision %d (spec %s)", name, number, digest)
-            if self.license_revision.get(name) != (digest, number):
-                self.license_revision[name] = (digest, number)
-                self.dirty.add(self.state.licenses[name].tenant)   # status.revision to write
+                self._unwritten[(known.uid, number)] = self._revision_object(name, known.uid, number, known.digest,
+                                                                             known.body)
+                log.info("license %s: revision %d (spec %s)", name, number, known.digest)
+            if self.current.get(name) != (known.digest, number):
+                self.current[name] = (known.digest, number)
+                self.marks.tenant(self.state.licenses[name].tenant)   # status.revision to write
         for key, revision in list(self._unwritten.items()):
-            path = f"apis/apps/v1/namespaces/{self.cfg.namespace}/controllerrevisions"
-            try:
-                code, _ = await self.async_api.request("POST", path, revision, ok=(200, 201, 409))
-                if code == 409:
-                    # Taken: ours from an earlier term (fine), or a deleted License's of the same
-                    # name the garbage collector has not reached yet -- remove that, retry.
-                    _, there = await self.async_api.request("GET", f"{path}/{revision['metadata']['name']}",
-                                                            ok=(200, 404))
-                    owner = ((there or {}).get("metadata") or {}).get("labels", {}).get(LICENSE_UID_LABEL)
-                    if there and owner != key[0]:
-                        await self.async_api.request("DELETE", f"{path}/{revision['metadata']['name']}",
-                                                     ok=(200, 202, 404))
-                        continue
+            await self._write(key, revision)
+
+    async def _load(self) -> None:
+        _, listing = await self.api.request(
+            "GET", f"apis/apps/v1/namespaces/{self.namespace}/controllerrevisions",
+            params={"labelSelector": LICENSE_UID_LABEL})
+        numbering: dict[str, Numbering] = {}
+        for item in (listing or {}).get("items") or []:
+            meta = metadata(item)
+            uid = (meta.get("labels") or {}).get(LICENSE_UID_LABEL)
+            digest = (meta.get("annotations") or {}).get(HASH_ANNOTATION)
+            if uid and digest and isinstance(item.get("revision"), int):
+                numbering.setdefault(uid, Numbering()).by_hash.setdefault(digest, item["revision"])
+        self._numbering, self.loaded = numbering, True
+
+    async def _write(self, key: tuple[str, int], revision: dict) -> None:
+        path = f"apis/apps/v1/namespaces/{self.namespace}/controllerrevisions"
+        try:
+            code, _ = await self.api.request("POST", path, revision, ok=(200, 201, 409))
+            if code == 409:
+                # Taken: ours from an earlier term (fine), or a deleted License's of the same
+                # name the garbage collector has not reached yet -- remove that, retry.
+                _, there = await self.api.request("GET", f"{path}/{revision['metadata']['name']}", ok=(200, 404))
+                owner = metadata(there).get("labels", {}).get(LICENSE_UID_LABEL)
+                if there and owner != key[0]:
+                    await self.api.request("DELETE", f"{path}/{revision['metadata']['name']}", ok=(200, 202, 404))
+                    return
+            del self._unwritten[key]
+        except ApiError as exc:
+            if exc.status == 404:   # the License is gone (owner) or the namespace: drop it
                 del self._unwritten[key]
-            except ApiError as exc:
-                if exc.status == 404:   # the License is gone (owner) or the namespace: drop it
-                    del self._unwritten[key]
-                log.warning("revision %s not written yet: %s", revision["metadata"]["name"], exc)
+            log.warning("revision %s not written yet: %s", revision["metadata"]["name"], exc)
 
     def _revision_object(self, name: str, uid: str, number: int, digest: str, body: dict) -> dict:
         audit = audit_of(body).as_data()
         return {
             "apiVersion": "apps/v1", "kind": "ControllerRevision",
             "metadata": {
-                "name": revision_name(name, number), "namespace": self.cfg.namespace,
+                "name": revision_name(name, number), "namespace": self.namespace,
                 "labels": {LICENSE_LABEL: name[:63] if len(name) <= 63 else name[:54] + "-" + digest[:8],
                            LICENSE_UID_LABEL: uid, "app.kubernetes.io/managed-by": "entitle"},
                 "annotations": {HASH_ANNOTATION: digest,

@@ -1,7 +1,7 @@
 """Status subresources, conditions and Kubernetes Events, written by the leader replica.
 
-A mixin of :class:`entitle.operator.controller.Controller`. Status is computed from the
-in-memory state by the domain (``domain.status``) and written through ``AsyncApi``; a
+Status is computed from the in-memory state by the domain (``domain.status``) and written
+through ``AsyncApi``; a
 Workload's verdict is recomputed only when its basis (its generation, or the tenant-wide
 inputs of ``verdict_basis``) changed, so a tick costs O(changed), not O(workloads).
 
@@ -15,22 +15,92 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime
+from typing import Any, Callable, NamedTuple
 
 import orjson
 
-from entitle.adapters.kube.client import FIELD_MANAGER, event_body
+from entitle.adapters.kube.client import FIELD_MANAGER
 from entitle.api import GROUP, VERSION
-from entitle.api.common import format_time
 from entitle.domain.notices import LICENSE_CONDITIONS, NOTICES, notices
+from entitle.domain.state import ClusterState
 from entitle.domain.status import condition, entitled, license_status, merge_patch, merged, verdict_basis
 from entitle.operator import metrics
+from entitle.operator.events import EventQueue
+from entitle.operator.license_specs import LicenseSpecs
+from entitle.operator.marks import StatusMarks
+from entitle.operator.notices import Notices
+from entitle.operator.revisions import LicenseRevisions
+from entitle.operator.tenant_view import TenantViews
 
 log = logging.getLogger("entitle.controller")
 
 
-class StatusReporting:
+class StatusWrite(NamedTuple):
+    """A status write to make: ``license`` (name, status), ``workload`` (namespace, name,
+    status), ``tent`` (namespace, view) or ``tent-delete`` (namespace,)."""
+
+    kind: str
+    args: tuple
+
+
+# Pending writes are coalesced per object; Licenses go first, then the tenants' own views.
+_RANK = {"license": 0, "tent": 1, "tent-delete": 1}
+
+
+def _pending_key(write: StatusWrite) -> tuple:
+    if write.kind == "workload":
+        return ("workload", write.args[0], write.args[1])
+    # A namespace's view write and its deletion replace each other (the last one wins).
+    return ("tent" if write.kind.startswith("tent") else write.kind, write.args[0])
+
+
+class StatusWriter:
+    def __init__(self, cfg: Any, state: ClusterState, marks: StatusMarks, events: EventQueue, specs: LicenseSpecs,
+                 revisions: LicenseRevisions, tenant_views: TenantViews, notices: Notices,
+                 license_pass: Callable[[str, datetime], None], api: Any) -> None:
+        self.cfg, self.state, self.marks, self.events, self.specs = cfg, state, marks, events, specs
+        self.revisions, self.tenant_views, self.notices, self.license_pass, self.api = \
+            revisions, tenant_views, notices, license_pass, api
+        self._license_status: dict[str, dict] = {}
+        self._license_conditions: dict[str, list] = {}
+        self._workload_status: dict[tuple[str, str], str] = {}     # JSON text, see below
+        # What each workload's last computed status was based on (see verdict_basis).
+        self._workload_basis: dict[tuple[str, str], tuple | None] = {}
+        # The status each object holds in the apiserver (from the watch, plus our own last
+        # write): a status write removes what the new status no longer has (merge_patch).
+        self._stored_status: dict[tuple, str | None] = {}
+        self._pending: dict[tuple, StatusWrite] = {}
+        self._refresh_after: str | None = None
+
+    # -- what the watches tell -------------------------------------------------------------------
+    def recompute_all(self) -> None:
+        """Forget what was computed (a new term, a failed write): every status is computed anew."""
+        self._license_status.clear()
+        self._workload_status.clear()
+        self._workload_basis.clear()
+
+    def new_term(self) -> None:
+        self._pending = {}
+
+    def license_seen(self, name: str, status: Any) -> None:
+        self._remember_stored_status(("License", name), status)
+
+    def license_conditions_seen(self, name: str, conditions: list[dict]) -> None:
+        self._license_conditions[name] = conditions
+
+    def license_gone(self, name: str) -> None:
+        self._stored_status.pop(("License", name), None)
+        self._license_status.pop(name, None)
+
+    def workload_seen(self, ns: str, name: str, status: Any) -> None:
+        self._remember_stored_status(("Workload", ns, name), status)
+
+    def workload_gone(self, ns: str, name: str) -> None:
+        self._workload_status.pop((ns, name), None)
+        self._workload_basis.pop((ns, name), None)
+        self._stored_status.pop(("Workload", ns, name), None)
+
     # What is kept per object, as JSON text: at fleet scale a status dict per Workload,
     # twice over (what is stored, what was last computed), was ~2.5 KB each; the text is a
     # tenth of that, and are read back only when a status is computed or written.
@@ -49,7 +119,7 @@ class StatusReporting:
 
     def _queue_workload_status(self, ns: str, name: str, now: datetime) -> dict | None:
         entry = self.state.workloads.get((ns, name))
-        invalid = self.invalid.get(("Workload", ns, name))
+        invalid = self.marks.unreadable.get(("Workload", ns, name))
         if invalid is not None:
             return self._invalid_status(("Workload", ns, name), name, ns, invalid, now)
         if entry is None or entry.workload is None:
@@ -93,7 +163,7 @@ class StatusReporting:
 
     def _uid_of(self, kind: str, ns: str | None, name: str) -> str | None:
         if kind == "License":
-            return (self._license_meta.get(name) or {}).get("uid")
+            return self.specs.uid_of(name)
         workload = self.state.workload(ns, name)
         return workload.metadata.uid if workload is not None else None
 
@@ -110,19 +180,8 @@ class StatusReporting:
             # Workloads for the first time must not post 50,000 of them.
             first = cond["type"] not in old
             if (first and bad) or (not first and old[cond["type"]] != cond["status"]):
-                self.event(kind, name, ns, "Warning" if bad else "Normal",
+                self.events.event(kind, name, ns, "Warning" if bad else "Normal",
                            f"{cond['type']}{cond['status']}", cond.get("message") or cond["reason"], now, uid=uid)
-
-    def event(self, kind: str, name: str, ns: str | None, event_type: str, reason: str, message: str,
-              now: datetime, uid: str | None = None, own: bool = False, api_version: str | None = None) -> None:
-        """Queue an Event. ``own``: about a request this replica decided (posted by any replica);
-        otherwise about shared state (posted by the leader only, so never twice). ``uid`` makes
-        the Event show under ``kubectl describe`` of the object."""
-        log.info("event %s on %s %s/%s: %s", reason, kind, ns or "", name, message)
-        if len(self.events) < 10_000:  # never grow without bound if the API is unreachable
-            self.events.append({"kind": kind, "name": name, "namespace": ns, "uid": uid, "event_type": event_type,
-                                "reason": reason, "message": message, "time": format_time(now), "own": own,
-                                "api_version": api_version})
 
     # Workload verdicts computed per tick at most: a new leader's first pass over 50,000
     # Workloads is spread over many ticks. And per slice: a tick computes them a slice at a time
@@ -136,7 +195,7 @@ class StatusReporting:
     refresh_used = 0
 
     def refresh(self, tenants: set[str], now: datetime, budget: int | None = None,
-                seconds: float | None = None) -> list[tuple[str, Any]]:
+                seconds: float | None = None) -> list[StatusWrite]:
         """Compute the status patches for ``tenants``; returns (kind, args) writes to make.
         At most ``budget`` (default ``status_budget``) Workload verdicts are computed: a tenant
         whose Workloads did not all fit stays dirty, and so does every tenant not reached. The
@@ -144,19 +203,19 @@ class StatusReporting:
         long backlog never holds the others back). A tenant whose status cannot be computed is
         skipped (logged), the others go on. With ``seconds``, no tenant is begun after that
         long (at least one is). ``refresh_used``: the verdicts computed."""
-        writes: list[tuple[str, Any]] = []
+        writes: list[StatusWrite] = []
         left = [self.status_budget if budget is None else budget]
         given = left[0]
         deadline = None if seconds is None else time.perf_counter() + seconds
-        begun = 0
+        begun, previous = 0, None
         ordered = sorted(tenants)
-        after = getattr(self, "_refresh_after", None)
+        after = self._refresh_after
         if after is not None:
             ordered = [t for t in ordered if t > after] + [t for t in ordered if t <= after]
         self._refresh_after = None
         for tenant in ordered:
             if left[0] <= 0 or (begun and deadline is not None and time.perf_counter() > deadline):
-                self.dirty.add(tenant)     # not reached: next time
+                self.marks.tenants.add(tenant)     # not reached: next time
                 if self._refresh_after is None and begun:
                     self._refresh_after = previous
                 continue
@@ -172,26 +231,25 @@ class StatusReporting:
         self.refresh_used = given - left[0]
         return writes
 
-    async def refresh_sliced(self, tenants: set[str], now: datetime) -> list[tuple[str, Any]]:
+    async def refresh_sliced(self, tenants: set[str], now: datetime) -> list[StatusWrite]:
         """:meth:`refresh` within this tick's budget, a ``status_slice`` (or
         ``status_slice_seconds``) at a time, yielding to the event loop between slices."""
-        fresh: list[tuple[str, Any]] = []
+        fresh: list[StatusWrite] = []
         left = self.status_budget
         deferred: set[str] = set()
-        # Each slice begins at least one tenant, and tenants dirtied while the loop is given
+        # Each slice begins at least one tenant, and tenants marked while the loop is given
         # back wait for the next tick: the loop ends.
-        while left > 0 and (tenants or self.dirty_namespaces):
+        while left > 0 and (tenants or self.marks.namespaces):
             fresh += self.refresh(tenants, now, budget=min(left, self.status_slice), seconds=self.status_slice_seconds)
             left -= self.refresh_used
-            tenants, self.dirty = self.dirty, set()       # what this slice did not reach
+            tenants = self.marks.take_tenants()           # what this slice did not reach
             await asyncio.sleep(0)
-            deferred |= self.dirty                        # dirtied meanwhile: next tick
-            self.dirty = set()
-        self.dirty = tenants | deferred
+            deferred |= self.marks.take_tenants()         # marked meanwhile: next tick
+        self.marks.tenants = tenants | deferred
         return fresh
 
-    def _refresh_tenant(self, tenant: str, keys: Any, now: datetime, budget: list[int]) -> list[tuple[str, Any]]:
-        writes: list[tuple[str, Any]] = []
+    def _refresh_tenant(self, tenant: str, keys: Any, now: datetime, budget: list[int]) -> list[StatusWrite]:
+        writes: list[StatusWrite] = []
         self.state.observe_bursts(tenant, now)
         ent = self.state.entitlement(tenant, now)
         usage = self.state.usage[tenant]
@@ -201,7 +259,7 @@ class StatusReporting:
         for lic in self.state.licenses_of(tenant):
             # (An unreadable License is in the picture as an invalid one: Valid=False, its reason.)
             status = license_status(lic, ent, usage, bursts, now, self._license_conditions.get(lic.name, []))
-            revision = self.license_revision.get(lic.name)
+            revision = self.revisions.current.get(lic.name)
             if revision is not None:
                 status["revisionHash"], status["revision"] = revision
             comparable = {k: v for k, v in status.items() if k not in ("instances", "seats")}
@@ -210,15 +268,15 @@ class StatusReporting:
             comparable["pools"] = {p: {**status[p], "burstUsedSeconds": int(status[p]["burstUsedSeconds"] // 60)}
                                    for p in ("instances", "seats")}
             if self._license_status.get(lic.name) != comparable:
-                uid = (self._license_meta.get(lic.name) or {}).get("uid")
+                uid = self.specs.uid_of(lic.name)
                 before = self._license_conditions.get(lic.name, [])
                 self._note_condition_changes("License", lic.name, None, before, status["conditions"], now, uid=uid)
-                self._report_notices(notices(before, status["conditions"], tenant, "License", lic.name, now), uid=uid)
+                self.notices.report(notices(before, status["conditions"], tenant, "License", lic.name, now), uid=uid)
                 self._license_status[lic.name] = comparable
                 self._license_conditions[lic.name] = status["conditions"]
-                writes.append(("license", (lic.name, status)))
-            self._license_records(lic.name, now)
-        writes += self._tenant_view_writes(tenant, ent, usage, bursts, now)
+                writes.append(StatusWrite("license", (lic.name, status)))
+            self.license_pass(lic.name, now)     # time-driven records: activation, expiry
+        writes += [StatusWrite(*w) for w in self.tenant_views.writes(tenant, ent, usage, bursts, now)]
         basis = verdict_basis(tenant, ent, usage, bursts, now)
         for ns, name in keys:
             workload = self.state.workloads[(ns, name)].workload
@@ -226,31 +284,32 @@ class StatusReporting:
             if marker is not None and self._workload_basis.get((ns, name)) == marker:
                 continue  # nothing this workload's verdict reads has changed
             if budget[0] <= 0:
-                self.dirty.add(tenant)  # the rest next tick
+                self.marks.tenants.add(tenant)  # the rest next tick
                 break
             budget[0] -= 1
             status = self._queue_workload_status(ns, name, now)
             self._workload_basis[(ns, name)] = marker
             if status is not None:
-                writes.append(("workload", (ns, name, status)))
+                writes.append(StatusWrite("workload", (ns, name, status)))
         return writes
 
-    def _refresh_untenanted(self, now: datetime, budget: list[int]) -> list[tuple[str, Any]]:
+    def _refresh_untenanted(self, now: datetime, budget: list[int]) -> list[StatusWrite]:
         """Workloads in namespaces without a tenant (label removed) and objects entitle cannot
         read: each gets a False condition saying why."""
-        writes: list[tuple[str, Any]] = []
-        namespaces, self.dirty_namespaces = self.dirty_namespaces, set()
+        writes: list[StatusWrite] = []
+        namespaces, self.marks.namespaces = self.marks.namespaces, set()
+        unreadable = self.marks.unreadable
         for ns in sorted(namespaces):
             if self.state.tenant_of(ns) is None:
-                writes += self._untenanted_view_writes(ns)
+                writes += [StatusWrite(*w) for w in self.tenant_views.untenanted_writes(ns)]
             keys = [k for k in self.state.namespace_workloads(ns)]
-            keys += [(n, name) for kind, n, name in self.invalid if kind == "Workload" and n == ns]
+            keys += [(n, name) for kind, n, name in unreadable if kind == "Workload" and n == ns]
             for key in sorted(set(keys)):
                 entry = self.state.workloads.get(key)
-                if entry is not None and entry.tenant is not None and ("Workload", *key) not in self.invalid:
+                if entry is not None and entry.tenant is not None and ("Workload", *key) not in unreadable:
                     continue   # counted in a tenant: the tenant's pass owns its status
                 if budget[0] <= 0:
-                    self.dirty_namespaces.add(ns)
+                    self.marks.namespaces.add(ns)
                     break
                 budget[0] -= 1
                 try:
@@ -260,106 +319,33 @@ class StatusReporting:
                     log.exception("status of workload %s/%s could not be computed", *key)
                     continue
                 if status is not None:
-                    writes.append(("workload", (*key, status)))
+                    writes.append(StatusWrite("workload", (*key, status)))
         return writes
 
-    async def status_loop(self) -> None:
-        """Expire reservations, follow the clock, and write status for tenants that changed.
-        A failing tick is logged and the next one runs: the loop itself never ends."""
-        await self.ready.wait()
-        ticks = 0
-        while True:
-            ticks += 1
-            started = time.perf_counter()
-            try:
-                await self._tick(ticks)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001
-                metrics.STATUS_ERRORS.inc()
-                log.exception("status tick failed; retrying on the next one")
-            metrics.STATUS_TICK.observe(time.perf_counter() - started)
-            await asyncio.sleep(self.cfg.status_interval_seconds)
-
-    async def _tick(self, ticks: int) -> None:
-        now = self.now()
-        # Reservations expire in real time (see SharedAdmission), not on an injected clock.
-        released = self.state.expire_reservations(datetime.now(timezone.utc))
-        if released:
-            log.info("released %d expired reservations", released)
-        if ticks % 10 == 0:   # time-driven transitions: expiry, grace, trials, bursts
-            self.dirty.update(self.state.tenants())
-            # A source whose kind was not served yet (its CRD just applied) is retried.
-            await self.sync_informers()
-        if not self.leader:
-            # Standby: keep the picture (bursts folded) but leave status and events to the leader.
-            for tenant in self.dirty:
-                try:
-                    self.state.observe_bursts(tenant, now)
-                except Exception:  # noqa: BLE001
-                    log.exception("burst clock of tenant %s could not be advanced", tenant)
-            self.dirty = set()
-            self.dirty_namespaces = set()
-            await self._flush_events(only_own=True)
-            return
-        try:
-            await self.keep_revisions()   # before status: status.revision names the current one
-        except Exception:  # noqa: BLE001 -- revisions never stop the tenants' status
-            log.exception("license revisions could not be kept this tick; retrying on the next one")
-        try:
-            await self.list_tenant_views()
-        except Exception:  # noqa: BLE001 -- the tenant view never stops the tenants' status
-            log.exception("tenant entitlements could not be listed this tick; retrying on the next one")
-        tenants, self.dirty = self.dirty, set()
-        fresh = await self.refresh_sliced(tenants, now)
-        metrics.STATUS_TENANTS_PENDING.set(len(self.dirty))
-        try:
-            await self.leader_sources(now)
-        except Exception:  # noqa: BLE001 -- sources' duties never stop the tenants' status
-            log.exception("instance sources' status, rules or anchors failed this tick")
-        writes = self._paced(fresh)
-        failed = 0
-        for start in range(0, len(writes), 16):  # a few in flight at once
-            results = await asyncio.gather(*[self._write_status(kind, args) for kind, args in
-                                             writes[start:start + 16]], return_exceptions=True)
-            for exc in (r for r in results if isinstance(r, Exception)):
-                failed += 1
-                if failed == 1:
-                    log.warning("status write failed: %s", exc)
-        if failed:  # recompute everything on the next tick, which retries
-            self._license_status.clear()
-            self._workload_status.clear()
-            self._workload_basis.clear()
-            self.dirty.update(tenants)
-        await self._flush_events(only_own=False)
-
-    def _paced(self, fresh: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    def paced(self, fresh: list[StatusWrite]) -> list[StatusWrite]:
         """Status writes at most ``statusWritesPerSecond``: they compete with admissions for the
         apiserver and etcd, and a burst of creates must not be answered with a burst of status
         patches. Later statuses of one object replace queued ones (coalesced); Licenses first."""
-        pending = getattr(self, "_pending_status", None)
-        if pending is None:
-            pending = self._pending_status = {}
-        for kind, args in fresh:
-            # A namespace's view write and its deletion replace each other (the last one wins).
-            key = (kind, args[0], args[1]) if kind == "workload" else (kind[:4], args[0])
+        pending = self._pending
+        for write in fresh:
+            key = _pending_key(write)
             pending.pop(key, None)
             # A Workload's status is not held while it waits (50,000 waiting dicts after a first
             # start): it is the last one computed, read back from _workload_status when written.
-            pending[key] = ("workload", (args[0], args[1], None)) if kind == "workload" else (kind, args)
+            pending[key] = StatusWrite("workload", (write.args[0], write.args[1], None)) \
+                if write.kind == "workload" else write
         budget = max(1, int(self.cfg.status_writes_per_second * self.cfg.status_interval_seconds))
         # Licenses first, then the tenants' own views, then Workloads.
-        rank = {"lice": 0, "tent": 1}
-        ordered = sorted(pending, key=lambda k: rank.get(k[0], 2))[:budget]
+        ordered = sorted(pending, key=lambda k: _RANK.get(k[0], 2))[:budget]
         out = [pending.pop(key) for key in ordered]
         metrics.STATUS_BACKLOG.set(len(pending))
         return out
 
-    async def _write_status(self, kind: str, args: tuple) -> None:
+    async def write(self, kind: str, args: tuple) -> None:
         """A merge patch of the status subresource (field manager ``entitle``) that also removes
         what the new status no longer has (see ``merge_patch``); gone is fine."""
         if kind in ("tent", "tent-delete"):
-            await self._write_tenant_view(kind, args)
+            await self.tenant_views.write(kind, args)
             return
         if kind == "license":
             name, status = args
@@ -376,20 +362,8 @@ class StatusReporting:
             path = f"apis/{GROUP}/{VERSION}/namespaces/{ns}/workloads/{name}/status"
         stored = self._stored_status_of(key)
         patch = merge_patch(stored, status)
-        await self.async_api.request("PATCH", path, {"status": patch}, content_type="application/merge-patch+json",
-                                     params={"fieldManager": FIELD_MANAGER}, ok=(200, 404))
+        await self.api.request("PATCH", path, {"status": patch}, content_type="application/merge-patch+json",
+                               params={"fieldManager": FIELD_MANAGER}, ok=(200, 404))
         metrics.STATUS_WRITES.labels(kind=key[0]).inc()
         # Until the watch echoes it, our write is the best knowledge of what is stored.
         self._remember_stored_status(key, merged(stored, patch))
-
-    async def _flush_events(self, only_own: bool) -> None:
-        events, self.events = self.events, []
-        for ev in events:
-            if only_own and not ev["own"]:
-                continue
-            body = {k: v for k, v in ev.items() if k != "own"}
-            try:
-                namespace, event = event_body(**body)
-                await self.async_api.request("POST", f"api/v1/namespaces/{namespace}/events", event)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("event post failed: %s", exc)

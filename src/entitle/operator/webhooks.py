@@ -4,15 +4,23 @@ Thin: the decision is the engine's, the envelope is ``adapters.webhook.server``'
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from datetime import datetime
+from typing import Any, Callable
 
 from entitle.adapters.webhook.admission import RequestNotUnderstood
 from entitle.adapters.webhook.server import AdmissionDenied, Review, ReviewCallback
+from entitle.adapters.webhook.shared_admission import SharedAdmission
 from entitle.adapters.webhook.sources import InvalidInstanceCount, OwnerNotYetKnown, source_request
 from entitle.domain import reasons
-from entitle.operator.controller import USAGE_FINALIZER, Controller
+from entitle.domain.admission import Decision
+from entitle.operator.events import EventQueue
+from entitle.operator.finalizers import USAGE_FINALIZER
 from entitle.operator.metrics import ADMISSION_ERRORS, ADMISSION_LATENCY, DECISIONS
+from entitle.operator.sources.catalog import SourceCatalog
+from entitle.operator.sources.owners import SourceOwners
 
 log = logging.getLogger("entitle.webhook")
 
@@ -21,15 +29,25 @@ FINALIZER_PATH = "/workloads-finalizer"
 SOURCES_PATH = "/sources"
 
 
-def routes(controller: Controller) -> dict[str, ReviewCallback]:
-    async def validate(review: Review) -> None:
+class WorkloadWebhooks:
+    def __init__(self, admission: SharedAdmission, catalog: SourceCatalog, owners: SourceOwners, events: EventQueue,
+                 ready: asyncio.Event, clock: Callable[[], datetime]) -> None:
+        self.admission, self.state = admission, admission.state
+        self.catalog, self.owners, self.events, self.ready, self.clock = catalog, owners, events, ready, clock
+
+    def routes(self) -> dict[str, ReviewCallback]:
+        return {path: counting_errors(path, callback) for path, callback in
+                {VALIDATE_PATH: self.validate, FINALIZER_PATH: add_usage_finalizer,
+                 SOURCES_PATH: self.validate_source}.items()}
+
+    async def validate(self, review: Review) -> None:
         # Until the first full listing is in memory, deciding would under-count: wait for it
         # (the apiserver's timeoutSeconds bounds the wait; failurePolicy decides what then).
-        await controller.ready.wait()
+        await self.ready.wait()
         started = time.perf_counter()
         try:
-            request, decision = await controller.admission.review(
-                controller.now(), operation=review.operation, subresource=review.subresource,
+            request, decision = await self.admission.review(
+                self.clock(), operation=review.operation, subresource=review.subresource,
                 body=review.body, old=review.old, dry_run=review.dry_run,
                 namespace=review.namespace, name=review.name)
         except RequestNotUnderstood as exc:
@@ -37,52 +55,53 @@ def routes(controller: Controller) -> dict[str, ReviewCallback]:
             raise AdmissionDenied(str(exc), code=400, reason="BadRequest")
         finally:
             ADMISSION_LATENCY.observe(time.perf_counter() - started)
-        answer(review, request, decision)
+        self.answer(review, request, decision)
 
-    def answer(review: Review, request, decision) -> None:
+    def answer(self, review: Review, request: Any, decision: Decision) -> None:
         DECISIONS.labels(tenant=decision.tenant or "", reason=decision.reason,
                          allowed=str(decision.allowed).lower()).inc()
         review.warnings.extend(decision.warnings)
-        if not decision.allowed:
-            subject = request.workload or request.old
-            name = subject.metadata.name if subject is not None else request.name
-            log.info("denied %s %s/%s: %s", review.operation, request.namespace, name, decision.message)
-            if not review.dry_run:
-                controller.event(subject.kind if subject is not None else "Workload", name, request.namespace,
-                                 "Warning", decision.reason, f"denied {review.operation.lower()}: {decision.message}",
-                                 controller.now(), uid=subject.metadata.uid if subject is not None else None, own=True,
-                                 api_version=subject.api_version if subject is not None else None)
-            raise AdmissionDenied(f"{decision.reason}: {decision.message}", code=403, reason="Forbidden")
+        if decision.allowed:
+            return
+        subject = request.workload or request.old
+        name = subject.metadata.name if subject is not None else request.name
+        log.info("denied %s %s/%s: %s", review.operation, request.namespace, name, decision.message)
+        if not review.dry_run:
+            self.events.event(subject.kind if subject is not None else "Workload", name, request.namespace,
+                              "Warning", decision.reason, f"denied {review.operation.lower()}: {decision.message}",
+                              self.clock(), uid=subject.metadata.uid if subject is not None else None, own=True,
+                              api_version=subject.api_version if subject is not None else None)
+        raise AdmissionDenied(f"{decision.reason}: {decision.message}", code=403, reason="Forbidden")
 
-    async def validate_source(review: Review) -> None:
+    async def validate_source(self, review: Review) -> None:
         """Deployments, Jobs, Pods, custom kinds: counted and gated like Workloads, in tenant
         namespaces only (the platform's own namespaces are never touched)."""
-        await controller.ready.wait()
+        await self.ready.wait()
         group, _, resource = review.resource
-        kind = controller.kind_of_resource(group, resource)
+        kind = self.catalog.kind_of_resource(group, resource)
         namespace = review.namespace or ""
-        if kind is None or not controller.source_ready(group, kind) or controller.state.tenant_of(namespace) is None:
+        if kind is None or not self.catalog.ready(group, kind) or self.state.tenant_of(namespace) is None:
             return
         started = time.perf_counter()
 
-        def build(wait_for_owner: bool = True):
+        def build(wait_for_owner: bool = True) -> Any:
             return source_request(
-                controller.state, controller._sources_of_kind(group, kind), controller.owners,
+                self.state, self.catalog.of_kind(group, kind), self.owners,
                 operation=review.operation, subresource=review.subresource, namespace=namespace,
                 name=review.name or "", group=group, kind=kind, body=review.body, old=review.old,
                 dry_run=review.dry_run, wait_for_owner=wait_for_owner)
 
         try:
             try:
-                request = await controller.admission.parse(build)
+                request = await self.admission.parse(build)
             except OwnerNotYetKnown:
                 # Its controller never showed up: the reference is not believed, it counts on its own.
                 request = build(wait_for_owner=False)
             if request is None:
                 return
-            decision = await controller.admission.decide(request, controller.now())
+            decision = await self.admission.decide(request, self.clock())
         except InvalidInstanceCount as exc:
-            DECISIONS.labels(tenant=controller.state.tenant_of(namespace) or "", reason=reasons.INVALID_INSTANCE_COUNT,
+            DECISIONS.labels(tenant=self.state.tenant_of(namespace) or "", reason=reasons.INVALID_INSTANCE_COUNT,
                              allowed="false").inc()
             raise AdmissionDenied(f"{reasons.INVALID_INSTANCE_COUNT}: {kind} {namespace}/{review.name}: {exc}",
                                   code=403, reason="Forbidden")
@@ -91,26 +110,24 @@ def routes(controller: Controller) -> dict[str, ReviewCallback]:
             raise AdmissionDenied(str(exc), code=400, reason="BadRequest")
         finally:
             ADMISSION_LATENCY.observe(time.perf_counter() - started)
-        answer(review, request, decision)
+        self.answer(review, request, decision)
 
-    # A new Workload carries the usage-record finalizer from birth, so even a deletion while the
-    # operator is down reaches it with the object's last state and its deletionTimestamp.
-    async def add_usage_finalizer(review: Review) -> None:
-        if review.operation != "CREATE" or not isinstance(review.body, dict):
-            return
-        meta = review.body.get("metadata")
-        finalizers = meta.get("finalizers") if isinstance(meta, dict) else None
-        if not isinstance(finalizers, list):
-            finalizers = []
-        if USAGE_FINALIZER in finalizers:
-            return
-        if finalizers:
-            review.patch.append({"op": "add", "path": "/metadata/finalizers/-", "value": USAGE_FINALIZER})
-        else:
-            review.patch.append({"op": "add", "path": "/metadata/finalizers", "value": [USAGE_FINALIZER]})
 
-    return {path: counting_errors(path, callback) for path, callback in
-            {VALIDATE_PATH: validate, FINALIZER_PATH: add_usage_finalizer, SOURCES_PATH: validate_source}.items()}
+async def add_usage_finalizer(review: Review) -> None:
+    """A new Workload carries the usage-record finalizer from birth, so even a deletion while
+    the operator is down reaches it with the object's last state and its deletionTimestamp."""
+    if review.operation != "CREATE" or not isinstance(review.body, dict):
+        return
+    meta = review.body.get("metadata")
+    finalizers = meta.get("finalizers") if isinstance(meta, dict) else None
+    if not isinstance(finalizers, list):
+        finalizers = []
+    if USAGE_FINALIZER in finalizers:
+        return
+    if finalizers:
+        review.patch.append({"op": "add", "path": "/metadata/finalizers/-", "value": USAGE_FINALIZER})
+    else:
+        review.patch.append({"op": "add", "path": "/metadata/finalizers", "value": [USAGE_FINALIZER]})
 
 
 def counting_errors(path: str, callback: ReviewCallback) -> ReviewCallback:

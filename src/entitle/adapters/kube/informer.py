@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from entitle.adapters.kube.async_api import ApiError
+from entitle.api.objects import metadata
 
 log = logging.getLogger("entitle.informer")
 
@@ -127,7 +128,7 @@ class Informer:
         try:
             while True:
                 _, listing = await fetch
-                meta = listing.get("metadata") or {}
+                meta = metadata(listing)
                 if meta.get("continue"):
                     # The next page is asked for before this one is handled: the apiserver reads
                     # it while this process handles the current one (priming overlaps the two).
@@ -164,7 +165,7 @@ class Informer:
                     item["kind"] = item_kind
                 if api_version and not item.get("apiVersion"):
                     item["apiVersion"] = api_version
-            uid = (item.get("metadata") or {}).get("uid")
+            uid = metadata(item).get("uid")
             if uid:
                 seen.add(uid)
                 self.known[uid] = self.remember(item)
@@ -182,10 +183,10 @@ class Informer:
                     if body.get("code") == 410:
                         raise Gone()
                     raise ApiError(body.get("code") or 500, str(body.get("message")))
-                version = (body.get("metadata") or {}).get("resourceVersion") or version
+                version = metadata(body).get("resourceVersion") or version
                 if kind == "BOOKMARK":
                     continue
-                uid = (body.get("metadata") or {}).get("uid")
+                uid = metadata(body).get("uid")
                 if kind == "DELETED":
                     self.known.pop(uid, None)
                 elif uid:

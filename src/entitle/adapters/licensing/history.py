@@ -17,6 +17,7 @@ import yaml
 
 from entitle.api import GROUP, VERSION
 from entitle.domain.revisions import ROLLBACK_TO, spec_hash
+from entitle.api.objects import metadata
 
 LICENSE_UID_LABEL = "entitle.dev/license-uid"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -81,7 +82,7 @@ def cmd_history(args: Any) -> int:
     rows = [("REVISION", "HASH", "CHANGED-AT", "CHANGED-BY", "FIELD-MANAGER", "NOTE")]
     for rev in revs:
         audit = (rev.get("data") or {}).get("audit") or {}
-        digest = ((rev.get("metadata") or {}).get("annotations") or {}).get("entitle.dev/spec-hash", "")
+        digest = (metadata(rev).get("annotations") or {}).get("entitle.dev/spec-hash", "")
         notes = []
         if audit.get("rollbackOf"):
             notes.append(f"rollback to {audit['rollbackOf']}")

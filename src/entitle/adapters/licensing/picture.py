@@ -22,6 +22,7 @@ from entitle.domain.normalization import InstanceTable
 from entitle.domain.ownership import Watched, controller_ref, covered
 from entitle.domain.sources import InvalidInstanceCount, Source, claim, matches, read_source
 from entitle.domain.state import ClusterState
+from entitle.api.objects import metadata
 
 
 @dataclass
@@ -36,7 +37,7 @@ def _items(call: Any) -> list[dict]:
         page = call(_continue=token) if token else call()
         page = page if isinstance(page, dict) else page.to_dict()
         items += page.get("items") or []
-        token = (page.get("metadata") or {}).get("continue")
+        token = metadata(page).get("continue")
         if not token:
             return items
 
@@ -62,7 +63,7 @@ def read_picture(api_client: Any, namespace: str = "entitle-system", release: st
     state = ClusterState(_table(api_client, namespace, release, notes))
     core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
     for ns in _items(lambda **kw: core.list_namespace(**kw).to_dict()):
-        meta = ns.get("metadata") or {}
+        meta = metadata(ns)
         state.set_namespace(meta["name"], meta.get("labels") or {})
         if meta.get("name") == "kube-system":
             state.cluster_id = meta.get("uid")
@@ -101,7 +102,7 @@ def _count_sourced(state: ClusterState, dyn: Any, sources: list[Source], notes: 
                          f"{getattr(exc, 'reason', exc)})")
             continue
         for body in listed:
-            uid = (body.get("metadata") or {}).get("uid")
+            uid = metadata(body).get("uid")
             if uid:
                 objects[uid] = (body, (group, kind))
     kinds = {s.kind_key for s in sources}

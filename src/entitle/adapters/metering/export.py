@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from entitle.adapters.metering.ledger import LedgerDamaged, open_readonly
 from entitle.adapters.metering.backends import is_postgres
-from entitle.domain.meters import BadRecord, Event, Metering, parse_time, to_event
+from entitle.domain.meters import BadRecord, Event, Metering, to_event
 
 RUN_SIZE = 200_000
 

@@ -15,6 +15,7 @@ from entitle.api import Workload, limits
 from entitle.domain.admission import CREATE, DELETE, UPDATE
 from entitle.domain.state import ClusterState, WorkloadRequest
 from entitle.domain.stored import StoredWorkload
+from entitle.api.objects import first_error
 
 
 class RequestNotUnderstood(Exception):
@@ -34,8 +35,7 @@ def _workload(body: Any, namespace: str | None) -> Workload | None:
     try:
         workload = Workload.model_validate(dict(body))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise RequestNotUnderstood(f"invalid Workload: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise RequestNotUnderstood(f"invalid Workload: {first_error(exc)}") from None
     if not workload.metadata.namespace:
         workload.metadata.namespace = namespace
     return workload

@@ -21,6 +21,7 @@ from entitle.domain.normalization import InstanceTable
 from entitle.domain.ownership import ControllerRef, GroupKind, controller_ref
 from entitle.domain.sources import InvalidInstanceCount, Source, claim, matches, object_key
 from entitle.domain.state import ClusterState, WorkloadRequest
+from entitle.api.objects import first_error
 
 
 class Owners(Protocol):
@@ -58,9 +59,7 @@ def _claim(sources: list[Source], obj: Any, owners: Owners, table: InstanceTable
     try:
         return claim(source, obj, table)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise RequestNotUnderstood(f"cannot read the object's claim: {'.'.join(map(str, first['loc']))}: "
-                                   f"{first['msg']}") from None
+        raise RequestNotUnderstood(f"cannot read the object's claim: {first_error(exc)}") from None
 
 
 def source_request(state: ClusterState, sources: list[Source], owners: Owners, *, operation: str,

@@ -18,12 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from entitle.adapters.metering.export import export
-from entitle.adapters.metering.ledger import Ledger
 from entitle.api.common import format_time
 from entitle.domain.meters import to_event
-from entitle.domain.state import ClusterState
-from entitle.operator.config import OperatorConfig
-from entitle.operator.controller import Controller
+from tests.kube_double import KubeDouble
+from tests.unit.builders import make_controller
 
 pytestmark = pytest.mark.hostile  # the project's hostile-input suite: pytest -m hostile
 
@@ -33,11 +31,9 @@ T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 class Harness:
     """A controller (no API server: watch bodies are fed by hand) and its ledger."""
 
-    def __init__(self, path, clock: list) -> None:
+    def __init__(self, path, clock: list, api: KubeDouble | None = None) -> None:
         self.clock = clock
-        cfg = OperatorConfig()
-        object.__setattr__(cfg, "now", lambda: self.clock[0])
-        self.controller = Controller(cfg, ClusterState(cfg.instance_table()), Ledger(path), None)
+        self.controller = make_controller(path, api=api, clock=lambda: self.clock[0])
 
     def records(self) -> list[dict]:
         self.controller.writer.barrier().result(timeout=30)
@@ -51,7 +47,7 @@ class Harness:
 def ns_body(name: str, tenant: str | None, at: datetime) -> dict:
     labels = {"entitle.dev/tenant": tenant} if tenant else {"team": "x"}
     owned = {"f:entitle.dev/tenant": {}} if tenant else {"f:team": {}}
-    return {"metadata": {"name": name, "labels": labels, "managedFields": [
+    return {"kind": "Namespace", "metadata": {"name": name, "labels": labels, "managedFields": [
         {"manager": "kubectl", "operation": "Update", "time": format_time(at),
          "fieldsV1": {"f:metadata": {"f:labels": owned}}}]}}
 
@@ -124,25 +120,11 @@ def test_a_move_while_the_operator_was_down_is_metered_at_the_next_start(tmp_pat
     # Down; meanwhile ns goes a -> b and "parked" gets tenant c. A new process starts from the ledger.
     clock[0] = T0 + timedelta(hours=6)
 
-    class Api:
-        def list_namespaces(self):
-            return [ns_body("ns", "b", T0 + timedelta(hours=2)), ns_body("parked", "c", T0 + timedelta(hours=4))]
+    def cluster() -> KubeDouble:
+        return KubeDouble(ns_body("ns", "b", T0 + timedelta(hours=2)), ns_body("parked", "c", T0 + timedelta(hours=4)),
+                          wl_body("w", "ns", 3, 1, T0, T0), wl_body("p", "parked", 1, 1, T0, T0))
 
-        def list_licenses(self):
-            return []
-
-        def list_instance_sources(self):
-            return []
-
-        def list_usage_anchors(self):
-            return []
-
-        def list_workloads(self):
-            return [wl_body("w", "ns", 3, 1, T0, T0), wl_body("p", "parked", 1, 1, T0, T0)]
-
-    second = Harness(tmp_path / "l.db", clock)
-    second.controller.api = Api()
-    second.controller.apply_finalizer_actions = lambda actions: None
+    second = Harness(tmp_path / "l.db", clock, api=cluster())
     asyncio.run(second.controller.prime_async())
     records = second.records()
     out = totals(records, T0, T0 + timedelta(hours=10))
@@ -155,34 +137,10 @@ def test_a_move_while_the_operator_was_down_is_metered_at_the_next_start(tmp_pat
     # A third start notices nothing new: no duplicate moves.
     count = len(records)
     second.close()
-    third = Harness(tmp_path / "l.db", clock)
-    third.controller.api = Api()
-    third.controller.apply_finalizer_actions = lambda actions: None
+    third = Harness(tmp_path / "l.db", clock, api=cluster())
     asyncio.run(third.controller.prime_async())
     assert len(third.records()) == count
     third.close()
-
-
-class ListingApi:
-    """What prime() lists at start: the namespaces and workloads of the moment."""
-
-    def __init__(self, namespaces, workloads):
-        self.namespaces, self.workloads = namespaces, workloads
-
-    def list_namespaces(self):
-        return self.namespaces
-
-    def list_licenses(self):
-        return []
-
-    def list_instance_sources(self):
-        return []
-
-    def list_usage_anchors(self):
-        return []
-
-    def list_workloads(self):
-        return self.workloads
 
 
 NAMESPACES = ["n1", "n2", "n3"]
@@ -222,9 +180,8 @@ def test_export_equals_an_independent_recount_through_any_moves(tmp_path_factory
         if restart_midway and index == len(steps) // 2:
             h.records()
             h.close()
-            h = Harness(path, clock)
-            h.controller.api = ListingApi([ns_body(n, labels[n], now) for n in NAMESPACES], list(live.values()))
-            h.controller.apply_finalizer_actions = lambda actions: None
+            h = Harness(path, clock, api=KubeDouble(*[ns_body(n, labels[n], now) for n in NAMESPACES],
+                                                   *live.values()))
             asyncio.run(h.controller.prime_async())
         c = h.controller
         key = (ns, name)

@@ -17,14 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from entitle.adapters.metering.ledger import Ledger
 from entitle.api.limits import saturating_add
 from entitle.domain.meters import Metering, to_event
 from entitle.domain.state import ClusterState, WorkloadRequest
 from entitle.operator import metrics
 from entitle.operator.config import OperatorConfig
-from entitle.operator.controller import Controller
 from tests.strategies import crd_schema, from_schema
+from tests.unit.builders import make_controller
 
 pytestmark = pytest.mark.hostile  # the project's hostile-input suite: pytest -m hostile
 
@@ -90,9 +89,8 @@ NOWS = st.sampled_from([datetime(2026, 11, 27, 12, tzinfo=timezone.utc), datetim
 @given(st.lists(licenses(), max_size=4), st.lists(workloads(), max_size=6), NOWS, st.booleans())
 def test_any_schema_valid_license_or_workload_is_harmless(lics, wls, now, restart_order):
     cfg = OperatorConfig()
-    object.__setattr__(cfg, "now", lambda: now)     # the controller's clock, pinned
     state = ClusterState(cfg.instance_table())
-    controller = Controller(cfg, state, Ledger(":memory:"), None)
+    controller = make_controller(state=state, cfg=cfg, clock=lambda: now)     # the controller's clock, pinned
     errors_before = (metrics.OBJECT_ERRORS.labels(kind="License")._value.get(),
                      metrics.OBJECT_ERRORS.labels(kind="Workload")._value.get(),
                      metrics.STATUS_ERRORS._value.get())
@@ -112,8 +110,8 @@ def test_any_schema_valid_license_or_workload_is_harmless(lics, wls, now, restar
             else:
                 controller.on_workload(body)
         controller.leader = True
-        writes = controller.refresh(set(state.tenants()), now)
-        writes += controller.refresh(set(state.tenants()), saturating_add(now, timedelta(days=40)))
+        writes = controller.status.refresh(set(state.tenants()), now)
+        writes += controller.status.refresh(set(state.tenants()), saturating_add(now, timedelta(days=40)))
         for kind, body in events:   # an update of each, then a deletion
             (controller.on_license if kind == "l" else controller.on_workload)(body, deleted=True)
         assert _safe_decisions(state, now) == baseline, "another tenant's objects changed the safe tenant's decisions"
@@ -162,10 +160,8 @@ def sourced_objects() -> st.SearchStrategy:
            "resource": st.just({"group": "apps", "version": "v1", "kind": "Deployment"})}), min_size=1, max_size=3),
        st.lists(st.tuples(st.sampled_from(["ADDED", "MODIFIED", "DELETED"]), sourced_objects()), max_size=10))
 def test_any_instance_source_and_any_sourced_object_is_harmless(specs, events):
-    cfg = OperatorConfig()
     now = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
-    object.__setattr__(cfg, "now", lambda: now)
-    controller = Controller(cfg, ClusterState(cfg.instance_table()), Ledger(":memory:"), None)
+    controller = make_controller(clock=lambda: now)
     before = (metrics.OBJECT_ERRORS.labels(kind="Deployment")._value.get(),
               metrics.OBJECT_ERRORS.labels(kind="InstanceSource")._value.get())
     try:
@@ -174,10 +170,10 @@ def test_any_instance_source_and_any_sourced_object_is_harmless(specs, events):
         for i, spec in enumerate(specs):
             controller.on_source({"metadata": {"name": f"s{i}", "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": spec})
         for event, body in events:
-            controller.on_sourced(("apps", "v1", "Deployment"), event, body)
+            controller.sourced.on_sourced(("apps", "v1", "Deployment"), event, body)
         controller.leader = True
-        controller.refresh(set(controller.state.tenants()), now)
-        controller.source_statuses(now)
+        controller.status.refresh(set(controller.state.tenants()), now)
+        controller.source_duties.statuses(now)
         after = (metrics.OBJECT_ERRORS.labels(kind="Deployment")._value.get(),
                  metrics.OBJECT_ERRORS.labels(kind="InstanceSource")._value.get())
         assert after == before, "a source or a sourced object reached an error boundary (see the log)"
