@@ -280,6 +280,8 @@ class StatusWriter:
         basis = verdict_basis(tenant, ent, usage, bursts, now)
         for ns, name in keys:
             workload = self.state.workloads[(ns, name)].workload
+            if workload is not None and workload.kind != "Workload":
+                continue   # a sourced kind's claim: no Workload status (its InstanceSource reports)
             marker = (basis, workload.metadata.uid, workload.metadata.generation) if workload else None
             if marker is not None and self._workload_basis.get((ns, name)) == marker:
                 continue  # nothing this workload's verdict reads has changed
@@ -308,6 +310,8 @@ class StatusWriter:
                 entry = self.state.workloads.get(key)
                 if entry is not None and entry.tenant is not None and ("Workload", *key) not in unreadable:
                     continue   # counted in a tenant: the tenant's pass owns its status
+                if entry is not None and entry.workload is not None and entry.workload.kind != "Workload":
+                    continue   # a sourced kind's claim: no Workload status
                 if budget[0] <= 0:
                     self.marks.namespaces.add(ns)
                     break
