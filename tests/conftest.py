@@ -148,12 +148,18 @@ def install_chart_identity(c: Cluster, workdir: Path) -> None:
     that ServiceAccount: what the operator can do in the tests is what the chart grants."""
     import yaml
 
-    docs = render_chart("--set", "webhook.url=https://127.0.0.1:9")
-    # The chart's identity and its guards: RBAC, and the ValidatingAdmissionPolicy that lets only
-    # the tenancy label managers set a namespace's tenant label.
+    # As `helm install` would see the cluster: the usage-finalizer MutatingAdmissionPolicy is
+    # rendered when the apiserver serves the API (the local control plane enables it).
+    versions = [f"admissionregistration.k8s.io/{v}/MutatingAdmissionPolicy" for v in ("v1", "v1beta1")
+                if '"mutatingadmissionpolicies"' in c.kubectl("get", "--raw", f"/apis/admissionregistration.k8s.io/{v}",
+                                                               check=False).stdout]
+    docs = render_chart("--set", "webhook.url=https://127.0.0.1:9", *[a for v in versions for a in ("--api-versions", v)])
+    # The chart's identity and its guards: RBAC, the ValidatingAdmissionPolicy that lets only
+    # the tenancy label managers set a namespace's tenant label, the usage-finalizer policy.
     identity = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
                                                    "RoleBinding", "ValidatingAdmissionPolicy",
-                                                   "ValidatingAdmissionPolicyBinding")
+                                                   "ValidatingAdmissionPolicyBinding", "MutatingAdmissionPolicy",
+                                                   "MutatingAdmissionPolicyBinding")
                 and not d["metadata"]["name"].endswith("-tenancy")]
     c.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
     c.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(identity))

@@ -158,3 +158,30 @@ def test_sourced_kinds_are_readable_and_nothing_more(cluster):
             assert not can_i(cluster, verb, kind, "-n", "default"), (verb, kind)
     assert can_i(cluster, "create", "usageanchors.entitle.dev", "-n", "default")
     assert not can_i(cluster, "watch", "daemonsets.apps", "--all-namespaces")
+
+
+def test_the_usage_finalizer_policy_replaces_the_webhook_where_the_api_is_served():
+    """auto: a MutatingAdmissionPolicy (equal to the one the operator's code describes) and no
+    finalizer webhook when the cluster serves the API; the webhook and no policy when it does
+    not; each forced by webhook.usageFinalizer."""
+    from entitle.adapters.kube.finalizer_policy import usage_finalizer_policy
+
+    served = ("--api-versions", "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy")
+
+    def finalizer_parts(*args):
+        kinds = by_kind(render_chart(*args))
+        hooks = [h["name"] for d in kinds.get("MutatingWebhookConfiguration", []) for h in d["webhooks"]]
+        return kinds.get("MutatingAdmissionPolicy", []), kinds.get("MutatingAdmissionPolicyBinding", []), hooks
+
+    policies, bindings, hooks = finalizer_parts(*served)
+    assert "finalizer.workloads.entitle.dev" not in hooks and len(policies) == len(bindings) == 1
+    expected = usage_finalizer_policy(RELEASE, "admissionregistration.k8s.io/v1beta1", ["kube-system"])
+    for rendered, wanted in zip((policies[0], bindings[0]), expected):
+        assert (rendered["apiVersion"], rendered["metadata"]["name"], rendered["spec"]) == \
+            (wanted["apiVersion"], wanted["metadata"]["name"], wanted["spec"])
+    policies, bindings, hooks = finalizer_parts()
+    assert "finalizer.workloads.entitle.dev" in hooks and not policies and not bindings
+    policies, _, hooks = finalizer_parts(*served, "--set", "webhook.usageFinalizer=webhook")
+    assert "finalizer.workloads.entitle.dev" in hooks and not policies
+    policies, _, hooks = finalizer_parts("--set", "webhook.usageFinalizer=policy")
+    assert "finalizer.workloads.entitle.dev" not in hooks and policies[0]["apiVersion"].endswith("/v1beta1")

@@ -139,3 +139,27 @@ def test_burst_budget_survives_an_operator_restart(cluster, operator):
     proc = apply(cluster, workload("spike3", ns, replicas=1), check=False)
     assert proc.returncode != 0
     assert f"tenant {tenant}: instances 3 + 1 would exceed 2 (burst budget used up)" in proc.stderr
+
+
+def test_a_create_takes_one_webhook_round_trip_the_finalizer_comes_from_the_policy(cluster, operator):
+    """The local control plane serves MutatingAdmissionPolicy: the chart's policy puts the
+    usage-record finalizer on a new Workload inside the create itself (the object the create
+    returns carries it, before any controller patch), and the operator registers no finalizer
+    webhook -- the validating webhook is the create's only round trip."""
+    import json
+
+    served = cluster.kubectl("api-resources", "--api-group=admissionregistration.k8s.io", "-o", "name").stdout
+    if "mutatingadmissionpolicies" not in served:
+        pytest.skip("this cluster does not serve MutatingAdmissionPolicy (the local control plane does)")
+    mutating = json.loads(cluster.kubectl("get", "mutatingwebhookconfiguration", "entitle", "-o", "json").stdout)
+    assert [h["name"] for h in mutating["webhooks"]] == ["revision.licenses.entitle.dev"]
+    tenant, ns, lic = _setup(cluster, instances={"max": 5})
+    created = cluster.kubectl("create", "-o", "json", "-f", "-", input=__import__("yaml").safe_dump(workload("one", ns)))
+    assert json.loads(created.stdout)["metadata"]["finalizers"] == ["entitle.dev/usage-record"]
+    # A create that lists a finalizer of its own keeps it, first.
+    body = workload("two", ns)
+    body["metadata"]["finalizers"] = ["example.com/keep"]
+    created = cluster.kubectl("create", "-o", "json", "-f", "-", input=__import__("yaml").safe_dump(body))
+    assert json.loads(created.stdout)["metadata"]["finalizers"] == ["example.com/keep", "entitle.dev/usage-record"]
+    cluster.kubectl("patch", "workload", "two", "-n", ns, "--type=json",
+                    "-p", '[{"op":"remove","path":"/metadata/finalizers/0"}]')

@@ -180,42 +180,100 @@ def test_seats_and_feature_limits_under_escrow_with_two_replicas():
 
 
 def test_a_replica_killed_holding_escrow_never_lets_the_survivor_over_admit():
-    """A takes a grant and dies with part of it unspent. B, which counts A's whole grant while it
-    lives, admits up to the cap minus that grant; once the grant expires, up to the cap -- never
-    above, counting what A really admitted."""
+    """A takes a grant and dies with part of it unspent. B, which counts A's whole grant until
+    it lapses, refuses what only A's grant is short of with a retryable ReservationConflict
+    (never a cap denial, whose numbers would count units nobody holds); once the grant lapses --
+    lease + webhook timeout + watch margin after B first saw it, well before it expires -- B
+    admits exactly up to the cap, counting what A really admitted."""
     store, clock = MemoryHoldStore(), Clock()
     a, b = _replicas(store, clock, instances={"max": 100})
+    b.peer_wait_seconds = 0.2
 
     async def run():
         for i in range(3):
             assert (await _create_uid(a, f"a{i}", replicas=1)).allowed
         grant = store.peek("acme").grants[0]
-        assert grant.replica == a.replica and grant.units > 3
+        assert grant.replica == a.replica and grant.units > 3 and grant.lapse == 2 + 5 + 2.5
         # A is SIGKILLed here (nothing of it runs any more, its idle-grant closer included).
         # Its three admissions reach B's watch; its grant stays counted.
         a.close()
         for i in range(3):
             _stored(b.state, f"a{i}")
-        admitted = 0
+        admitted, refusal = 0, None
         for i in range(200):
             decision = await _create_uid(b, f"b{i}", replicas=1)
             if not decision.allowed:
+                refusal = decision
                 break
             admitted += 1
             _stored(b.state, f"b{i}")
         assert 3 + admitted + grant.units <= 100 + 3, "B never takes what A's live grant covers"
-        assert 3 + admitted <= 100
-        clock.now = NOW + timedelta(seconds=31)            # A's grant has expired
+        assert refusal.reason == "ReservationConflict" and refusal.retry_after >= 1, refusal
+        assert f"instances {grant.units}" in refusal.message and "would exceed" not in refusal.message
+        clock.now = NOW + timedelta(seconds=9)              # not lapsed yet: still refused
+        assert not (await _create_uid(b, "early", replicas=1)).allowed
+        clock.now = NOW + timedelta(seconds=9.6)            # lapsed; it expires only at +30 s
         for i in range(200, 400):
             decision = await _create_uid(b, f"b{i}", replicas=1)
             if not decision.allowed:
+                refusal = decision
                 break
             admitted += 1
             _stored(b.state, f"b{i}")
-        return admitted
+        return admitted, refusal
 
-    admitted = asyncio.run(run())
-    assert 3 + admitted == 100, "after expiry the survivor admits exactly up to the cap"
+    admitted, refusal = asyncio.run(run())
+    assert 3 + admitted == 100, "after the lapse the survivor admits exactly up to the cap"
+    assert refusal.reason == "InstanceCapExceeded" and "instances 100 + 1 would exceed 100" in refusal.message
+
+
+def test_a_lapse_is_measured_from_each_replica_s_own_first_sight():
+    """C reads the hold object for the first time 5 s after A wrote its grant: C counts the
+    grant for the full lapse from then (its own clock), while B, which saw it at once, has
+    stopped -- no replica compares its clock with the writer's."""
+    store, clock = MemoryHoldStore(), Clock()
+    a, b = _replicas(store, clock, instances={"max": 40})
+    c = SharedAdmission(state_with(lic("base", instances={"max": 40})), store, timedelta(seconds=30), wall_clock=clock)
+
+    async def look(replica):
+        body = wl("probe", replicas=1).model_dump(by_alias=True, mode="json")
+        await replica.review(clock.now, operation="CREATE", subresource=None, body=body, old=None, dry_run=True)
+
+    async def run():
+        assert (await _create_uid(a, "a0", replicas=1)).allowed
+        a.close()
+        grant = store.peek("acme").grants[0]
+        await look(b)                                   # B first sees A's grant at NOW
+        clock.now = NOW + timedelta(seconds=5)
+        await look(c)                                   # C first sees it at NOW + 5 s
+
+        def counted(replica, seconds):
+            clock.now = NOW + timedelta(seconds=seconds)
+            return grant in replica._peer_grants(store.peek("acme"), clock.now)
+
+        return grant, [counted(b, 9.4), counted(b, 9.5), counted(c, 14.4), counted(c, 14.5)]
+
+    grant, seen = asyncio.run(run())
+    assert grant.replica == a.replica and grant.units
+    assert seen == [True, False, True, False]
+
+
+def test_a_holder_pays_from_a_grant_only_within_its_lease():
+    """Past its lease (2 s) a grant pays nothing: the next admission writes a new grant."""
+    store, clock = MemoryHoldStore(), Clock()
+    a, _ = _replicas(store, clock, instances={"max": 1000})
+
+    async def run():
+        assert (await _create_uid(a, "w0", replicas=1)).allowed
+        writes = a.writes
+        clock.now = NOW + timedelta(seconds=1.9)
+        assert (await _create_uid(a, "w1", replicas=1)).allowed
+        assert a.writes == writes, "within the lease: paid from memory"
+        clock.now = NOW + timedelta(seconds=2.1)
+        assert (await _create_uid(a, "w2", replicas=1)).allowed
+        assert a.writes == writes + 1, "past the lease: a new grant is written"
+
+    asyncio.run(run())
 
 
 def test_a_scale_of_a_workload_the_watch_has_not_delivered_yet_waits_for_it():

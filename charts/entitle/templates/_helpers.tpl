@@ -25,3 +25,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.webhook.generated.secretName | default (printf "%s-webhook-tls" (include "entitle.fullname" .)) -}}
 {{- end -}}
 
+
+{{/*
+The admissionregistration API version of the usage-finalizer MutatingAdmissionPolicy, or
+nothing when the mutating webhook adds the finalizer (webhook.usageFinalizer).
+*/}}
+{{- define "entitle.usageFinalizerAPI" -}}
+{{- $mode := .Values.webhook.usageFinalizer | default "auto" -}}
+{{- if ne $mode "webhook" -}}
+{{- if .Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy" -}}
+admissionregistration.k8s.io/v1
+{{- else if or (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy") (eq $mode "policy") -}}
+admissionregistration.k8s.io/v1beta1
+{{- end -}}
+{{- end -}}
+{{- end }}

@@ -114,6 +114,10 @@ class ControlPlane:
             "--allow-privileged=true", "--disable-admission-plugins=ServiceAccount",
             "--enable-priority-and-fairness=false",
             f"--admission-control-config-file={admission}",
+            # MutatingAdmissionPolicy (beta, off by default in 1.34-1.35; on from 1.36): the
+            # usage-record finalizer without a webhook round trip.
+            "--feature-gates=MutatingAdmissionPolicy=true",
+            "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
         ])
         self.kubeconfig = self._write_kubeconfig(pki)
         self._wait(self._apiserver_ready, "kube-apiserver", timeout)

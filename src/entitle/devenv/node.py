@@ -292,6 +292,9 @@ class RealCluster:
             # Trap: `kubectl logs/exec` resolve the node's name through DNS otherwise.
             "--kubelet-preferred-address-types=InternalIP",
             "--enable-priority-and-fairness=false", "--profiling=false",
+            # The usage-record finalizer by a MutatingAdmissionPolicy (beta in 1.34; the chart
+            # renders it when served): one webhook round trip per Workload create.
+            "--feature-gates=MutatingAdmissionPolicy=true", "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
             # Only the apiserver reviews: it presents its own client certificate to webhooks
             # (webhook-client-ca.crt beside the kubeconfig; the chart's webhook.clientCA Secret).
             f"--admission-control-config-file={write_webhook_client(pki / 'webhook-client', self.directory)}",

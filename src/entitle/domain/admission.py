@@ -24,6 +24,8 @@ class Decision:
     tenant: str | None = None
     licenses: tuple[str, ...] = ()
     change: Change | None = None
+    # A refusal the client should retry (ReservationConflict): after about this many seconds.
+    retry_after: int | None = None
 
     @property
     def needs_hold(self) -> bool:

@@ -6,12 +6,17 @@ the next one may be. The safety argument, in short:
 
 - every replica counts every *other* replica's unexpired grant as fully used, and its own
   admissions from its own grants as local reservations until its own watch shows them stored;
-- a replica admits from its grant only while the grant has more than half its life left, and
-  never more than the grant reserved (a grant is a one-shot budget: its spends are never
-  "returned" to it, so a peer that has not seen them stored yet still counts them inside it);
-- grants are never shrunk: a replica writes a new grant beside its old ones, which stay counted
-  until they expire -- by then what was admitted from them is stored (within the webhook's
-  timeout) and visible to every watch (within the rest of the lifetime).
+- a replica admits from its grant only within the grant's *lease* (``lease`` seconds from just
+  before the write that made it, on its own clock), and never more than the grant reserved (a
+  grant is a one-shot budget: its spends are never "returned" to it, so a peer that has not
+  seen them stored yet still counts them inside it);
+- grants are never shrunk or renewed: a replica writes a new grant beside its old ones, which
+  stay counted until they expire or *lapse*. A peer stops counting a grant ``lapse`` seconds
+  (lease + the webhook's timeout + the watch margin) after it first saw it, on its own clock:
+  the grant was written before that sight, so by then the holder -- alive or dead -- stopped
+  paying from it, everything it paid is stored (within the webhook's timeout) and visible to
+  every watch (within the margin). Only durations each replica measures itself are compared,
+  never one replica's clock with another's.
 
 So at any moment every replica's count is at least the truth, and no decision can take a pool
 past its cap. Near the cap the chunks shrink to nothing and admissions fall back to a hold
@@ -39,6 +44,10 @@ class Grant:
     features: dict[str, int] = field(default_factory=dict)
     expires: datetime | None = None
     basis: str = ""
+    # Seconds after a peer first sees this grant when it stops counting it (None: at expiry).
+    lapse: float | None = None
+    # Until when the holder pays from it (the holder's own clock; not written to the object).
+    spend_until: datetime | None = None
 
 
 def basis_of(ent: Entitlement) -> str:

@@ -5,10 +5,11 @@ and the safety argument; ``adapters.webhook.admission`` reads and writes the hol
 Pure: no clock (every method is handed ``wall``), no I/O. The policy lives here:
 
 - **slot choice** -- an admission is paid from a grant of the same caps with room for it and
-  more than half its life left (after half its life a grant only waits to expire or close);
+  within its lease (``lease`` from just before the write that made it; after that a grant
+  only waits to lapse, expire or close);
 - **chunk growth** -- a grant sized ``chunk``; the chunk doubles (up to ``max_chunk``) each time
   the previous grant was used up, so a steady stream writes about once a second;
-- **idle grants** -- a grant nobody spent from for ``idle_close`` (or past half its life) is
+- **idle grants** -- a grant nobody spent from for ``idle_close`` (or past its lease) is
   closed in the next write: what was paid from it becomes plain holds, the rest is returned;
 - **own-spend expiry** -- spends are kept in admission order, so the expired ones are dropped
   oldest first in O(expired);
@@ -63,6 +64,9 @@ class GrantBook:
     initial_chunk: int = 8
     max_chunk: int = 512
     idle_close: timedelta = timedelta(seconds=0.25)
+    # How long a grant is paid from, and after how long peers stop counting it (escrow.py).
+    lease: timedelta = timedelta(seconds=2)
+    lapse: timedelta | None = None
     # This replica's live grants for the tenant and what it spent of each.
     grants: list[tuple[Grant, Spent]] = field(default_factory=list)
     # Admissions paid from the grants, counted locally until this replica's watch sees them
@@ -98,11 +102,16 @@ class GrantBook:
 
     # -- paying an admission ----------------------------------------------------------------
     def slot(self, ask: Spent, basis: str, wall: datetime) -> tuple[Grant, Spent] | None:
-        """A grant with room for ``ask``, made under the same caps, with more than half its life left."""
+        """A grant with room for ``ask``, made under the same caps, within its lease."""
         for grant, spent in self.grants:
-            if grant.basis == basis and grant.expires - wall > self.ttl / 2 and fits(grant, spent, ask):
+            if grant.basis == basis and self.spendable(grant, wall) and fits(grant, spent, ask):
                 return grant, spent
         return None
+
+    def spendable(self, grant: Grant, wall: datetime) -> bool:
+        """Within the grant's lease (and, for a grant without one, its first half-life)."""
+        until = grant.spend_until if grant.spend_until is not None else grant.expires - self.ttl / 2
+        return wall < until
 
     def next_grant(self, ent: Entitlement, units_used: int, seats_used: int, features_used: dict[str, int],
                    deciders: int, wall: datetime, basis: str) -> Grant:
@@ -116,7 +125,10 @@ class GrantBook:
         self.chunk = chunk
         units, seats, features = size(ent, units_used, seats_used, features_used, deciders, chunk)
         self.sequence += 1
-        return Grant(self.replica, f"{self.sequence}", units, seats, features, wall + self.ttl, basis)
+        lease = min(self.lease, self.ttl / 2)
+        lapse = None if self.lapse is None else self.lapse.total_seconds()
+        return Grant(self.replica, f"{self.sequence}", units, seats, features, wall + self.ttl, basis,
+                     lapse=lapse, spend_until=wall + lease)
 
     def pay(self, key: Key, grant: Grant, spent: Spent, ask: Spent, reservation: Reservation,
             wall: datetime) -> Reservation:
@@ -133,11 +145,11 @@ class GrantBook:
 
     # -- closing ------------------------------------------------------------------------------
     def closable(self, grant: Grant, wall: datetime) -> bool:
-        """Live, and idle or past the half of its life after which nothing is paid from it."""
+        """Live, and idle or past its lease (after which nothing is paid from it)."""
         if grant.expires <= wall:
             return False
         idle = wall - self.last_used.get(grant.id, wall) >= self.idle_close
-        return idle or grant.expires - wall <= self.ttl / 2
+        return idle or not self.spendable(grant, wall)
 
     def any_closable(self, wall: datetime) -> bool:
         return any(self.closable(g, wall) for g, _ in self.grants)

@@ -352,7 +352,7 @@ class ClusterState:
         return found
 
     # --- admission ----------------------------------------------------------------------
-    def context(self, request: WorkloadRequest, now: datetime) -> CheckContext:
+    def context(self, request: WorkloadRequest, now: datetime, peer_grants: bool = True) -> CheckContext:
         ns, name = request.namespace, request.name
         tenant = self.tenant_of(ns)
         entry = self.workloads.get((ns, name))
@@ -382,7 +382,7 @@ class ClusterState:
             actual = footprint(request.old.spec, self.table)
             if actual != held:
                 ctx.change = _lower_baseline(ctx.change, usage.change(held, actual))
-        granted = self._grant_totals.get(tenant)
+        granted = self._grant_totals.get(tenant) if peer_grants else None
         if granted is not None:
             # Other replicas' escrow grants count as used in every decision.
             units, seats, features = granted
@@ -396,8 +396,10 @@ class ClusterState:
         ctx.workload_model = request.workload
         return ctx
 
-    def decide(self, request: WorkloadRequest, now: datetime) -> Decision:
-        return decide(self.context(request, now), request.operation)
+    def decide(self, request: WorkloadRequest, now: datetime, peer_grants: bool = True) -> Decision:
+        """The engine's decision; ``peer_grants=False``: as if other replicas' escrow grants held
+        nothing (what a denial says, so it never counts units nobody may hold)."""
+        return decide(self.context(request, now, peer_grants), request.operation)
 
     def admit(self, request: WorkloadRequest, now: datetime) -> Decision:
         """Decide, and when allowed (and not a dry run) apply the change as stored at once

@@ -76,6 +76,10 @@ class WebhookConfig(BaseModel):
     # no replica answers, a cluster admin can still fix or remove a License; the controller
     # still makes a bad one Valid=False, and the leader keeps its revision with an unknown author.
     license_failure_policy: FailurePolicy = Field("Ignore", alias="licenseFailurePolicy")
+    # Who puts the usage-record finalizer on new Workloads (registerURL mode; the chart decides
+    # in-cluster): the chart's MutatingAdmissionPolicy -- no webhook round trip -- or the
+    # mutating webhook. auto: the policy when it is installed.
+    usage_finalizer: Literal["auto", "policy", "webhook"] = Field("auto", alias="usageFinalizer")
     # The cluster's own controllers (see CONTROLLER_USERS): their children of objects that are all
     # counted skip the sources' webhook (matchConditions); everyone else's reach it.
     controller_users: list[str] = Field(default_factory=lambda: list(CONTROLLER_USERS), alias="controllerUsers")
@@ -173,6 +177,10 @@ class OperatorConfig(BaseModel):
     escrow: bool = True
     escrow_initial_chunk: int = Field(8, alias="escrowInitialChunk", ge=1)
     escrow_max_chunk: int = Field(512, alias="escrowMaxChunk", ge=1)
+    # A grant is paid from for this long after it is written; peers stop counting it this long
+    # plus the webhook's timeout plus a watch margin (2.5 s) after they first saw it -- so the
+    # capacity a stopped replica held returns within about 10 s (docs/admission-concurrency.md).
+    escrow_lease_seconds: float = Field(2.0, alias="escrowLeaseSeconds", gt=0, le=60)
     status_interval_seconds: float = Field(1.0, alias="statusIntervalSeconds")
     # The leader's status writes are paced to this (coalesced per object, Licenses first).
     status_writes_per_second: float = Field(100.0, alias="statusWritesPerSecond", gt=0)

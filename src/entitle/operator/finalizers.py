@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from entitle.adapters.metering.ledger import LedgerWriter
+from entitle.adapters.kube.finalizer_policy import USAGE_FINALIZER
 
 log = logging.getLogger("entitle.controller")
 
 # Held on every Workload so that a deletion that happens while the operator is down still
 # reaches it, with the object's last state and its deletionTimestamp: the `deleted` record is
 # exact (and any change not yet recorded is recorded first). Removed once the record is durable.
-USAGE_FINALIZER = "entitle.dev/usage-record"
 # Finalizer writes in flight at once (objects; each object's writes stay in order).
 FINALIZER_CONCURRENCY = 8
 # A failed finalizer write is tried again after this long, doubling per consecutive failure.

@@ -77,7 +77,9 @@ def build(cfg: configmod.OperatorConfig, worker: bool) -> Operator:
                             pseudonym_key=pseudonym_key)
     admission = SharedAdmission(state, AsyncHoldStore(async_api, cfg.namespace),
                                 timedelta(seconds=cfg.reservation_seconds), escrow=cfg.escrow,
-                                chunk=cfg.escrow_initial_chunk, max_chunk=cfg.escrow_max_chunk)
+                                chunk=cfg.escrow_initial_chunk, max_chunk=cfg.escrow_max_chunk,
+                                lease_seconds=cfg.escrow_lease_seconds,
+                                webhook_timeout_seconds=cfg.webhook.timeout_seconds)
     certificate = ServingCertificate(cfg, api)
     identity = OwnIdentity()
     webhooks = WorkloadWebhooks(admission, controller.catalog, controller.sourced.owners, controller.events,
@@ -126,7 +128,7 @@ class OperatorProcess:
         if cfg.webhook.register_url and not op.worker:
             await asyncio.to_thread(op.api.ensure_webhooks, cfg.webhook.configuration_name, cfg.webhook.register_url,
                                     op.certificate.ca_pem, cfg.webhook.timeout_seconds, cfg.webhook.failure_policy,
-                                    cfg.webhook.license_failure_policy)
+                                    cfg.webhook.license_failure_policy, cfg.webhook.usage_finalizer)
         await self._start_metrics()
         self._set_sinks()
         if not op.worker:

@@ -71,6 +71,11 @@ class WorkloadWebhooks:
                               "Warning", decision.reason, f"denied {review.operation.lower()}: {decision.message}",
                               self.clock(), uid=subject.metadata.uid if subject is not None else None, own=True,
                               api_version=subject.api_version if subject is not None else None)
+        if decision.retry_after is not None:
+            # Not a verdict on the request: the capacity could not be settled in time (held by
+            # peers, or contended). 429 with Retry-After: clients retry, as with API priority.
+            raise AdmissionDenied(f"{decision.reason}: {decision.message}", code=429, reason="TooManyRequests",
+                                  retry_after=decision.retry_after)
         raise AdmissionDenied(f"{decision.reason}: {decision.message}", code=403, reason="Forbidden")
 
     async def validate_source(self, review: Review) -> None:

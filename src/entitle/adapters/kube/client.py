@@ -110,10 +110,27 @@ class KubeApi:
             return None
 
     # -- webhook registration (development / out-of-cluster mode) ------------------------
+    def usage_finalizer_policy_present(self, name: str) -> bool:
+        """Is the chart's usage-finalizer MutatingAdmissionPolicy installed (and its API served)?"""
+        from entitle.adapters.kube.finalizer_policy import policy_name
+
+        for api in (client.AdmissionregistrationV1Api, client.AdmissionregistrationV1beta1Api):
+            try:
+                api(self.api_client).read_mutating_admission_policy(policy_name(name))
+                return True
+            except ApiException as exc:
+                # 404: not installed, or that version not served; 403: not ours to read.
+                if exc.status not in (403, 404):
+                    raise
+        return False
+
     def ensure_webhooks(self, name: str, url: str, ca_pem: bytes, timeout_seconds: int = 5,
-                        failure_policy: str = "Fail", license_failure_policy: str = "Ignore") -> None:
+                        failure_policy: str = "Fail", license_failure_policy: str = "Ignore",
+                        usage_finalizer: str = "auto") -> None:
         """Register the Workload, sources and License webhooks (the Helm chart renders the same
-        objects in-cluster).
+        objects in-cluster). The usage-record finalizer's webhook is left out when the chart's
+        MutatingAdmissionPolicy puts it on instead (``usage_finalizer``: auto -- when that
+        policy is installed --, policy, or webhook).
 
         Both see every namespace but kube-system, never selected by tenant label: a
         label-scoped webhook would let Workloads in unlabeled namespaces skip NoTenant.
@@ -157,11 +174,14 @@ class KubeApi:
         # before the ValidatingAdmissionPolicies could deny with the reason; the controller adds
         # the finalizer to any Workload it sees without one, and with the validating webhook on
         # Fail nothing is created while no replica answers anyway.
-        self._ensure(name, "MutatingWebhookConfiguration", {
+        by_policy = usage_finalizer == "policy" or (usage_finalizer == "auto" and
+                                                    self.usage_finalizer_policy_present(name))
+        finalizer = [] if by_policy else [{
             "name": "finalizer.workloads.entitle.dev", "clientConfig": client_config("/workloads-finalizer"),
             "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["workloads"],
                        "operations": ["CREATE"], "scope": "Namespaced"}],
-            "sideEffects": "None", "reinvocationPolicy": "Never", **common, "failurePolicy": "Ignore"}, {
+            "sideEffects": "None", "reinvocationPolicy": "Never", **common, "failurePolicy": "Ignore"}]
+        self._ensure(name, "MutatingWebhookConfiguration", *finalizer, {
             # The audit trail of every License spec change (who, field manager, when).
             "name": "revision.licenses.entitle.dev", "clientConfig": client_config("/licenses-revision"),
             "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": ["licenses"],

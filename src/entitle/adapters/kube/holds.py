@@ -97,7 +97,17 @@ def _decode(text: str | None) -> dict[Key, Reservation]:
 
 def encode_grants(grants: list[Grant]) -> str:
     return orjson.dumps([{"r": g.replica, "i": g.id, "u": g.units, "s": g.seats, "f": g.features,
-                          "e": round(g.expires.timestamp(), 3), "b": g.basis} for g in grants]).decode()
+                          "e": round(g.expires.timestamp(), 3), "b": g.basis,
+                          **({"l": g.lapse} if g.lapse is not None else {})} for g in grants]).decode()
+
+
+def _lapse(value: Any) -> float | None:
+    """A grant's lapse in seconds; absent, not a number or absurd: None (counted until expiry,
+    which is never less safe)."""
+    if value is None or isinstance(value, bool):
+        return None
+    seconds = float(value)
+    return seconds if 0 < seconds < 86400 else None
 
 
 def decode_grants(text: str | None) -> list[Grant]:
@@ -111,7 +121,8 @@ def decode_grants(text: str | None) -> list[Grant]:
             features = {str(k): int(v) for k, v in (g.get("f") or {}).items()}
             out.append(Grant(str(g["r"]), str(g["i"]), None if units is None else int(units),
                              None if seats is None else int(seats), features,
-                             datetime.fromtimestamp(float(g["e"]), timezone.utc), str(g.get("b", ""))))
+                             datetime.fromtimestamp(float(g["e"]), timezone.utc), str(g.get("b", "")),
+                             lapse=_lapse(g.get("l"))))
         return out
     except HoldsCorrupt:
         raise

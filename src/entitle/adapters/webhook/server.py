@@ -33,11 +33,14 @@ log = logging.getLogger("entitle.webhook")
 
 
 class AdmissionDenied(Exception):
-    """Raised by a review callback to deny the request with an HTTP-like ``code``."""
+    """Raised by a review callback to deny the request with an HTTP-like ``code``; with
+    ``retry_after`` the apiserver answers its client with a ``Retry-After`` header (client-go
+    and kubectl retry a 429 that carries one)."""
 
-    def __init__(self, message: str, code: int = 403, reason: str | None = None) -> None:
+    def __init__(self, message: str, code: int = 403, reason: str | None = None,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.code, self.reason = code, reason
+        self.code, self.reason, self.retry_after = code, reason, retry_after
 
 
 @dataclass
@@ -89,7 +92,8 @@ def respond(uid: str, review: Review | None, error: AdmissionDenied | None) -> d
         response["warnings"] = review.warnings
     if error is not None:
         response["status"] = {"code": error.code, "message": str(error),
-                              **({"reason": error.reason} if error.reason else {})}
+                              **({"reason": error.reason} if error.reason else {}),
+                              **({"details": {"retryAfterSeconds": error.retry_after}} if error.retry_after else {})}
     elif review is not None and review.patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(orjson.dumps(review.patch)).decode()

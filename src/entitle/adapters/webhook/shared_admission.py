@@ -3,7 +3,7 @@
 
 Per tenant, one shared hold object carries per-admission **holds** and per-replica escrow
 **grants**. A raising admission is paid from this replica's grant in memory -- no write -- while
-the grant has room and more than half its life left; otherwise it writes, with the
+the grant has room and is within its lease; otherwise it writes, with the
 resourceVersion the decision was made against, a new grant sized from the headroom (or, near
 the cap, a hold for this admission alone). On a conflict: re-read, decide again, up to
 ``retries`` times, then deny (``ReservationConflict``).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import time
@@ -41,10 +42,9 @@ log = logging.getLogger("entitle.webhook")
 _CAP_REASONS = frozenset({reasons.INSTANCE_CAP_EXCEEDED, reasons.SEAT_CAP_EXCEEDED, reasons.FEATURE_LIMIT_EXCEEDED})
 
 
-def _first_expiry(wall: datetime, *groups: Any) -> datetime:
-    """The next moment one of these holds/grants expires (the state's count changes then)."""
-    moments = [item.expires for group in groups for item in group if item.expires is not None and item.expires > wall]
-    return min(moments, default=datetime.max.replace(tzinfo=wall.tzinfo))
+def _first_moment(wall: datetime, moments: Any) -> datetime:
+    """The next of these moments (the state's count changes then)."""
+    return min((m for m in moments if m is not None and m > wall), default=datetime.max.replace(tzinfo=wall.tzinfo))
 
 
 @dataclass
@@ -85,15 +85,24 @@ class SharedAdmission:
     # How long a scale of a Workload this replica has not seen yet waits for its watch (the
     # Workload exists: another replica admitted its creation a moment ago).
     watch_wait_seconds = 2.0
-    # A grant nobody spent from for this long is closed (shrunk to what was spent), returning
-    # its unspent headroom to every replica; how long a denial that peers' unspent grants may
-    # have caused waits for them to close before it stands.
-    peer_wait_seconds = 2.0
+    # How long after an object's admission its watch event may still be on its way to a replica
+    # (after the apiserver stored it): part of a grant's lapse (domain/escrow.py).
+    watch_margin_seconds = 2.5
 
     def __init__(self, state: ClusterState, store: HoldStore, ttl: timedelta, retries: int = 10,
                  wall_clock: Callable[[], datetime] | None = None, replica: str | None = None, escrow: bool = True,
-                 chunk: int = 8, max_chunk: int = 512) -> None:
+                 chunk: int = 8, max_chunk: int = 512, lease_seconds: float = 2.0,
+                 webhook_timeout_seconds: float = 5.0) -> None:
         self.state, self.store, self.ttl, self.retries = state, store, ttl, retries
+        # A grant is paid from for lease_seconds; peers stop counting it lapse seconds after they
+        # first saw it: by then its holder, alive or dead, paid nothing more from it for the
+        # webhook's timeout (so what it paid is stored) plus the watch margin (and seen).
+        self.lease = timedelta(seconds=lease_seconds)
+        self.lapse = timedelta(seconds=lease_seconds + webhook_timeout_seconds + self.watch_margin_seconds)
+        # How long a request denied only for want of what peers hold in grants waits for them to
+        # close or lapse (they close when idle) -- within the webhook's time budget -- before
+        # it is answered "retry" (never a cap denial: the units may be nobody's).
+        self.peer_wait_seconds = max(0.5, webhook_timeout_seconds - 2.0)
         # Unique per decider (a process may hold several, in tests): whose grants are whose.
         self.replica = replica or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.escrow, self.initial_chunk, self.max_chunk = escrow, chunk, max_chunk
@@ -108,6 +117,8 @@ class SharedAdmission:
         # (tenant, resourceVersion) of an unreadable hold object -> when this replica first saw it.
         self._corrupt_since: dict[tuple[str, str | None], datetime] = {}
         self._closer: asyncio.Task | None = None
+        # (replica, grant id) of every peer grant seen -> when this replica first saw it.
+        self._first_seen: dict[tuple[str, str], datetime] = {}
         self.writes = 0
 
     @property
@@ -124,7 +135,7 @@ class SharedAdmission:
         book = self._books.get(tenant)
         if book is None:
             book = self._books[tenant] = GrantBook(self.replica, self.ttl, self.initial_chunk, self.max_chunk,
-                                                   timedelta(seconds=self._idle_close))
+                                                   timedelta(seconds=self._idle_close), self.lease, self.lapse)
         return book
 
     def close(self) -> None:
@@ -206,9 +217,39 @@ class SharedAdmission:
         for key, spend in self.book(tenant).live_spends(wall).items():
             counted[key] = merge_reservations(counted.get(key), spend)
         self.state.replace_reservations(tenant, counted, wall)
-        peers = [g for g in holds.live_grants(wall) if g.replica != self.replica]
+        peers = self._peer_grants(holds, wall)
         self.state.set_peer_grants(tenant, peers)
-        self._applied[tenant] = (holds.resource_version, _first_expiry(wall, holds.entries.values(), peers))
+        self._applied[tenant] = (holds.resource_version, self._next_change(wall, holds.entries.values(), peers))
+
+    # -- peers' grants ---------------------------------------------------------------------------
+    def _peer_grants(self, holds: Holds, wall: datetime) -> list[Grant]:
+        """Other replicas' grants this replica still counts: unexpired and not lapsed."""
+        out = []
+        for grant in holds.live_grants(wall):
+            if grant.replica == self.replica:
+                continue
+            if grant.lapse is not None:
+                seen = self._first_seen.setdefault((grant.replica, grant.id), wall)
+                if wall >= seen + timedelta(seconds=grant.lapse):
+                    continue
+            out.append(grant)
+        return out
+
+    def _stops_counting(self, grant: Grant) -> datetime | None:
+        """When this replica stops counting a peer's grant: its expiry or its lapse."""
+        seen = self._first_seen.get((grant.replica, grant.id))
+        if grant.lapse is None or seen is None:
+            return grant.expires
+        return min(grant.expires, seen + timedelta(seconds=grant.lapse))
+
+    def _next_change(self, wall: datetime, entries: Any, peers: list[Grant]) -> datetime:
+        return _first_moment(wall, [e.expires for e in entries] + [self._stops_counting(g) for g in peers])
+
+    def _forget_seen(self, wall: datetime) -> None:
+        """Drop first sightings of grants that expired (bounded memory)."""
+        if len(self._first_seen) > 4096:
+            horizon = wall - self.ttl - self.lapse
+            self._first_seen = {k: v for k, v in self._first_seen.items() if v > horizon}
 
     def _expire_own(self, tenant: str, holds: Holds, wall: datetime) -> None:
         """Drop this replica's own expired spends; count for each name only what the hold object
@@ -263,7 +304,7 @@ class SharedAdmission:
         usage = self.state.usage[tenant]
         granted = self.state.peer_grants(tenant) or (0, 0, {})
         features = {f: usage.feature_count(f) + granted[2].get(f, 0) for f in ent.features}
-        deciders = 1 + len({g.replica for g in attempt.holds.live_grants(attempt.wall) if g.replica != self.replica})
+        deciders = 1 + len({g.replica for g in self._peer_grants(attempt.holds, attempt.wall)})
         return self.book(tenant).next_grant(ent, usage.units + granted[0], usage.seats + granted[1], features,
                                             deciders, attempt.wall, basis)
 
@@ -313,7 +354,8 @@ class SharedAdmission:
             decision = self.state.decide(pending.request, pending.now)
             if decision.needs_hold and not pending.request.dry_run:
                 if attempt.blocked is not None:
-                    decision = Decision(False, reasons.RESERVATION_CONFLICT, attempt.blocked, tenant=tenant)
+                    decision = Decision(False, reasons.RESERVATION_CONFLICT, attempt.blocked, tenant=tenant,
+                                        retry_after=max(1, int(self.ttl.total_seconds())))
                 else:
                     self._reserve(tenant, pending.request, pending.now, decision, attempt)
             attempt.decisions.append(decision)
@@ -333,8 +375,11 @@ class SharedAdmission:
         # watch shows the object -- and their unspent headroom is returned.
         for key, reservation in book.paid_from(closing, wall).items():
             entries[key] = merge_reservations(entries.get(key), reservation)
-        grants = [g for g in attempt.holds.live_grants(wall) if not (g.replica == self.replica and g.id in closing)]
-        grants += [attempt.new_grant[0]] if attempt.new_grant is not None else []
+        # Peers' lapsed grants are dropped: a lapse is measured from a sight after the grant was
+        # written, so every replica may stop counting it by now.
+        peers = self._peer_grants(attempt.holds, wall)
+        grants = [g for g in attempt.holds.live_grants(wall) if g.replica == self.replica and g.id not in closing]
+        grants += peers + ([attempt.new_grant[0]] if attempt.new_grant is not None else [])
         try:
             written = self._cache[tenant] = await self.store.write(attempt.holds, entries, grants)
             self.writes += 1
@@ -345,21 +390,45 @@ class SharedAdmission:
         book.written(closing, attempt.new_grant, wall)
         if attempt.new_grant is not None and (self._closer is None or self._closer.done()):
             self._closer = asyncio.get_running_loop().create_task(self.close_idle_grants())
-        self._applied[tenant] = (written.resource_version,
-                                 _first_expiry(wall, entries.values(), [g for g in grants if g.replica != self.replica]))
+        self._applied[tenant] = (written.resource_version, self._next_change(wall, entries.values(), peers))
+        self._forget_seen(wall)
         return True
 
     def _answer(self, tenant: str, batch: list[PendingReview], decisions: list[Decision]) -> None:
         loop = asyncio.get_running_loop()
         for pending, decision in zip(batch, decisions):
-            if (not decision.allowed and decision.reason in _CAP_REASONS and loop.time() < pending.peer_wait_until
-                    and self.state.peer_grants(tenant) is not None):
-                # Denied while peers hold grants: their unspent part may be what is missing.
-                # Wait for them to close (they do when idle) and decide again.
-                self._cache.pop(tenant, None)
-                loop.call_later(0.1, self._enqueue, tenant, pending)
-            else:
-                pending.answer.set_result(decision)
+            if not decision.allowed and decision.reason in _CAP_REASONS and self.state.peer_grants(tenant) is not None:
+                decision = self._without_peers(tenant, pending, decision, loop.time())
+                if decision is None:
+                    # Short only of what peers hold in grants: wait for them to close (they do
+                    # when idle) or lapse (a stopped replica's), and decide again.
+                    self._cache.pop(tenant, None)
+                    loop.call_later(0.1, self._enqueue, tenant, pending)
+                    continue
+            pending.answer.set_result(decision)
+
+    def _without_peers(self, tenant: str, pending: PendingReview, decision: Decision, now: float) -> Decision | None:
+        """A cap denial made while peers hold grants, as it is answered: the denial counting only
+        units that are somebody's (stored, held, this replica's own) when it stands without the
+        peers' grants; None (wait) when the grants alone are short and the budget allows; else
+        a retryable refusal saying when they stop counting."""
+        alone = self.state.decide(pending.request, pending.now, peer_grants=False)
+        if not alone.allowed:
+            return alone
+        if now < pending.peer_wait_until:
+            return None
+        wall = self._wall()
+        moments = [self._stops_counting(g) for g in self._peer_grants(self._cache.get(tenant) or Holds(tenant, None, {}),
+                                                                        wall)]
+        until = _first_moment(wall, moments)
+        seconds = 1 if until.year == datetime.max.year else max(1, math.ceil((until - wall).total_seconds()))
+        units, seats, features = self.state.peer_grants(tenant) or (0, 0, {})
+        held = ", ".join([f"instances {units}"] * bool(units) + [f"seats {seats}"] * bool(seats) +
+                         [f"feature {f} {n}" for f, n in sorted(features.items()) if n])
+        return Decision(False, reasons.RESERVATION_CONFLICT,
+                        f"tenant {tenant}: within its caps, but the capacity is held in other webhook replicas' "
+                        f"escrow grants ({held}), returned when they close or lapse (within {seconds} s); retry",
+                        tenant=tenant, retry_after=seconds)
 
     async def _commit(self, tenant: str, batch: list[PendingReview]) -> None:
         decisions: list[Decision] = []
@@ -374,5 +443,5 @@ class SharedAdmission:
             if decision.needs_hold and not pending.request.dry_run:
                 decision = Decision(False, reasons.RESERVATION_CONFLICT,
                                     f"tenant {tenant}: could not reserve capacity after {self.retries} "
-                                    "concurrent attempts; retry", tenant=tenant)
+                                    "concurrent attempts; retry", tenant=tenant, retry_after=1)
             pending.answer.set_result(decision)
