@@ -2,11 +2,13 @@
 
     python bench/admission.py [--creates 300] [--reviews 2000]
 
-1. Workload creates through the apiserver at 1, 10 and 50 concurrent clients: with entitle
-   (the validating webhook; the usage finalizer by the MutatingAdmissionPolicy -- one round
-   trip); with entitle and the finalizer by the mutating webhook (two round trips, for
-   clusters without that API); with no webhook; with a built-in ResourceQuota on
-   count/workloads.entitle.dev instead. The ratios to "no webhook" are the figures.
+1. Workload creates through the apiserver at 1, 10 and 50 concurrent clients: with entitle in
+   three variants of who puts the usage finalizer on -- the MutatingAdmissionPolicy (one
+   webhook call per create, the default where served), the mutating webhook (two calls), the
+   controller by patch after the create (one call, one more write) -- measured in a rotated
+   order per level after a discarded warm-up; with no webhook; with a built-in ResourceQuota
+   on count/workloads.entitle.dev instead. The ratios to "no webhook" are the figures, and
+   the apiserver's own mean duration of each webhook call in each phase is printed.
    Also dry-run creates (nothing persisted, no hold written) with and without entitle: the
    cost of the webhook round trip alone (ratio to the dry-run without a webhook).
 2. Deployment creates (an InstanceSource counts Deployments) with the entitle webhook and
@@ -208,55 +210,28 @@ def main():
                 if time.monotonic() > deadline or op.poll() is not None:
                     raise SystemExit(f"operator not ready; see {work / 'operator.log'}")
                 time.sleep(0.5)
-        for c in levels:
-            create_load(api, "with-webhook", 20, c)
-            samples, rps = create_load(api, "with-webhook", args.creates, c)
-            rows.append(("entitle webhook", c, pct(samples, 50), pct(samples, 99), rps))
-            wait_quiet(api, "with-webhook")
-        webhook_means = apiserver_webhook_means(kc)
+        modes = FinalizerModes(api, adm, kc, policy_docs)
+        # A warm-up phase, discarded: the first creates after the operator started ran 2-3x
+        # slower than the same variant later in the run, whatever the variant.
+        create_load(api, "with-webhook", args.creates, 10)
+        wait_quiet(api, "with-webhook")
+        phase_means = {}
+        variants = ("policy", "webhook", "controller")
+        for i, c in enumerate(levels):
+            # Each level measures the three variants in a rotated order: no variant always goes first.
+            for mode in variants[i:] + variants[:i]:
+                modes.switch(mode)
+                create_load(api, "with-webhook", 20, c)
+                before = apiserver_webhook_sums(kc)
+                samples, rps = create_load(api, "with-webhook", args.creates, c)
+                phase_means[(MODE_LABELS[mode], c)] = webhook_means_between(before, apiserver_webhook_sums(kc))
+                rows.append((MODE_LABELS[mode], c, pct(samples, 50), pct(samples, 99), rps))
+                wait_quiet(api, "with-webhook")
+        modes.switch("policy")
         for c in levels:
             create_load(api, "with-webhook", 20, c, dry_run=True)
             samples, rps = create_load(api, "with-webhook", args.creates, c, dry_run=True)
             rows.append(("dry-run, entitle", c, pct(samples, 50), pct(samples, 99), rps))
-        # The finalizer by the mutating webhook instead (a cluster without MutatingAdmissionPolicy):
-        # two round trips per create.
-        kubectl(kc, "delete", "-f", "-", input=yaml.safe_dump_all(policy_docs))
-        mutating = adm.read_mutating_webhook_configuration("entitle")
-        revision = mutating.webhooks[0]
-        finalizer = client.V1MutatingWebhook(
-            name="finalizer.workloads.entitle.dev", admission_review_versions=["v1"], side_effects="None",
-            client_config=client.AdmissionregistrationV1WebhookClientConfig(
-                url=revision.client_config.url.replace("/licenses-revision", "/workloads-finalizer"),
-                ca_bundle=revision.client_config.ca_bundle),
-            rules=[client.V1RuleWithOperations(api_groups=[G], api_versions=[V], resources=["workloads"],
-                                               operations=["CREATE"], scope="Namespaced")],
-            failure_policy="Ignore", timeout_seconds=5, reinvocation_policy="Never")
-        mutating.webhooks = [finalizer, *mutating.webhooks]
-        adm.replace_mutating_webhook_configuration("entitle", mutating)
-        for c in levels:
-            create_load(api, "with-webhook", 20, c)
-            samples, rps = create_load(api, "with-webhook", args.creates, c)
-            rows.append(("entitle, mut. webhook", c, pct(samples, 50), pct(samples, 99), rps))
-            wait_quiet(api, "with-webhook")
-        webhook_means_two = apiserver_webhook_means(kc)
-        # Back to the policy, measured again: the first phase runs just after the operator
-        # started, so an order effect shows as a difference between the two policy rows.
-        mutating.webhooks = mutating.webhooks[1:]
-        mutating.metadata.resource_version = adm.read_mutating_webhook_configuration("entitle").metadata.resource_version
-        adm.replace_mutating_webhook_configuration("entitle", mutating)
-        kubectl(kc, "apply", "-f", "-", input=yaml.safe_dump_all(policy_docs))
-        probe = {"apiVersion": f"{G}/{V}", "kind": "Workload", "metadata": {"name": "policy-probe"}, "spec": {"replicas": 0}}
-        deadline = time.monotonic() + 30
-        while "entitle.dev/usage-record" not in (api.create_namespaced_custom_object(
-                G, V, "with-webhook", "workloads", probe, dry_run="All")["metadata"].get("finalizers") or []):
-            if time.monotonic() > deadline:   # the apiserver's policy informer has not picked it up
-                raise SystemExit("the usage-finalizer policy did not take effect")
-            time.sleep(0.1)
-        for c in levels:
-            create_load(api, "with-webhook", 20, c)
-            samples, rps = create_load(api, "with-webhook", args.creates, c)
-            rows.append(("entitle, again", c, pct(samples, 50), pct(samples, 99), rps))
-            wait_quiet(api, "with-webhook")
         # Deployments counted by an InstanceSource, gated by the sources' webhook.
         kubectl(kc, "apply", "-f", "-", input=yaml.safe_dump({
             "apiVersion": f"{G}/{V}", "kind": "InstanceSource", "metadata": {"name": "deployments"},
@@ -280,13 +255,12 @@ def main():
             ref = dry_base[c] if label.startswith("dry-run") else base[c]
             print(f"{label:<21} {c:>7} {p50:>8.1f} {p99:>8.1f} {rps:>10.0f} {p50 / ref:>11.2f}x")
 
-        print("\nWhere a create's extra time goes, as the apiserver measures its webhook calls during the real "
-              "entitle creates (apiserver_admission_webhook_admission_duration_seconds, mean over all calls):")
-        for name, (mean_ms, calls) in sorted(webhook_means.items()):
-            print(f"  {name:<36} {mean_ms:6.2f} ms mean over {calls} calls (finalizer by the policy)")
-        for name, (mean_ms, calls) in sorted(webhook_means_two.items()):
-            print(f"  {name:<36} {mean_ms:6.2f} ms mean over {calls} calls (cumulative, finalizer by the webhook)")
-
+        print("\nWhere a create's extra time goes, call by call: the apiserver's own mean duration of each "
+              "webhook call during each phase (apiserver_admission_webhook_admission_duration_seconds, CREATE):")
+        for (label, c), means in phase_means.items():
+            calls = ", ".join(f"{name} {mean_ms:.2f} ms" for name, (mean_ms, _) in sorted(means.items())
+                              if name.endswith("workloads.entitle.dev"))
+            print(f"  {label:<24} {c:>3} clients: {calls or 'no webhook call'}")
         print("\nDeployment creates through the apiserver (counted by an InstanceSource)")
         print(f"{'variant':<16} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'creates/s':>10} {'p50 vs none':>12}")
         dbase = {c: p50 for label, c, p50, _, _ in deployment_rows if label == "no webhook"}
@@ -347,15 +321,90 @@ def main():
         def ratio(label, q):
             return " ".join(f"{c}c={next(r[q] for r in rows if r[0] == label and r[1] == c) / next(r[q] for r in rows if r[0] == 'no webhook' and r[1] == c):.2f}"
                             for c in levels)
-        print(f"\nSUMMARY creates_p50_ratio {ratio('entitle webhook', 2)} creates_p99_ratio {ratio('entitle webhook', 3)} "
-              f"mutating_webhook_p50_ratio {ratio('entitle, mut. webhook', 2)} "
-              f"mutating_webhook_p99_ratio {ratio('entitle, mut. webhook', 3)} "
-              f"again_p50_ratio {ratio('entitle, again', 2)} again_p99_ratio {ratio('entitle, again', 3)}")
+        policy, hook, patch = (MODE_LABELS[m] for m in variants)
+        print(f"\nSUMMARY creates_p50_ratio {ratio(policy, 2)} creates_p99_ratio {ratio(policy, 3)} "
+              f"mutating_webhook_p50_ratio {ratio(hook, 2)} mutating_webhook_p99_ratio {ratio(hook, 3)} "
+              f"controller_patch_p50_ratio {ratio(patch, 2)} controller_patch_p99_ratio {ratio(patch, 3)}")
     finally:
         if op is not None:
             op.send_signal(signal.SIGTERM)
             op.wait(30)
         plane.stop()
+
+
+MODE_LABELS = {"policy": "entitle (policy)", "webhook": "entitle, mut. webhook", "controller": "entitle, ctrl patch"}
+
+
+class FinalizerModes:
+    """Who puts the usage finalizer on a new Workload, switched in place: the
+    MutatingAdmissionPolicy (one webhook call per create), the mutating webhook (two), or
+    nobody at admission (the controller patches it on afterwards: one call, one more write)."""
+
+    def __init__(self, api, adm, kubeconfig, policy_docs):
+        self.api, self.adm, self.kubeconfig, self.policy_docs = api, adm, kubeconfig, policy_docs
+        mutating = adm.read_mutating_webhook_configuration("entitle")
+        revision = mutating.webhooks[0]
+        self.finalizer_hook = client.V1MutatingWebhook(
+            name="finalizer.workloads.entitle.dev", admission_review_versions=["v1"], side_effects="None",
+            client_config=client.AdmissionregistrationV1WebhookClientConfig(
+                url=revision.client_config.url.replace("/licenses-revision", "/workloads-finalizer"),
+                ca_bundle=revision.client_config.ca_bundle),
+            rules=[client.V1RuleWithOperations(api_groups=[G], api_versions=[V], resources=["workloads"],
+                                               operations=["CREATE"], scope="Namespaced")],
+            failure_policy="Ignore", timeout_seconds=5, reinvocation_policy="Never")
+        self.mode = "policy"
+
+    def switch(self, mode):
+        if mode == self.mode:
+            return
+        mutating = self.adm.read_mutating_webhook_configuration("entitle")
+        others = [h for h in mutating.webhooks if h.name != "finalizer.workloads.entitle.dev"]
+        mutating.webhooks = [self.finalizer_hook, *others] if mode == "webhook" else others
+        self.adm.replace_mutating_webhook_configuration("entitle", mutating)
+        verb = "apply" if mode == "policy" else "delete"
+        kubectl(self.kubeconfig, verb, *(["--ignore-not-found"] if verb == "delete" else []), "-f", "-",
+                input=yaml.safe_dump_all(self.policy_docs))
+        self.mode = mode
+        # Until the apiserver's informers have the change: a dry-run create shows the finalizer
+        # exactly when the policy or the webhook adds it -- and, to tell those two apart, the
+        # apiserver's count of finalizer-webhook calls moves only under the webhook.
+        probe = {"apiVersion": f"{G}/{V}", "kind": "Workload", "metadata": {"name": "mode-probe"}, "spec": {"replicas": 0}}
+        deadline = time.monotonic() + 30
+        while True:
+            calls = apiserver_webhook_sums(self.kubeconfig).get("finalizer.workloads.entitle.dev", (0, 0))[1]
+            got = self.api.create_namespaced_custom_object(G, V, "with-webhook", "workloads", probe, dry_run="All")
+            finalized = "entitle.dev/usage-record" in (got["metadata"].get("finalizers") or [])
+            hooked = apiserver_webhook_sums(self.kubeconfig).get("finalizer.workloads.entitle.dev", (0, 0))[1] > calls
+            if finalized == (mode != "controller") and hooked == (mode == "webhook"):
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(f"finalizer mode {mode} did not take effect")
+            time.sleep(0.1)
+
+
+def apiserver_webhook_sums(kubeconfig):
+    """{webhook name: (seconds, calls)} for CREATEs so far, from the apiserver's own metrics."""
+    import re
+
+    text = kubectl(kubeconfig, "get", "--raw", "/metrics")
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'apiserver_admission_webhook_admission_duration_seconds_(sum|count)\{name="([^"]+)",'
+                     r'operation="CREATE",rejected="false",type="[a-z]+"\} ([0-9.e+-]+)', line)
+        if m:
+            seconds, calls = out.get(m.group(2), (0.0, 0))
+            out[m.group(2)] = (seconds + float(m.group(3)), calls) if m.group(1) == "sum" else (seconds, calls + int(float(m.group(3))))
+    return out
+
+
+def webhook_means_between(before, after):
+    """{webhook name: (mean ms, calls)} of the calls made between two readings."""
+    out = {}
+    for name, (seconds, calls) in after.items():
+        s0, c0 = before.get(name, (0.0, 0))
+        if calls > c0:
+            out[name] = (1000 * (seconds - s0) / (calls - c0), calls - c0)
+    return out
 
 
 def wait_idle(pid, timeout=300, below=0.10):
@@ -377,20 +426,6 @@ def wait_idle(pid, timeout=300, below=0.10):
         if quiet >= 2:
             return
     raise SystemExit(f"the operator stayed busy for {timeout}s")
-
-
-def apiserver_webhook_means(kubeconfig):
-    """{webhook name: (mean ms per call, calls)} for CREATEs, from the apiserver's own metrics."""
-    import re
-
-    text = kubectl(kubeconfig, "get", "--raw", "/metrics")
-    sums, counts = {}, {}
-    for line in text.splitlines():
-        m = re.match(r'apiserver_admission_webhook_admission_duration_seconds_(sum|count)\{name="([^"]+)",'
-                     r'operation="CREATE",rejected="false",type="[a-z]+"\} ([0-9.e+-]+)', line)
-        if m:
-            (sums if m.group(1) == "sum" else counts)[m.group(2)] = float(m.group(3))
-    return {name: (1000 * sums[name] / counts[name], int(counts[name])) for name in sums if counts.get(name)}
 
 
 def build_hey():

@@ -61,3 +61,27 @@ def test_rewrites_that_would_change_meaning_are_refused():
     assert flatten("workload.spec.users.exists(u, u == 'a') && x.workload.y", names) == \
         "__e0.exists(u, u == 'a') && x.workload.y"
     assert names == {("workload", ("spec", "users")): "__e0"}
+
+
+def test_the_compiled_binder_binds_what_lookup_binds():
+    """The generated binder reads the same values as the generic lookup, leaves the same paths
+    unbound, copies the tenant's feature counts only for rules that can see them, and refuses
+    a binding that is not a flat one."""
+    from entitle.domain.cel_flat import Binder, bind
+
+    bindings = (("__e0", "workload", ("spec", "replicas")), ("__e1", "workload", ("spec", "missing")),
+                ("__e2", "tenant", ("usage", "instances")), ("__e3", "license", ("tenant",)),
+                ("__e4", "workload", ("spec", "replicas", "deeper")))
+    roots = {"workload": {"spec": {"replicas": 3}}, "tenant": {"usage": {"instances": 7}},
+             "license": {"tenant": "acme"}}
+    binder = Binder(bindings, roots["license"])
+    assert binder(roots["workload"], roots["tenant"], {}) == bind(bindings, roots, {}) == \
+        {"__e0": 3, "__e2": 7, "__e3": "acme"}
+    assert binder.reads_tenant and not binder.reads_tenant_features
+    assert binder(roots["workload"], None, {}) == {"__e0": 3, "__e3": "acme"}
+    for path in [("usage", "features"), ("usage",), ()]:
+        assert Binder((("__e0", "tenant", path),), {}).reads_tenant_features, path
+    with pytest.raises(ValueError):
+        Binder((("__e0", "workload", ("spec", "x'] or __import__('os') #")),), {})
+    with pytest.raises(ValueError):
+        Binder((("evil", "workload", ("spec",)),), {})

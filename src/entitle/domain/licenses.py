@@ -10,6 +10,7 @@ from typing import Any
 from entitle.api import License, LicenseSpec, limits
 from entitle.api.common import format_time, parse_duration
 from entitle.domain.cel_syntax import project
+from entitle.domain.cel_flat import Binder
 from entitle.domain.rules import (
     CompiledRule, RuleCompileError, RuleTooExpensive, combine, compile_rule, flat_program, license_context,
     union_paths,
@@ -42,7 +43,7 @@ class ReadLicense:
     combined: Any = field(default=None, compare=False, repr=False)
     license_projection: Any = field(default=None, compare=False, repr=False)
     # The fast path (``cel_flat``): all rules as one program over flat variables, and what to
-    # bind them to -- ((identifier, root, path), ...); None when a rule cannot be rewritten.
+    # bind them to (a ``cel_flat.Binder``); None when a rule cannot be rewritten.
     flat: Any = field(default=None, compare=False, repr=False)
 
     @property
@@ -111,9 +112,10 @@ def read_license(license: License, keys: dict | None = None, cluster_id: str | N
             return ReadLicense(name, license.spec, license.metadata.generation, (),
                                f"the license cannot be given to CEL rules: {str(exc)[:300]}", "InvalidSpec", view)
     rules = tuple(compiled)
+    flat = flat_program(rules)
     return ReadLicense(name, license.spec, license.metadata.generation, rules, None, None, view,
                        combine(rules), project(view, union_paths(rules, "license")) if rules else None,
-                       flat_program(rules))
+                       (flat[0], Binder(flat[1], view)) if flat is not None else None)
 
 
 def _signature_refusal(license: License, keys: dict | None, cluster_id: str | None) -> tuple[str, str] | None:

@@ -354,8 +354,9 @@ class SharedAdmission:
             decision = self.state.decide(pending.request, pending.now)
             if decision.needs_hold and not pending.request.dry_run:
                 if attempt.blocked is not None:
-                    decision = Decision(False, reasons.RESERVATION_CONFLICT, attempt.blocked, tenant=tenant,
-                                        retry_after=max(1, int(self.ttl.total_seconds())))
+                    # A final refusal (403), not a 429 clients retry silently: an unreadable hold
+                    # object is for an admin to see; its message says when it is replaced.
+                    decision = Decision(False, reasons.RESERVATION_CONFLICT, attempt.blocked, tenant=tenant)
                 else:
                     self._reserve(tenant, pending.request, pending.now, decision, attempt)
             attempt.decisions.append(decision)

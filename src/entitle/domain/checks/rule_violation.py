@@ -6,17 +6,18 @@ and the effective entitlement), ``license`` (the rule's own license spec), ``now
 
 from entitle.api import limits
 from entitle.domain.cel_cost import TENANT_COST_LIMIT
-from entitle.domain.cel_flat import bind
 from entitle.domain.cel_syntax import project_by
 from entitle.domain.rules import RULES_PER_LICENSE, evaluate_all, projections
 from entitle.domain.checks.context import CheckContext, Finding
 from entitle.domain.reasons import RULE_VIOLATION
 
 
-def tenant_variable(ctx: CheckContext) -> dict:
+def tenant_variable(ctx: CheckContext, with_features: bool = True) -> dict:
+    """``tenant`` as rules see it; ``with_features=False`` (the fast path, for rules that do not
+    read ``tenant.usage.features``) skips copying the tenant's feature counts."""
     ent = ctx.entitlement
-    features = ctx.usage.features()
-    for feature, count in ctx.change.features_after.items():
+    features = ctx.usage.features() if with_features else {}
+    for feature, count in ctx.change.features_after.items() if with_features else ():
         if count > 0:
             features[feature] = count
         else:
@@ -48,15 +49,17 @@ def _all_hold_fast(ctx: CheckContext, rules: tuple) -> bool:
     "not known" -- the nested evaluation below decides and words the denial."""
     reads = projections(rules)
     uses_now = "now" in reads
-    roots = None
+    tenant = None
     for name, count in reads[RULES_PER_LICENSE].items():
         read = ctx.licenses[name]
         if read.flat is None or len(read.rules) != count:
             return False
-        if roots is None:
-            roots = {"workload": ctx.workload, "tenant": tenant_variable(ctx)}
-        program, bindings = read.flat
-        variables = bind(bindings, {**roots, "license": read.view}, {"now": ctx.now} if uses_now else {})
+        program, binder = read.flat
+        if tenant is None and binder.reads_tenant:
+            tenant = tenant_variable(ctx, binder.reads_tenant_features)
+        elif tenant is not None and binder.reads_tenant_features and not tenant["usage"]["features"]:
+            tenant = tenant_variable(ctx)
+        variables = binder(ctx.workload, tenant, {"now": ctx.now} if uses_now else {})
         try:
             if program.execute(variables) is not True:
                 return False
