@@ -177,6 +177,7 @@ def build_crds() -> dict[str, dict[str, Any]]:
         {"name": "Active", "type": "boolean", "jsonPath": ".status.active"},
         {"name": "Instances", "type": "string", "jsonPath": ".status.instancesSummary"},
         {"name": "Seats", "type": "string", "jsonPath": ".status.seatsSummary"},
+        {"name": "Sessions", "type": "string", "jsonPath": ".status.sessionsSummary"},
         # The RFC 3339 text, like License's Expires (a date column would render a future time as "<invalid>").
         {"name": "Renewal", "type": "string", "jsonPath": ".status.renewal"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

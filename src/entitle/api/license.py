@@ -40,6 +40,22 @@ class Pool(ApiModel):
     burst: Burst | None = Field(default=None, description="Optional burst allowance above max.")
 
 
+class SessionPool(ApiModel):
+    """Concurrent sessions (floating seats) that applications check out, renew and return."""
+
+    max: int = Field(ge=0, description="At most this many concurrent sessions (seats in use) per tenant. Pools set by "
+                                       "several active licenses add up.",
+                     json_schema_extra={"maximum": limits.MAX_SESSIONS})
+    ttl_seconds: int = Field(
+        default=120, alias="ttlSeconds",
+        description="A session not renewed (heartbeat) within this many seconds lapses and frees its seat.",
+        json_schema_extra={"minimum": limits.MIN_SESSION_TTL, "maximum": limits.MAX_SESSION_TTL})
+    per_user: bool = Field(
+        default=True, alias="perUser",
+        description="A user's further sessions share the seat of the first one (false: every session is a seat).")
+    burst: Burst | None = Field(default=None, description="Optional burst allowance above max, as for seats.")
+
+
 class WorkloadCount(ApiModel):
     """A limit expressed as a number of workloads."""
 
@@ -123,6 +139,9 @@ class LicenseSpec(ApiModel):
     seats: Pool | None = Field(default=None, description="Named-user seat pool. Absent = this license does not cap seats.")
     instances: Pool | None = Field(
         default=None, description="Instance pool in normalized units. Absent = this license does not cap instances.")
+    sessions: SessionPool | None = Field(
+        default=None, description="Concurrent sessions apps check out on the OFREP port. Absent = this license "
+                                  "does not cap sessions.")
     features: list[FeatureGrant] = Field(
         default_factory=list, description="Features granted (each name once).",
         json_schema_extra={"maxItems": limits.MAX_FEATURES, "x-kubernetes-list-type": "map",
@@ -167,6 +186,8 @@ class LicenseStatus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     instances: PoolStatus | None = Field(default=None, description="Tenant instance units vs effective entitlement.")
     seats: PoolStatus | None = Field(default=None, description="Tenant seats (distinct users) vs effective entitlement.")
+    sessions: PoolStatus | None = Field(default=None, description="Tenant concurrent sessions (seats in use) vs "
+                                                                  "effective entitlement.")
     features: dict[str, int] = Field(default_factory=dict, description="Tenant workloads enabling each feature.")
     burst_month: str | None = Field(
         default=None, alias="burstMonth", description="Calendar month (UTC, YYYY-MM) the burst budgets count in.")

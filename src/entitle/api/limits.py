@@ -28,6 +28,11 @@ MAX_EXPRESSION_LENGTH = 4_096    # characters of one CEL expression
 MAX_EXPRESSION_DEPTH = 48        # nesting of one CEL expression (the extension overflows its stack past ~10^4)
 MAX_MESSAGE_LENGTH = 1_024
 MAX_DURATION_LENGTH = 32
+# Concurrent sessions per tenant: every live session is an entry in the tenant's session
+# object (a ConfigMap, 1 MiB), written whole on each check-out and heartbeat. 4,000 entries of
+# ~150 bytes plus the recently ended ones stay well inside it (docs/sessions.md, Sizing).
+MAX_SESSIONS = 4_000
+MIN_SESSION_TTL, MAX_SESSION_TTL = 5, 86_400
 # Kubernetes caps all annotations of an object at 256 KiB together; labels only by object size.
 MAX_ANNOTATION_BYTES = 256 * 1024
 MAX_ANNOTATIONS_ESTIMATE = 20_000

@@ -62,9 +62,13 @@ class TenantEntitlementStatus(ApiModel):
     enforcement: str | None = Field(default=None, description="Strictest enforcement of the licenses in force.")
     instances: TenantPool | None = Field(default=None, description="Instance units used vs entitled.")
     seats: TenantPool | None = Field(default=None, description="Named seats (distinct users) used vs entitled.")
+    sessions: TenantPool | None = Field(default=None, description="Concurrent sessions (floating seats in use) vs "
+                                                                  "entitled.")
     instances_summary: str | None = Field(default=None, alias="instancesSummary",
                                           description="Instances used/max, e.g. 6/8 (- = unlimited).")
     seats_summary: str | None = Field(default=None, alias="seatsSummary", description="Seats used/max.")
+    sessions_summary: str | None = Field(default=None, alias="sessionsSummary",
+                                         description="Concurrent sessions used/max.")
     features: list[TenantFeature] = Field(default_factory=list, description="Features entitled.")
     licenses: list[TenantLicense] = Field(default_factory=list, description="The tenant's licenses.")
     renewal: Timestamp | None = Field(

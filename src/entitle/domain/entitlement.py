@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from entitle.api import limits
 from entitle.api.common import parse_duration
 from entitle.domain.licenses import Phase, ReadLicense
 from entitle.domain.rules import CompiledRule
@@ -30,6 +31,18 @@ class PoolEntitlement:
 
 
 @dataclass(frozen=True)
+class SessionEntitlement(PoolEntitlement):
+    """The concurrent-session pool, with how a session lives: ``ttl_seconds`` without a renewal
+    and whether a user's sessions share one seat (``per_user``)."""
+
+    ttl_seconds: int = 120
+    per_user: bool = True
+
+    def as_record(self) -> dict:
+        return {**super().as_record(), "ttlSeconds": self.ttl_seconds, "perUser": self.per_user}
+
+
+@dataclass(frozen=True)
 class FeatureEntitlement:
     name: str
     requires: frozenset[str] = frozenset()
@@ -48,6 +61,8 @@ class Entitlement:
     rules: tuple[CompiledRule, ...] = ()
     enforcement: str = "Enforce"
     grace_warnings: tuple[str, ...] = ()
+    # Last, so positional construction of the fields above stays as it was.
+    sessions: SessionEntitlement = SessionEntitlement()
 
     @property
     def active(self) -> bool:
@@ -55,8 +70,11 @@ class Entitlement:
 
     def as_record(self) -> dict:
         """The ``entitlement`` object of ``dev.entitle.license.v1`` records."""
-        return {"instances": self.instances.as_record(), "seats": self.seats.as_record(),
-                "features": sorted(self.features)}
+        out = {"instances": self.instances.as_record(), "seats": self.seats.as_record(),
+               "features": sorted(self.features)}
+        if self.sessions.max is not None:    # only where sold: other tenants' records are unchanged
+            out["sessions"] = self.sessions.as_record()
+        return out
 
 
 def _stack_pool(pools) -> PoolEntitlement:
@@ -66,6 +84,18 @@ def _stack_pool(pools) -> PoolEntitlement:
     extra = sum(p.burst.extra for p in pools if p.burst)
     window = max((parse_duration(p.burst.window) for p in pools if p.burst), default=timedelta(0))
     return PoolEntitlement(sum(p.max for p in pools), extra, window)
+
+
+def _stack_sessions(pools) -> SessionEntitlement:
+    """Sessions stack like seats; of the session terms the most permissive wins, as for features:
+    the longest ``ttlSeconds`` (a slow heartbeat is not cut off) and ``perUser`` when any license
+    says so (a user's second session shares the seat)."""
+    pools = [p for p in pools if p is not None]
+    if not pools:
+        return SessionEntitlement()
+    base = _stack_pool(pools)
+    return SessionEntitlement(min(base.max, limits.MAX_SESSIONS), base.burst_extra, base.burst_window,
+                              max(p.ttl_seconds for p in pools), any(p.per_user for p in pools))
 
 
 def _more_permissive(a: int | None, b: int | None) -> int | None:
@@ -104,6 +134,7 @@ def effective_entitlement(tenant: str, licenses: Iterable[ReadLicense], now: dat
         licenses=tuple(lic.name for lic in granting),
         instances=_stack_pool(lic.spec.instances for lic in granting),
         seats=_stack_pool(lic.spec.seats for lic in granting),
+        sessions=_stack_sessions(lic.spec.sessions for lic in granting),
         features=dict(sorted(features.items())),
         rules=tuple(rule for lic in granting for rule in lic.rules),
         enforcement=enforcement,

@@ -3,8 +3,10 @@ OFREP endpoint is a thin adapter around :func:`evaluate` and :func:`evaluate_all
 
 Flag keys:
 - a feature name -> boolean: granted now by an active license and its trial not over;
-- ``instances.max``, ``instances.used``, ``seats.max``, ``seats.used`` -> integers (a pool
-  without a max is unlimited: its ``.max`` flag is not found).
+- ``instances.max``, ``instances.used``, ``seats.max``, ``seats.used``, ``sessions.max``,
+  ``sessions.used`` -> integers (a pool without a max is unlimited: its ``.max`` flag is not
+  found; a bulk answer lists the session flags only for a tenant whose licenses sell sessions or
+  that holds some).
 
 A feature name is a flag when some License in the cluster grants it (to any tenant): a tenant
 without it gets ``false``, while a name no License knows is ``FLAG_NOT_FOUND`` -- most often a
@@ -21,7 +23,7 @@ from datetime import datetime
 from entitle.domain.entitlement import Entitlement, PoolEntitlement
 from entitle.domain.usage import TenantUsage
 
-POOL_KEYS = ("instances.max", "instances.used", "seats.max", "seats.used")
+POOL_KEYS = ("instances.max", "instances.used", "seats.max", "seats.used", "sessions.max", "sessions.used")
 # OpenFeature resolution reasons (https://openfeature.dev/specification/types#resolution-reason).
 TARGETING_MATCH, DISABLED, DEFAULT = "TARGETING_MATCH", "DISABLED", "DEFAULT"
 
@@ -68,7 +70,7 @@ def _feature(key: str, ent: Entitlement, now: datetime) -> Flag:
 
 def _pool(key: str, ent: Entitlement, usage: TenantUsage) -> Flag:
     pool, what = key.split(".")
-    cap: PoolEntitlement = ent.instances if pool == "instances" else ent.seats
+    cap: PoolEntitlement = getattr(ent, pool)
     if what == "max":
         if cap.max is None or not ent.active:
             raise FlagNotFound(key)
@@ -76,7 +78,7 @@ def _pool(key: str, ent: Entitlement, usage: TenantUsage) -> Flag:
         if cap.burst_extra:
             metadata["burstExtra"] = cap.burst_extra
         return Flag(key, cap.max, TARGETING_MATCH, "limit", metadata)
-    used = usage.units if pool == "instances" else usage.seats
+    used = usage.units if pool == "instances" else getattr(usage, pool)
     return Flag(key, used, TARGETING_MATCH, "usage", {} if cap.max is None else {"max": cap.max})
 
 
@@ -93,7 +95,10 @@ def evaluate(key: str, ent: Entitlement, usage: TenantUsage, known_features: Ite
 def evaluate_all(ent: Entitlement, usage: TenantUsage, known_features: Iterable[str], now: datetime) -> list[Flag]:
     """Every flag the tenant has (bulk evaluation), sorted by key."""
     flags = [_feature(name, ent, now) for name in sorted(set(known_features) | set(ent.features))]
+    sessions = ent.sessions.max is not None or usage.sessions > 0
     for key in POOL_KEYS:
+        if key.startswith("sessions.") and not sessions:
+            continue
         try:
             flags.append(_pool(key, ent, usage))
         except FlagNotFound:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from entitle.api.common import parse_time as parse_rfc3339
-from entitle.domain.records import AMENDMENT_TYPE, FEATURE_TYPE, LICENSE_TYPE, WORKLOAD_TYPE, is_amendable
+from entitle.domain.records import AMENDMENT_TYPE, FEATURE_TYPE, LICENSE_TYPE, SESSION_TYPE, WORKLOAD_TYPE, is_amendable
 
 # Order within one second and generation: a move out comes before a move in, a deletion last.
 _WORKLOAD_OPS = {"created": 0, "updated": 1, "movedOut": 2, "movedIn": 3, "deleted": 4}
@@ -77,6 +77,8 @@ def to_event(record: dict[str, Any]) -> Event | None:
         return _amendment(record)
     if rtype == FEATURE_TYPE:
         return _feature_evaluations(record)
+    if rtype == SESSION_TYPE:
+        return _session(record)
     if rtype not in (WORKLOAD_TYPE, LICENSE_TYPE):
         return None
     try:
@@ -150,6 +152,32 @@ def _feature_evaluations(record: dict[str, Any]) -> Event:
                  units=count, meter=feature)
 
 
+_SESSION_OPS = {"checkout": 0, "checkin": 4, "lapse": 4}
+
+
+def _session(record: dict[str, Any]) -> Event:
+    """A session record: the seat it holds from check-out to its end (check-in or lapse)."""
+    data = record.get("data")
+    if not isinstance(data, dict):
+        raise BadRecord("session record without a data object")
+    tenant, session, seat, operation = (data.get("tenant") or record.get("subject"), data.get("session"),
+                                        data.get("seat"), data.get("operation"))
+    if not isinstance(tenant, str) or not tenant or not isinstance(session, str) or not session:
+        raise BadRecord("session record without a tenant or session")
+    if not isinstance(seat, str) or not seat:
+        raise BadRecord("session record without a seat")
+    if operation not in _SESSION_OPS:
+        raise BadRecord(f"unknown session operation {operation!r}")
+    if not isinstance(record.get("time"), str):
+        raise BadRecord("time is not an RFC 3339 string")
+    try:
+        time = parse_time(record["time"])
+    except (TypeError, ValueError):
+        raise BadRecord("time is not an RFC 3339 string") from None
+    return Event(time, 1, 0, _SESSION_OPS[operation], str(record.get("source", "")), str(record.get("id")), tenant,
+                 "session", session, users=(seat,), removes=operation != "checkout")
+
+
 def amendment_share(event: Event, start: int, end: int) -> float:
     """The part of an amendment's quantity that falls in ``[start, end)`` (spread evenly over
     its period; a period of zero length counts where it lies)."""
@@ -185,6 +213,11 @@ class TenantMeter:
     peaked: bool = False
     amended: Counter = field(default_factory=Counter)
     evaluations: Counter = field(default_factory=Counter)
+    sessions: dict[str, str] = field(default_factory=dict)     # session -> seat
+    session_seats: Counter = field(default_factory=Counter)
+    session_seconds: int = 0
+    peak_sessions: int = 0
+    has_sessions: bool = False
 
     def integrate(self, until: int, start: int, end: int) -> None:
         begin = self.cursor if self.cursor is not None else until
@@ -195,6 +228,7 @@ class TenantMeter:
             if self.instance_max is not None and self.units > self.instance_max:
                 self.overage_unit_seconds += (self.units - self.instance_max) * dt
             self.seat_seconds += len(self.users) * dt
+            self.session_seconds += len(self.session_seats) * dt
             for feature, count in self.features.items():
                 self.feature_seconds[feature] += count * dt
         if begin < start <= until and start < end:
@@ -204,12 +238,22 @@ class TenantMeter:
     def observe_peak(self) -> None:
         self.peak_instances = max(self.peak_instances, self.units)
         self.peak_seats = max(self.peak_seats, len(self.users))
+        self.peak_sessions = max(self.peak_sessions, len(self.session_seats))
         self.features_in_period.update(f for f, n in self.features.items() if n > 0)
         self.peaked = True
 
     def apply(self, event: Event) -> None:
         if event.kind == "license":
             self.instance_max = event.instance_max
+            return
+        if event.kind == "session":
+            self.has_sessions = True
+            seat = self.sessions.pop(event.key, None)
+            if seat is not None:
+                _release(self.session_seats, (seat,))
+            if not event.removes:
+                self.sessions[event.key] = event.users[0]
+                self.session_seats[event.users[0]] += 1
             return
         old = self.workloads.pop(event.key, None)
         if old is not None:
@@ -292,6 +336,10 @@ class Metering:
                 "feature_workload_hours": {f: _hours(meter.feature_seconds.get(f, 0), amended_features.get(f))
                                            for f in sorted(features)},
             }
+            if meter.has_sessions:
+                # Only where there are any, as feature evaluations.
+                out[tenant]["peak_sessions"] = meter.peak_sessions
+                out[tenant]["session_hours"] = _hours(meter.session_seconds)
             if meter.evaluations:
                 # Only where there are any: an export without feature records is unchanged.
                 out[tenant]["feature_evaluations"] = dict(sorted(meter.evaluations.items()))

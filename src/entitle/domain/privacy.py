@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from entitle.domain.records import WORKLOAD_TYPE
+from entitle.domain.records import SESSION_TYPE, WORKLOAD_TYPE
 
 MARK = "namesPseudonymized"
 
@@ -21,9 +21,16 @@ def pseudonymize_record(record: dict, key: bytes) -> dict:
     """The record with ``data.users`` and ``data.guests`` pseudonymized (once: a record built
     from an already pseudonymized one -- a vanished Workload's last record -- is left alone)."""
     data = record.get("data")
-    if record.get("type") != WORKLOAD_TYPE or not isinstance(data, dict) or data.get(MARK):
+    if record.get("type") not in (WORKLOAD_TYPE, SESSION_TYPE) or not isinstance(data, dict) or data.get(MARK):
         return record
     data = dict(data)
+    if record.get("type") == SESSION_TYPE:
+        user = str(data.get("user", ""))
+        data["user"] = pseudonym(key, user)
+        if data.get("seat") == f"user:{user}":
+            data["seat"] = f"user:{data['user']}"
+        data[MARK] = True
+        return {**record, "data": data}
     for field in ("users", "guests"):
         if isinstance(data.get(field), list):
             data[field] = sorted(pseudonym(key, str(name)) for name in data[field])

@@ -23,6 +23,10 @@ INVALID_INSTANCE_COUNT = "InvalidInstanceCount"
 # (decided in entitle.adapters.webhook.admission; the client should retry, as with ResourceQuota).
 RESERVATION_CONFLICT = "ReservationConflict"
 
+# Not an admission check: a session check-out on the OFREP port (entitle.domain.sessions) found
+# every concurrent seat taken.
+SESSION_CAP_EXCEEDED = "SessionCapExceeded"
+
 # License validity (Valid=False reasons), not admission decisions: a signed-license check
 # (entitle.domain.signatures) when the operator trusts signing keys, and the cluster binding.
 SIGNATURE_MISSING = "SignatureMissing"

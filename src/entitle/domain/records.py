@@ -20,6 +20,7 @@ LICENSE_TYPE = "dev.entitle.license.v1"
 NOTICE_TYPE = "dev.entitle.notice.v1"
 AMENDMENT_TYPE = "dev.entitle.amendment.v1"
 FEATURE_TYPE = "dev.entitle.feature.v1"
+SESSION_TYPE = "dev.entitle.session.v1"
 AMENDMENT_SOURCE = "entitle.dev/amend"
 # The meters an amendment may correct: the additive ones (a peak is not a sum to correct).
 AMENDABLE_METERS = ("instance_hours", "overage_instance_hours", "seat_hours")
@@ -151,3 +152,18 @@ def workload_from_record(record: dict) -> Workload:
     workload.kind = data.get("kind") or "Workload"               # type: ignore[assignment]
     workload.api_version = data.get("apiVersion") or workload.api_version
     return workload
+
+
+def session_record(tenant: str, session_id: str, user: str, seat: str, operation: str, time: datetime,
+                   since: datetime, source: str = DEFAULT_SOURCE, ttl: int | None = None) -> dict:
+    """``dev.entitle.session.v1``: a session checked out, checked in or lapsed. One id per
+    (session, checkout) and one per (session, end) -- however it ended -- so every replica's
+    recorder writes the same two records. ``seat`` is what the cap counted: the user (perUser)
+    or the session itself."""
+    end = operation != "checkout"
+    data = {"tenant": tenant, "session": session_id, "user": user, "seat": seat, "operation": operation,
+            "since": format_time(since)}
+    if ttl is not None:
+        data["ttlSeconds"] = ttl
+    return _event(SESSION_TYPE, record_id("session", tenant, session_id, "end" if end else "checkout"), tenant,
+                  time, data, source)

@@ -28,7 +28,7 @@ from entitle.domain.sources import state_key
 from entitle.domain.stored import AnyWorkload, StoredSpec, StoredWorkload, stored
 from entitle.domain.usage import EMPTY, Change, Footprint, TenantUsage, footprint
 
-POOLS = ("instances", "seats")
+POOLS = ("instances", "seats", "sessions")
 Key = tuple[str, str]
 
 
@@ -435,7 +435,8 @@ class ClusterState:
         """Fold elapsed over-max time into the tenant's burst clocks."""
         ent = self.entitlement(tenant, now)
         usage = self.usage[tenant]
-        for pool, used, cap in (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats)):
+        for pool, used, cap in (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats),
+                                ("sessions", usage.sessions, ent.sessions)):
             over = cap.max is not None and used > cap.max
             clock = self.bursts.get((tenant, pool))
             if clock is None and not over:

@@ -63,10 +63,19 @@ def expiring_condition(lic: ReadLicense, now: datetime, previous: list[dict]) ->
                      lic.generation, previous, now)
 
 
+def pool_figures(ent: Entitlement, usage: TenantUsage) -> tuple:
+    """(pool, used, cap) of every pool a tenant has: sessions only where sold or in use, so
+    tenants without them read as before."""
+    figures = (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats))
+    if ent.sessions.max is not None or usage.sessions:
+        figures += (("sessions", usage.sessions, ent.sessions),)
+    return figures
+
+
 def pools_over_cap(ent: Entitlement, usage: TenantUsage, bursts: dict[str, BurstClock], now: datetime) -> list[str]:
     """Pools over the cap, where increases are denied: beyond max + extra, or above max with
     no burst budget left this month (License and TenantEntitlement ``OverCap``)."""
-    return [p for p, used, cap in (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats))
+    return [p for p, used, cap in pool_figures(ent, usage)
             if cap.hard_limit is not None and (used > cap.hard_limit or (
                 pool_over(used, cap) and (bursts.get(p) or BurstClock()).used_at(now) >= cap.burst_window.total_seconds()))]
 
@@ -76,8 +85,7 @@ def license_status(lic: ReadLicense, ent: Entitlement, usage: TenantUsage,
     gen = lic.generation
     phase = lic.phase(now)
     valid = phase is not Phase.INVALID
-    over = [p for p, used, cap in (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats))
-            if pool_over(used, cap)]
+    over = [p for p, used, cap in pool_figures(ent, usage) if pool_over(used, cap)]
     over_hard = pools_over_cap(ent, usage, bursts, now)
     conditions = [
         condition("Valid", valid, "Valid" if valid else (lic.invalid_code or "RuleCompileError"),
@@ -103,9 +111,12 @@ def license_status(lic: ReadLicense, ent: Entitlement, usage: TenantUsage,
         "conditions": conditions,
         "instances": _pool(usage.units, ent.instances, bursts.get("instances"), now),
         "seats": _pool(usage.seats, ent.seats, bursts.get("seats"), now),
+        **({"sessions": _pool(usage.sessions, ent.sessions, bursts.get("sessions"), now)}
+           if ent.sessions.max is not None or usage.sessions else {}),
         "features": {f: clamp_int64(n) for f, n in usage.features().items()},
         "burstMonth": month_key(now),
-        "summary": f"instances {summary(usage.units, ent.instances)} seats {summary(usage.seats, ent.seats)}",
+        "summary": f"instances {summary(usage.units, ent.instances)} seats {summary(usage.seats, ent.seats)}"
+                   + (f" sessions {summary(usage.sessions, ent.sessions)}" if ent.sessions.max is not None else ""),
     }
 
 

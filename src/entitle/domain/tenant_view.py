@@ -16,7 +16,7 @@ from entitle.api.limits import clamp_int64
 from entitle.domain.bursts import BurstClock
 from entitle.domain.entitlement import Entitlement, PoolEntitlement
 from entitle.domain.licenses import Phase, ReadLicense
-from entitle.domain.status import condition, pool_over, pools_over_cap, summary
+from entitle.domain.status import condition, pool_figures, pool_over, pools_over_cap, summary
 from entitle.domain.usage import TenantUsage
 
 
@@ -49,7 +49,7 @@ def tenant_view(tenant: str, ent: Entitlement, usage: TenantUsage, bursts: dict[
     in_grace = [lic.name for lic in in_force if phases[lic.name] is Phase.GRACE]
     renewal = min((lic.spec.not_after for lic in in_force
                    if lic.spec.not_after is not None and lic.spec.not_after < limits.TIME_MAX), default=None)
-    pools = (("instances", usage.units, ent.instances), ("seats", usage.seats, ent.seats))
+    pools = pool_figures(ent, usage)
     clocks = {p: bursts.get(p) or BurstClock() for p, _, _ in pools}
     spent = {p: cap.burst_window.total_seconds() > 0 and clocks[p].used_at(now) >= cap.burst_window.total_seconds()
              for p, _, cap in pools}
@@ -86,6 +86,8 @@ def tenant_view(tenant: str, ent: Entitlement, usage: TenantUsage, bursts: dict[
         "seats": _pool(usage.seats, ent.seats, bursts.get("seats"), now),
         "instancesSummary": summary(usage.units, ent.instances),
         "seatsSummary": summary(usage.seats, ent.seats),
+        **({"sessions": _pool(usage.sessions, ent.sessions, bursts.get("sessions"), now),
+            "sessionsSummary": summary(usage.sessions, ent.sessions)} if len(pools) > 2 else {}),
         "features": [_no_nulls({"name": f.name, "requires": sorted(f.requires), "trialEnds": _time(f.trial_ends),
                       "trialOver": f.trial_ends is not None and now >= f.trial_ends,
                       "limit": f.limit, "used": usage.feature_count(f.name)})

@@ -82,6 +82,9 @@ class TenantUsage:
 
     def __init__(self) -> None:
         self.units = 0
+        # Concurrent sessions (seats in use) from the session store: set by its owner
+        # (operator.sessions), not derived from workloads.
+        self.sessions = 0
         self._users: Counter[str] = Counter()
         self._features: Counter[str] = Counter()
 

@@ -88,7 +88,7 @@ class LicenseWatch:
 
     def _seed_bursts(self, tenant: str, lic: License) -> None:
         status, now = lic.status, self.clock()
-        for pool in ("instances", "seats"):
+        for pool in ("instances", "seats", "sessions"):
             ps = getattr(status, pool)
             if ps is not None and status.burst_month:
                 clock = BurstClock(status.burst_month, ps.burst_used_seconds, ps.over_since)

@@ -8,6 +8,7 @@ feature or tenant that is gone are removed, not left at their last value.
 from prometheus_client import Counter, Gauge, Histogram
 
 from entitle.domain.licenses import Phase
+from entitle.domain.status import pool_figures
 
 DECISIONS = Counter("entitle_admission_decisions_total", "Admission decisions",
                     ["tenant", "reason", "allowed"])
@@ -74,7 +75,7 @@ def _set(gauge: Gauge, name: str, tenant: str, values: dict[str, float], key: st
 
 def observe_tenant(tenant, usage, entitlement, bursts, now) -> None:
     """Usage, effective entitlement and burst budget of one tenant, per pool."""
-    pools = (("instances", usage.units, entitlement.instances), ("seats", usage.seats, entitlement.seats))
+    pools = pool_figures(entitlement, usage)
     used = {pool: value for pool, value, _ in pools}
     used.update({f"feature:{feature}": count for feature, count in usage.features().items()})
     _set(USAGE, "usage", tenant, used)
@@ -95,5 +96,10 @@ def observe_licenses(tenant, licenses, now) -> None:
 FEATURE_EVALUATIONS = Counter("entitle_feature_evaluations_total",
                               "OpenFeature (OFREP) evaluations of feature flags by tenant applications",
                               ["tenant", "feature"])
+SESSION_REQUESTS = Counter("entitle_session_requests_total",
+                           "Session API requests (check-out, heartbeat, check-in) by operation and HTTP status",
+                           ["operation", "code"])
+SESSION_STORE_WRITES = Counter("entitle_session_store_writes_total",
+                               "Writes of session objects, by outcome (ok, conflict, error)", ["outcome"])
 OFREP_REQUESTS = Counter("entitle_ofrep_requests_total", "OFREP requests by endpoint and HTTP status",
                          ["endpoint", "code"])

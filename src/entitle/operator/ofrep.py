@@ -1,5 +1,6 @@
 """Wiring of the OFREP endpoint (adapters/openfeature/ofrep.py) to the operator's in-memory
-state, the token reviewer, the feature counters and the metrics."""
+state, the token reviewer, the feature counters and the metrics; and of the session API on the
+same port (adapters/openfeature/sessions_http.py) to the session service (operator/sessions.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from entitle.adapters.kube.informer import Informer
+from entitle.adapters.kube.sessions import LABEL as SESSION_LABEL
+from entitle.adapters.kube.sessions import AsyncSessionStore
 from entitle.adapters.kube.token_review import TokenReviewer, kube_review
-from entitle.adapters.openfeature.ofrep import OfrepApp
+from entitle.adapters.openfeature.ofrep import OfrepApp, Refused
+from entitle.adapters.openfeature.sessions_http import session_routes
 from entitle.domain.flags import Flag, evaluate, evaluate_all
 from entitle.domain.state import ClusterState
 from entitle.operator import metrics
 from entitle.operator.feature_usage import FeatureUsage
+from entitle.operator.sessions import SessionService
 
 log = logging.getLogger("entitle.ofrep")
 
@@ -30,6 +36,13 @@ class OfrepServer:
                                  audiences=(cfg.ofrep.audience,) if cfg.ofrep.audience else ())
         self.app = OfrepApp(reviewer, state.tenant_of, self._flags, self._evaluated, ready=ready.is_set)
         self.app.app.middlewares.append(self._count_requests)
+        # Concurrent sessions share the port and the identity (DESIGN "Concurrent seats").
+        self.sessions = SessionService(state, AsyncSessionStore(async_api, cfg.namespace), append, cfg.source, clock)
+        session_routes(self.app.app, self.app._tenant, Refused, self.sessions,
+                       on_request=lambda op, code: metrics.SESSION_REQUESTS.labels(operation=op, code=str(code)).inc())
+        self.async_api = async_api
+        self._informer: Informer | None = None
+        self._sweeper: asyncio.Task | None = None
         self._runner: web.AppRunner | None = None
         self._flusher: asyncio.Task | None = None
 
@@ -53,6 +66,8 @@ class OfrepServer:
     @web.middleware
     async def _count_requests(self, request: web.Request, handler: Any) -> web.StreamResponse:
         response = await handler(request)
+        if request.path.startswith("/sessions/"):
+            return response
         endpoint = "bulk" if request.path.rstrip("/").endswith("/flags") else "single"
         metrics.OFREP_REQUESTS.labels(endpoint=endpoint, code=str(response.status)).inc()
         return response
@@ -67,6 +82,10 @@ class OfrepServer:
         await self._runner.setup()
         await web.TCPSite(self._runner, ofrep.listen_host, ofrep.port, ssl_context=context).start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        collection = f"api/v1/namespaces/{self.cfg.namespace}/configmaps?labelSelector={SESSION_LABEL}%3Dtrue"
+        self._informer = Informer(self.async_api, collection, on_event=self.sessions.watch_event,
+                                  on_error=lambda exc: exc and log.warning("session watch: %s", exc)).start()
+        self._sweeper = asyncio.get_running_loop().create_task(self.sessions.run_sweeper())
         log.info("OFREP endpoint listening", extra={"port": ofrep.port, "tls": context is not None})
 
     async def _flush_loop(self) -> None:
@@ -80,6 +99,10 @@ class OfrepServer:
     async def stop(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._informer is not None:
+            await self._informer.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         self.usage.flush(everything=True)

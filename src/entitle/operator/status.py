@@ -262,11 +262,12 @@ class StatusWriter:
             revision = self.revisions.current.get(lic.name)
             if revision is not None:
                 status["revisionHash"], status["revision"] = revision
-            comparable = {k: v for k, v in status.items() if k not in ("instances", "seats")}
+            pools = [p for p in ("instances", "seats", "sessions") if p in status]
+            comparable = {k: v for k, v in status.items() if k not in pools}
             # Burst time is persisted (so a restart keeps the budget) at minute resolution,
             # not on every tick.
             comparable["pools"] = {p: {**status[p], "burstUsedSeconds": int(status[p]["burstUsedSeconds"] // 60)}
-                                   for p in ("instances", "seats")}
+                                   for p in pools}
             if self._license_status.get(lic.name) != comparable:
                 uid = self.specs.uid_of(lic.name)
                 before = self._license_conditions.get(lic.name, [])

@@ -41,6 +41,7 @@ class Declined(Exception):
 TIME_RE = r"^(19[7-9][0-9]|2[0-9]{3})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
 WORKLOAD, LICENSE, AMENDMENT = "dev.entitle.workload.v1", "dev.entitle.license.v1", "dev.entitle.amendment.v1"
 FEATURE = "dev.entitle.feature.v1"
+SESSION = "dev.entitle.session.v1"
 INT_TYPES = "('UBIGINT', 'BIGINT')"
 
 
@@ -75,6 +76,8 @@ _KEEP = f"""
         WHEN '{FEATURE}' THEN
             json_type(d_feature) = 'VARCHAR' AND d_feature->>'$' <> ''
             AND json_type(d_evals) IN {INT_TYPES} AND TRY_CAST(d_evals->>'$' AS HUGEINT) >= 0
+        -- Session meters are computed by the reference path only (declined here).
+        WHEN '{SESSION}' THEN FALSE
         ELSE TRUE   -- amendments are few: the reference parser reads them (below)
     END
 """

@@ -27,7 +27,7 @@ log = logging.getLogger("entitle.ofrep")
 Flags = Callable[[str], Any]
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """The request is answered with this status (and body) before any evaluation."""
 
     def __init__(self, status: int, body: dict | None = None) -> None:
@@ -52,21 +52,21 @@ class OfrepApp:
     async def _tenant(self, request: web.Request) -> str:
         if not self.ready():
             # A replica still priming its state would answer from a partial picture.
-            raise _Refused(500, {"errorDetails": "entitle is starting (state not primed yet); retry"})
+            raise Refused(500, {"errorDetails": "entitle is starting (state not primed yet); retry"})
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise _Refused(401)
+            raise Refused(401)
         try:
             caller = await self.reviewer.caller(token.strip())
         except TokenReviewUnavailable as exc:
             log.warning("token review failed: %s", exc)
-            raise _Refused(500, {"errorDetails": "the token could not be reviewed; retry"}) from None
+            raise Refused(500, {"errorDetails": "the token could not be reviewed; retry"}) from None
         if not caller.authenticated:
-            raise _Refused(401)
+            raise Refused(401)
         tenant = self.tenant_of(caller.namespace) if caller.namespace else None
         if tenant is None:
-            raise _Refused(403)
+            raise Refused(403)
         return tenant
 
     @staticmethod
@@ -78,14 +78,14 @@ class OfrepApp:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise _Refused(400, {**where, "errorCode": "PARSE_ERROR", "errorDetails": f"not JSON: {exc}"[:300]}) from None
+            raise Refused(400, {**where, "errorCode": "PARSE_ERROR", "errorDetails": f"not JSON: {exc}"[:300]}) from None
         if not isinstance(body, dict):
-            raise _Refused(400, {**where, "errorCode": "PARSE_ERROR", "errorDetails": "the body must be a JSON object"})
+            raise Refused(400, {**where, "errorCode": "PARSE_ERROR", "errorDetails": "the body must be a JSON object"})
         context = body.get("context", {})
         if context is None:
             return {}
         if not isinstance(context, dict):
-            raise _Refused(400, {**where, "errorCode": "INVALID_CONTEXT", "errorDetails": "context must be an object"})
+            raise Refused(400, {**where, "errorCode": "INVALID_CONTEXT", "errorDetails": "context must be an object"})
         return context
 
     async def evaluate_one(self, request: web.Request) -> web.Response:
@@ -93,7 +93,7 @@ class OfrepApp:
         try:
             tenant = await self._tenant(request)
             await self._context(request, key)     # validated; never selects anything
-        except _Refused as refused:
+        except Refused as refused:
             return _json(refused.status, refused.body) if refused.body else web.Response(status=refused.status)
         try:
             flag = self.flags(tenant)(key)
@@ -108,7 +108,7 @@ class OfrepApp:
         try:
             tenant = await self._tenant(request)
             await self._context(request, None)
-        except _Refused as refused:
+        except Refused as refused:
             return _json(refused.status, refused.body) if refused.body else web.Response(status=refused.status)
         flags = self.flags(tenant)(None)
         body = orjson.dumps({"flags": [f.as_ofrep() for f in flags]})
