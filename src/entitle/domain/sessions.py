@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from entitle.api import limits
 from entitle.domain.bursts import BurstClock
+from entitle.domain.checks.pool_cap import pool_verdict
 from entitle.domain.entitlement import SessionEntitlement
 from entitle.domain.reasons import SESSION_CAP_EXCEEDED
 
@@ -121,21 +122,6 @@ def session_ttl(ent: SessionEntitlement, requested: object) -> int:
     return requested
 
 
-def _cap_check(tenant: str, ent: SessionEntitlement, before: int, burst: BurstClock, now: datetime) -> str | None:
-    """None when one more seat fits; else the denial (the seat and instance cap rule, with bursts)."""
-    after = before + 1
-    numbers = f"tenant {tenant}: sessions {before} + 1 would exceed {ent.max}"
-    if ent.max is None or after <= ent.max:
-        return None
-    if ent.burst_extra <= 0 or ent.burst_window <= timedelta(0):
-        return numbers
-    if after > ent.max + ent.burst_extra:
-        return f"{numbers} (burst allows up to {ent.max + ent.burst_extra})"
-    if burst.used_at(now) >= ent.burst_window.total_seconds():
-        return f"{numbers} (burst budget used up)"
-    return None
-
-
 def checkout(book: Book, ent: SessionEntitlement, user: str, key: str | None, ttl: int, new_id: str,
              burst: BurstClock, now: datetime) -> tuple[Book, Session, bool]:
     """Check a session out for ``user``: (the new book, the session, whether it is new). A
@@ -149,7 +135,7 @@ def checkout(book: Book, ent: SessionEntitlement, user: str, key: str | None, tt
     shares = ent.per_user and any(s.user == user for s in book.live.values())
     if not shares:
         used = seats_in_use(book.live, ent.per_user)
-        denial = _cap_check(book.tenant, ent, used, burst, now)
+        denial, _ = pool_verdict(book.tenant, "sessions", ent, used, used + 1, burst, now)
         if denial is None and len(book.live) >= limits.MAX_SESSIONS:
             denial = f"tenant {book.tenant}: {len(book.live)} live sessions, the most one tenant can hold"
         if denial is not None:

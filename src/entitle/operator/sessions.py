@@ -22,7 +22,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from entitle.adapters.kube.sessions import LABEL, SessionConflict, decode
@@ -267,6 +267,3 @@ def _newer(known: str, candidate: str) -> bool:
     except ValueError:
         return False
 
-
-def expires_at(session: Session) -> datetime:
-    return session.renewed + timedelta(seconds=session.ttl)

@@ -30,10 +30,14 @@ class HoldConflict(Exception):
     """The tenant's hold object changed since it was read (or appeared meanwhile)."""
 
 
-def object_name(tenant: str) -> str:
+def tenant_object_name(prefix: str, tenant: str) -> str:
     """A valid ConfigMap name for any tenant label value (which may hold '_' or capitals)."""
     slug = re.sub(r"[^a-z0-9-]", "-", tenant.lower()).strip("-")[:40] or "tenant"
-    return f"entitle-holds-{slug}-{hashlib.sha256(tenant.encode()).hexdigest()[:8]}"
+    return f"{prefix}-{slug}-{hashlib.sha256(tenant.encode()).hexdigest()[:8]}"
+
+
+def object_name(tenant: str) -> str:
+    return tenant_object_name("entitle-holds", tenant)
 
 
 class HoldsCorrupt(ValueError):

@@ -7,13 +7,12 @@ memory for unit tests.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import orjson
 
+from entitle.adapters.kube.holds import tenant_object_name
 from entitle.domain.sessions import Book, Ended, Session
 
 LABEL = "entitle.dev/sessions"
@@ -24,8 +23,7 @@ class SessionConflict(Exception):
 
 
 def object_name(tenant: str) -> str:
-    slug = re.sub(r"[^a-z0-9-]", "-", tenant.lower()).strip("-")[:40] or "tenant"
-    return f"entitle-sessions-{slug}-{hashlib.sha256(tenant.encode()).hexdigest()[:8]}"
+    return tenant_object_name("entitle-sessions", tenant)
 
 
 def _t(moment: datetime) -> float:

@@ -13,7 +13,6 @@ OFREP: the bearer ServiceAccount token decides the tenant, nothing in the body d
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -40,13 +39,9 @@ def _refusal(refused: SessionRefused) -> web.Response:
     return _json(refused.status, {"reason": refused.reason, "message": refused.message, **refused.numbers})
 
 
-def _time(moment: datetime) -> str:
-    return format_time(moment)
-
-
 def _answer(session: Session) -> dict:
-    return {"id": session.id, "expiresAt": _time(session.expires), "ttlSeconds": session.ttl,
-            "checkedOut": _time(session.since)}
+    return {"id": session.id, "expiresAt": format_time(session.expires), "ttlSeconds": session.ttl,
+            "checkedOut": format_time(session.since)}
 
 
 def session_routes(app: web.Application, tenant_of_request: Callable[[web.Request], Awaitable[str]],
@@ -97,26 +92,19 @@ def session_routes(app: web.Application, tenant_of_request: Callable[[web.Reques
             return _refusal(refused)
         return _json(200, _answer(session))
 
-    async def heartbeat(request: web.Request) -> web.Response:
-        who = await tenant(request)
-        if isinstance(who, web.Response):
-            return who
-        try:
-            session = await service.heartbeat(who, session_id(request))
-        except SessionRefused as refused:
-            return _refusal(refused)
-        return _json(200, _answer(session))
-
-    async def checkin(request: web.Request) -> web.Response:
-        who = await tenant(request)
-        if isinstance(who, web.Response):
-            return who
-        try:
-            await service.checkin(who, session_id(request))
-        except SessionRefused as refused:
-            return _refusal(refused)
-        return web.Response(status=204)
+    def on_session(call: Callable[[str, str], Awaitable[Session | None]]):
+        """A handler of ``/sessions/v1/{id}...``: 200 with the renewed session, or 204."""
+        async def run(request: web.Request) -> web.Response:
+            who = await tenant(request)
+            if isinstance(who, web.Response):
+                return who
+            try:
+                session = await call(who, session_id(request))
+            except SessionRefused as refused:
+                return _refusal(refused)
+            return web.Response(status=204) if session is None else _json(200, _answer(session))
+        return run
 
     app.router.add_post("/sessions/v1/checkout", counted("checkout", checkout))
-    app.router.add_post("/sessions/v1/{id}/heartbeat", counted("heartbeat", heartbeat))
-    app.router.add_delete("/sessions/v1/{id}", counted("checkin", checkin))
+    app.router.add_post("/sessions/v1/{id}/heartbeat", counted("heartbeat", on_session(service.heartbeat)))
+    app.router.add_delete("/sessions/v1/{id}", counted("checkin", on_session(service.checkin)))
