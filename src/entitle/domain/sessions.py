@@ -123,19 +123,21 @@ def session_ttl(ent: SessionEntitlement, requested: object) -> int:
 
 
 def checkout(book: Book, ent: SessionEntitlement, user: str, key: str | None, ttl: int, new_id: str,
-             burst: BurstClock, now: datetime) -> tuple[Book, Session, bool]:
-    """Check a session out for ``user``: (the new book, the session, whether it is new). A
+             burst: BurstClock, now: datetime) -> tuple[Book, Session, str | None]:
+    """Check a session out for ``user``: (the new book, the session, a burst warning when it
+    took a seat above ``max`` within the burst allowance). A
     check-out with the key of a live session of the same user renews that one instead (a
     client's retry never takes a second seat). :class:`SessionRefused` at the cap."""
     if key is not None:
         for s in book.live.values():
             if s.key == key and s.user == user:
                 renewed = replace(s, renewed=now, renewals=s.renewals + 1)
-                return replace(book, live={**book.live, s.id: renewed}), renewed, False
+                return replace(book, live={**book.live, s.id: renewed}), renewed, None
     shares = ent.per_user and any(s.user == user for s in book.live.values())
+    warning = None
     if not shares:
         used = seats_in_use(book.live, ent.per_user)
-        denial, _ = pool_verdict(book.tenant, "sessions", ent, used, used + 1, burst, now)
+        denial, warning = pool_verdict(book.tenant, "sessions", ent, used, used + 1, burst, now)
         if denial is None and len(book.live) >= limits.MAX_SESSIONS:
             denial = f"tenant {book.tenant}: {len(book.live)} live sessions, the most one tenant can hold"
         if denial is not None:
@@ -146,7 +148,7 @@ def checkout(book: Book, ent: SessionEntitlement, user: str, key: str | None, tt
                              f"tenant {book.tenant}: {len(book.live)} live sessions, the most one tenant can hold",
                              {"used": seats_in_use(book.live, ent.per_user), "max": ent.max})
     session = Session(new_id, user, now, now, ttl, 0, key)
-    return replace(book, live={**book.live, new_id: session}), session, True
+    return replace(book, live={**book.live, new_id: session}), session, warning
 
 
 def heartbeat(book: Book, sid: str, now: datetime) -> tuple[Book, Session]:

@@ -72,21 +72,26 @@ class SessionService:
         self.writes = 0
 
     # --- the API -----------------------------------------------------------------------
-    async def checkout(self, tenant: str, user: object, key: object = None, ttl: object = None) -> Session:
+    async def checkout(self, tenant: str, user: object, key: object = None, ttl: object = None,
+                       warnings: list[str] | None = None) -> Session:
+        """Check a session out; a burst warning (a seat above ``max``) is appended to ``warnings``."""
         user, key = rules.valid_user(user), rules.valid_key(key)
         ent = self._entitlement(tenant)
         ttl_seconds = rules.session_ttl(ent, ttl)
         new_id = secrets.token_urlsafe(18)
 
-        def op(book: Book, now: datetime) -> tuple[Book, Session]:
+        def op(book: Book, now: datetime) -> tuple[Book, tuple[Session, str | None]]:
             if new_id in book.live:          # this very check-out was written already
-                return book, book.live[new_id]
+                return book, (book.live[new_id], None)
             burst = self.state.bursts.get((tenant, "sessions")) or BurstClock()
-            book, session, _ = rules.checkout(book, self._entitlement(tenant), user, key, ttl_seconds, new_id,
-                                              burst, now)
-            return book, session
+            book, session, warning = rules.checkout(book, self._entitlement(tenant), user, key, ttl_seconds,
+                                                    new_id, burst, now)
+            return book, (session, warning)
 
-        return await self._submit(tenant, op)
+        session, warning = await self._submit(tenant, op)
+        if warning is not None and warnings is not None:
+            warnings.append(warning)
+        return session
 
     async def heartbeat(self, tenant: str, sid: str) -> Session:
         return await self._submit(tenant, lambda book, now: rules.heartbeat(book, sid, now))

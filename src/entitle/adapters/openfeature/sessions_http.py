@@ -2,7 +2,8 @@
 OFREP: the bearer ServiceAccount token decides the tenant, nothing in the body does.
 
 - ``POST /sessions/v1/checkout`` ``{"user", "session"?, "ttlSeconds"?}`` -> 200 ``{"id",
-  "expiresAt", "ttlSeconds", "renewed"}`` or 409 ``{"reason": "SessionCapExceeded", "message",
+  "expiresAt", "ttlSeconds", "checkedOut", "warnings"?}`` (``warnings``: the seat is above
+  ``max`` within the burst allowance, with the budget left) or 409 ``{"reason": "SessionCapExceeded", "message",
   "used", "max"}``. ``session`` is the client's own name for the session: checking out again
   with it (a retry) renews the same session instead of taking a second seat.
 - ``POST /sessions/v1/{id}/heartbeat`` -> 200 ``{"id", "expiresAt"}``; 404 when it is not a live
@@ -26,7 +27,8 @@ MAX_ID_LENGTH = 64
 
 
 class Sessions(Protocol):
-    async def checkout(self, tenant: str, user: object, key: object = None, ttl: object = None) -> Session: ...
+    async def checkout(self, tenant: str, user: object, key: object = None, ttl: object = None,
+                       warnings: list[str] | None = None) -> Session: ...
     async def heartbeat(self, tenant: str, sid: str) -> Session: ...
     async def checkin(self, tenant: str, sid: str) -> None: ...
 
@@ -86,11 +88,16 @@ def session_routes(app: web.Application, tenant_of_request: Callable[[web.Reques
         unknown = sorted(set(body) - {"user", "session", "ttlSeconds"})
         if unknown:
             return _json(400, {"reason": "BadRequest", "message": f"unknown fields: {', '.join(unknown)[:200]}"})
+        warnings: list[str] = []
         try:
-            session = await service.checkout(who, body.get("user"), body.get("session"), body.get("ttlSeconds"))
+            session = await service.checkout(who, body.get("user"), body.get("session"), body.get("ttlSeconds"),
+                                             warnings)
         except SessionRefused as refused:
             return _refusal(refused)
-        return _json(200, _answer(session))
+        answer = _answer(session)
+        if warnings:
+            answer["warnings"] = warnings
+        return _json(200, answer)
 
     def on_session(call: Callable[[str, str], Awaitable[Session | None]]):
         """A handler of ``/sessions/v1/{id}...``: 200 with the renewed session, or 204."""
