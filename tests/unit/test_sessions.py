@@ -10,7 +10,9 @@ from datetime import timedelta
 import pytest
 
 from entitle.adapters.kube.sessions import MemorySessionStore, decode, encode
+from entitle.domain.hourly import HourlyMetering
 from entitle.domain.meters import Metering, to_event
+from entitle.domain.push_plan import Scope, plan
 from entitle.domain.sessions import SessionRefused
 from entitle.operator.sessions import SessionService
 from tests.unit.builders import NOW, lic, state_with
@@ -215,3 +217,66 @@ def test_the_book_round_trips_and_records_meter_peak_sessions_and_session_hours(
     assert acme["peak_sessions"] == 2 and acme["session_hours"] == 2.0
     lapses = [r for r in records if r["data"]["operation"] == "lapse"]
     assert sorted(r["data"]["user"] for r in lapses) == ["ann", "bob"]
+    # Pushable like the others: per hour, the same totals; peaks planned as max events.
+    start = int(NOW.timestamp()) - int(NOW.timestamp()) % 3600
+    hourly = HourlyMetering(start, start + 3 * 3600)
+    seen.clear()
+    for record in sorted(records + records, key=lambda r: r["time"]):
+        if (record["source"], record["id"]) not in seen:
+            seen.add((record["source"], record["id"]))
+            hourly.feed(to_event(record))
+    hourly.feed(to_event({"source": "s", "id": "w1", "type": "dev.entitle.workload.v1", "subject": "other",
+                          "time": records[0]["time"], "data": {"tenant": "other", "uid": "u", "generation": 1,
+                                                               "operation": "created", "units": 1, "users": [],
+                                                               "features": []}}))
+    hours = hourly.finish()
+    assert sum(h["session_hours"] for h in hours["acme"].values()) == pytest.approx(2.0)
+    assert max(h["peak_sessions"] for h in hours["acme"].values()) == 2
+    assert all("session_hours" not in h and "peak_sessions" not in h for h in hours["other"].values())
+    pushed = plan(hours, {}, {"acme": "cus_1", "other": "cus_2"}, peaks=True, scope=Scope("i", "stripe"))
+    meters = {(p.meter, p.action) for p in pushed.events if p.tenant == "acme"}
+    assert {("session_hours", "event"), ("peak_sessions", "max")} <= meters
+
+
+def test_an_end_a_replicas_ledger_missed_while_it_was_down_is_recorded_once_it_is_back():
+    import json
+
+    from entitle.adapters.metering.live import live_change
+
+    store, clocks = MemorySessionStore(), Clocks()
+    (peer,), peer_records = _services(store, clocks, n=1, max=5, perUser=False)
+
+    async def run():
+        ann = await peer.checkout("acme", "ann")
+        clocks.advance(60)
+        await peer.checkin("acme", ann.id)
+        clocks.advance(25 * 60)                    # ann's end is trimmed from the book on the next write
+        await peer.checkout("acme", "bob")
+        clocks.advance(60)
+        young = await peer.checkout("acme", "cid")  # checked out after the returning replica's list
+        return ann, young
+
+    ann, young = asyncio.run(run())
+    assert ann.id not in asyncio.run(store.read("acme")).ended
+    # The returning replica's ledger: it recorded the check-outs of ann and (say) cid, not ann's end.
+    ledger = {}
+    for record in peer_records:
+        if record["data"]["operation"] == "checkout" and record["data"]["session"] in (ann.id, young.id):
+            change = live_change(record, json.dumps(record))
+            ledger[change[2]] = change[4]
+    (returning,), records = _services(store, clocks, n=1, max=5, perUser=False)
+    book = asyncio.run(store.read("acme"))
+    book.live.pop(young.id)                        # its list came before cid's check-out
+    returning.observe("acme", book)
+    records.clear()
+    assert returning.reconcile_vanished(sorted(ledger.items())) == 1
+    assert [(r["data"]["session"], r["data"]["operation"], r["data"].get("noticed")) for r in records] == \
+        [(ann.id, "lapse", True)]
+    true_end = next(r for r in peer_records if r["data"]["session"] == ann.id and r["data"]["operation"] == "checkin")
+    assert records[0]["id"] != true_end["id"] and records[0]["time"] > true_end["time"]
+    # Over both ledgers the seat ends at the true check-in (the earlier end counts).
+    meter = Metering(int(NOW.timestamp()), int((NOW + timedelta(hours=1)).timestamp()))
+    ann_records = [r for r in peer_records + records if r["data"]["session"] == ann.id]
+    for record in sorted(ann_records, key=lambda r: r["time"]):
+        meter.feed(to_event(record))
+    assert meter.finish()["acme"]["session_hours"] == pytest.approx(60 / 3600, abs=1e-6)

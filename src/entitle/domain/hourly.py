@@ -25,7 +25,10 @@ from entitle.domain.meters import Event, TenantMeter, amendment_share
 
 HOUR = 3600
 ADDITIVE = ("instance_hours", "overage_instance_hours", "seat_hours")
-PEAKS = ("peak_instances", "peak_seats")
+PEAKS = ("peak_instances", "peak_seats", "peak_sessions")
+# Floating seats (DESIGN "Concurrent seats"): booked only for a tenant whose records hold a
+# session, from its first one on, so tenants that never sold sessions push exactly as before.
+SESSION_METERS = ("session_hours", "peak_sessions")
 FEATURE_METER = "feature_workload_hours:"
 
 
@@ -52,6 +55,9 @@ class _HourMeter(TenantMeter):
             peaks = self.peaks[hour]
             peaks["peak_instances"] = max(peaks["peak_instances"], self.units)
             peaks["peak_seats"] = max(peaks["peak_seats"], len(self.users))
+            if self.has_sessions:
+                bucket["session_hours"] += len(self.session_seats) * dt
+                peaks["peak_sessions"] = max(peaks.get("peak_sessions", 0), len(self.session_seats))
             hour += HOUR
         self.cursor = max(begin, until)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-PEAK_METERS = ("peak_instances", "peak_seats")
+PEAK_METERS = ("peak_instances", "peak_seats", "peak_sessions")
 EPSILON = 1e-9
 
 

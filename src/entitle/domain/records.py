@@ -155,15 +155,20 @@ def workload_from_record(record: dict) -> Workload:
 
 
 def session_record(tenant: str, session_id: str, user: str, seat: str, operation: str, time: datetime,
-                   since: datetime, source: str = DEFAULT_SOURCE, ttl: int | None = None) -> dict:
+                   since: datetime, source: str = DEFAULT_SOURCE, ttl: int | None = None,
+                   noticed: bool = False) -> dict:
     """``dev.entitle.session.v1``: a session checked out, checked in or lapsed. One id per
     (session, checkout) and one per (session, end) -- however it ended -- so every replica's
     recorder writes the same two records. ``seat`` is what the cap counted: the user (perUser)
-    or the session itself."""
+    or the session itself. ``noticed``: an end this replica's ledger missed (it was down while
+    the session ended and was trimmed), dated when noticed, under an id of its own -- the true
+    end, in a peer's ledger, is earlier and is the one an export over both counts."""
     end = operation != "checkout"
     data = {"tenant": tenant, "session": session_id, "user": user, "seat": seat, "operation": operation,
             "since": format_time(since)}
     if ttl is not None:
         data["ttlSeconds"] = ttl
-    return _event(SESSION_TYPE, record_id("session", tenant, session_id, "end" if end else "checkout"), tenant,
-                  time, data, source)
+    if noticed:
+        data["noticed"] = True
+    which = "noticed-end" if noticed else "end" if end else "checkout"
+    return _event(SESSION_TYPE, record_id("session", tenant, session_id, which), tenant, time, data, source)

@@ -142,8 +142,10 @@ class OperatorProcess:
         if op.cfg.ofrep.port and not op.worker and not self.ofreps:
             from entitle.operator.ofrep import OfrepServer
 
+            ledger = op.controller.ledger
             ofrep = OfrepServer(op.controller.state, op.controller.meter.append, op.controller.ready,
-                                op.controller.clock, op.cfg, op.async_api)
+                                op.controller.clock, op.cfg, op.async_api,
+                                ledger_sessions=lambda: ledger.iter_live("session"))
             await ofrep.start()
             self.ofreps.append(ofrep)
 

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import ssl
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from aiohttp import web
 
@@ -29,7 +29,8 @@ log = logging.getLogger("entitle.ofrep")
 
 class OfrepServer:
     def __init__(self, state: ClusterState, append: Callable[[dict], None], ready: asyncio.Event,
-                 clock: Callable[[], datetime], cfg: Any, async_api: Any) -> None:
+                 clock: Callable[[], datetime], cfg: Any, async_api: Any,
+                 ledger_sessions: Callable[[], Iterable[tuple[str, str]]] | None = None) -> None:
         self.state, self.clock, self.cfg = state, clock, cfg
         self.usage = FeatureUsage(append, cfg.source)
         reviewer = TokenReviewer(kube_review(async_api), max_ttl=cfg.ofrep.token_cache_seconds,
@@ -41,6 +42,8 @@ class OfrepServer:
         session_routes(self.app.app, self.app._tenant, Refused, self.sessions,
                        on_request=lambda op, code: metrics.SESSION_REQUESTS.labels(operation=op, code=str(code)).inc())
         self.async_api = async_api
+        self.ledger_sessions = ledger_sessions
+        self._reconciled: asyncio.Task | None = None
         self._informer: Informer | None = None
         self._sweeper: asyncio.Task | None = None
         self._runner: web.AppRunner | None = None
@@ -86,7 +89,22 @@ class OfrepServer:
         self._informer = Informer(self.async_api, collection, on_event=self.sessions.watch_event,
                                   on_error=lambda exc: exc and log.warning("session watch: %s", exc)).start()
         self._sweeper = asyncio.get_running_loop().create_task(self.sessions.run_sweeper())
+        self._reconciled = asyncio.get_running_loop().create_task(self._reconcile_vanished())
         log.info("OFREP endpoint listening", extra={"port": ofrep.port, "tls": context is not None})
+
+    async def _reconcile_vanished(self) -> None:
+        """Once the session objects are listed, end in the ledger what ended while this replica
+        was down (operator/sessions: SessionService.reconcile_vanished)."""
+        if self.ledger_sessions is None or self._informer is None:
+            return
+        await self._informer.synced.wait()
+        try:
+            ended = self.sessions.reconcile_vanished(self.ledger_sessions())
+        except Exception:  # noqa: BLE001 -- a damaged ledger row must not take the endpoint down
+            log.exception("reconciling sessions that ended while the operator was down failed")
+            return
+        if ended:
+            log.info("sessions ended while the operator was down recorded", extra={"sessions": ended})
 
     async def _flush_loop(self) -> None:
         while True:
@@ -99,8 +117,9 @@ class OfrepServer:
     async def stop(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._reconciled):
+            if task is not None:
+                task.cancel()
         if self._informer is not None:
             await self._informer.stop()
         if self._runner is not None:

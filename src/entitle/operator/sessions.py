@@ -17,16 +17,18 @@ records are not late.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from entitle.adapters.kube.sessions import LABEL, SessionConflict, decode
 from entitle.api import limits
+from entitle.api.common import parse_time
 from entitle.domain import sessions as rules
 from entitle.domain.bursts import BurstClock
 from entitle.domain.records import session_record
@@ -36,6 +38,8 @@ from entitle.operator import metrics
 
 log = logging.getLogger("entitle.sessions")
 
+# Clock skew allowed between the replica that checked a session out and the one reconciling.
+VANISH_MARGIN = timedelta(minutes=5)
 # Operations one tenant may have queued on this replica (a flood is answered 429, not queued).
 MAX_QUEUED = 2_000
 WRITE_ATTEMPTS = 8
@@ -242,6 +246,35 @@ class SessionService:
             self.state.usage[tenant].sessions = 0
             return
         self.observe(tenant, decode(tenant, meta.get("resourceVersion"), body.get("data")))
+
+    def reconcile_vanished(self, live: Iterable[tuple[str, str]]) -> int:
+        """At start-up, once the session objects are listed: sessions this replica's ledger holds
+        as checked out but no book has any more ended (and were trimmed) while it was down.
+        Each gets a ``lapse`` record dated now (``noticed``: see records.session_record).
+
+        Only check-outs older than the ended-session retention (plus a skew margin) qualify:
+        a younger one absent from the list may have been checked out by a peer after it."""
+        now = self.clock()
+        horizon = now - rules.ENDED_RETENTION - VANISH_MARGIN
+        count = 0
+        for key, body in live:
+            tenant, _, sid = key.partition("/")
+            t = self.tenants.get(tenant)
+            if t is not None and t.book is not None and (t.book.corrupt is not None or sid in t.book.live
+                                                         or sid in t.book.ended):
+                continue
+            try:
+                last = json.loads(body)
+                data = last["data"]
+                since = parse_time(data["since"])
+                if parse_time(last["time"]) > horizon:
+                    continue
+                self.append(session_record(tenant, sid, data["user"], data["seat"], "lapse", now, since,
+                                           self.source, noticed=True))
+                count += 1
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("ledger row of session %s is unreadable, left as is: %s", key[:120], exc)
+        return count
 
     # --- the sweep -----------------------------------------------------------------------
     async def sweep(self) -> int:
