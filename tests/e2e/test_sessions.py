@@ -194,7 +194,8 @@ def test_a_thousand_races_over_two_replicas_never_store_an_eleventh_seat(cluster
                  message=f"the stored book to hold the {final} seats the clients hold")
     finally:
         watch.stop()
-    assert set(statuses) <= {200, 204, 409}, statuses
+    # 429: the store kept changing under both replicas (nothing taken; clients retry). Rare.
+    assert set(statuses) <= {200, 204, 409, 429} and statuses.get(429, 0) <= 10, statuses
     assert statuses.get(409, 0) > 0 and statuses.get(200, 0) >= 10, statuses
     assert watch.most == 10 and not watch.corrupt and not watch.errors, (watch.most, watch.versions, watch.corrupt,
                                                                          watch.errors)
@@ -302,6 +303,59 @@ def test_a_hostile_client_changes_nothing_it_should_not(cluster, pair):
     for u in urls:
         assert requests.post(f"{u}/sessions/v1/{theirs}/heartbeat", headers=other, timeout=10).status_code == 200
     assert requests.post(f"{url}/sessions/v1/{mine}/heartbeat", headers=auth, timeout=10).status_code == 200
+
+
+def test_a_replica_killed_mid_stream_loses_no_session_and_the_cap_holds(cluster, pair):
+    """The holders reach the replicas through one address (a Service's role here: a round-robin
+    TCP proxy); one replica is SIGKILLed while they renew and newcomers check out."""
+    from entitle.client.sessions import SessionCapExceeded, SessionClient, SessionError
+
+    ops, urls = pair
+    tenant, _, token = _tenant(cluster, {"max": 10, "ttlSeconds": 6, "perUser": True})
+    _ready(urls, token)
+    proxy = RoundRobinProxy([int(u.rsplit(":", 1)[1]) for u in urls]).start()
+    client = SessionClient(f"http://127.0.0.1:{proxy.port}", token=token, timeout=5)
+    watch = BookWatch(cluster, tenant, per_user=True)
+    holdings = [client.seat(f"holder-{i}") for i in range(8)]
+    seats = [h.__enter__() for h in holdings]
+    outcomes: list[str] = []
+    try:
+        def newcomers():
+            for i in range(40):
+                try:
+                    client.checkout(f"newcomer-{i}", session=f"newcomer-{i}")
+                    outcomes.append("granted")
+                except SessionCapExceeded:
+                    outcomes.append("full")
+                except SessionError:
+                    outcomes.append("retry")     # the killed replica's connection
+        worker = threading.Thread(target=newcomers)
+        worker.start()
+        ops[0].stop(signal.SIGKILL)
+        worker.join(60)
+        # Two more ttls: every holder's heartbeat went on through the live replica.
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline and not any(s.lost.is_set() for s in seats):
+            time.sleep(0.2)       # (observing for a fixed span is the point: nothing may be lost)
+        assert not any(s.lost.is_set() for s in seats)
+        assert outcomes.count("granted") == 2, outcomes
+        # Nobody renews the newcomers' seats: they lapsed; the holders' stayed.
+        assert _stored_seats_per_user(cluster, tenant) == 8
+        assert watch.most == 10 and not watch.errors, (watch.most, watch.errors)
+    finally:
+        watch.stop()
+        for h in holdings:
+            h.__exit__(None, None, None)
+        proxy.stop()
+        ops[0].start()
+
+
+def _stored_seats_per_user(cluster, tenant: str) -> int:
+    got = cluster.kubectl("get", "configmap", "-n", "entitle-system", "-l", f"{LABEL}=true", "-o", "json")
+    for item in json.loads(got.stdout)["items"]:
+        if item["metadata"].get("annotations", {}).get("entitle.dev/tenant") == tenant:
+            return seats_in_use(decode(tenant, None, item.get("data")).live, True)
+    return 0
 
 
 def test_the_example_app_seats_its_users(cluster, pair):

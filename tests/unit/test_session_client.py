@@ -143,3 +143,43 @@ def test_a_killed_holder_lapses_within_one_ttl(server):
     assert 4.5 <= time.monotonic() - began <= 6.5
     with pytest.raises(SessionNotFound):
         client.heartbeat(seat)
+
+
+def test_a_check_out_is_retried_only_where_a_retry_cannot_take_a_second_seat():
+    """429 (nothing taken) always; 503 (perhaps written) only with the app's session name."""
+    import http.server
+
+    answers: list[int] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            status = answers.pop(0) if answers else 200
+            body = b'{"reason": "x", "message": "y"}' if status != 200 else \
+                b'{"id": "s1", "ttlSeconds": 5, "expiresAt": "2026-01-01T00:00:00Z"}'
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        client = SessionClient(f"http://127.0.0.1:{httpd.server_port}", token="t")
+        answers[:] = [429, 429]
+        assert client.checkout("ann").id == "s1" and not answers
+        answers[:] = [503]
+        with pytest.raises(SessionError) as unnamed:
+            client.checkout("ann")
+        assert unnamed.value.status == 503
+        answers[:] = [503, 429]
+        assert client.checkout("ann", session="tab-1").id == "s1" and not answers
+        answers[:] = [429] * 4
+        with pytest.raises(SessionError):
+            client.checkout("ann")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

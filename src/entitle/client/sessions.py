@@ -82,15 +82,28 @@ class SessionClient:
         self._token, self._token_file, self.timeout = token, token_file, timeout
 
     # --- the three calls ------------------------------------------------------------------
-    def checkout(self, user: str, session: str | None = None, ttl_seconds: int | None = None) -> Seat:
+    def checkout(self, user: str, session: str | None = None, ttl_seconds: int | None = None,
+                 attempts: int = 4) -> Seat:
         """Take a seat for ``user``. ``session``: the app's own name for this session; checking
-        out again with it (a retry after a timeout) renews the same seat, never a second one."""
+        out again with it (a retry after a timeout) renews the same seat, never a second one.
+
+        Retried (up to ``attempts``, backing off): a 429, which the operator answers without
+        taking anything; and -- only with ``session``, where a retry cannot take a second seat --
+        a 503 or an unreachable operator, whose check-out may or may not have been written."""
         body: dict = {"user": user}
         if session is not None:
             body["session"] = session
         if ttl_seconds is not None:
             body["ttlSeconds"] = ttl_seconds
-        answer = self._call("POST", "/sessions/v1/checkout", body)
+        for attempt in range(attempts):
+            try:
+                answer = self._call("POST", "/sessions/v1/checkout", body)
+                break
+            except SessionError as error:
+                retry = error.status == 429 or (session is not None and error.status in (0, 503))
+                if not retry or attempt == attempts - 1:
+                    raise
+                time.sleep(min(0.1 * 2 ** attempt, 2.0))
         return Seat(answer["id"], user, int(answer["ttlSeconds"]), answer["expiresAt"],
                     list(answer.get("warnings") or []))
 
