@@ -28,6 +28,12 @@ def test_entitlement_usage_licenses_and_renewal():
     assert view["renewal"] == "2027-01-01T00:00:00Z"           # the earliest notAfter in force
     phases = {entry["name"]: entry["phase"] for entry in view["licenses"]}
     assert phases == {"addon": "Active", "base": "Active", "later": "Pending"}
+    # Today's peaks start the history; a later pass with less usage keeps the peak.
+    assert view["history"] == [{"day": NOW.date().isoformat(), "instances": 6, "seats": 2}]
+    apply(state, wl("a", replicas=1, users=["ann", "bob"], features=["sso"]))
+    later = tenant_view("acme", state.entitlement("acme", NOW), state.usage["acme"], {}, state.licenses_of("acme"),
+                        {}, NOW + timedelta(minutes=5), [], view["history"])
+    assert later["instancesSummary"] == "1/10" and later["history"] == view["history"]
     assert next(e for e in view["licenses"] if e["name"] == "base")["revision"] == 3
     features = {f["name"]: f for f in view["features"]}
     assert features["ai"]["trialOver"] and features["sso"]["used"] == 1

@@ -49,7 +49,18 @@ class TenantFeature(ApiModel):
     trial_ends: Timestamp | None = Field(default=None, alias="trialEnds", description="End of the trial, if one.")
     trial_over: bool = Field(default=False, alias="trialOver", description="The trial has ended.")
     limit: int | None = Field(default=None, description="Max workloads enabling it; null = unlimited.")
+    soft_limit: int | None = Field(default=None, alias="softLimit",
+                                   description="Above this many workloads, admissions are allowed with a warning.")
     used: int = Field(default=0, description="Workloads enabling it now.")
+
+
+class TenantDay(ApiModel):
+    """The highest usage of each pool seen on one UTC day."""
+
+    day: str = Field(description="The UTC day, YYYY-MM-DD.", json_schema_extra={"pattern": r"^\d{4}-\d{2}-\d{2}$"})
+    instances: int | None = Field(default=None, description="Peak instance units that day.")
+    seats: int | None = Field(default=None, description="Peak named seats that day.")
+    sessions: int | None = Field(default=None, description="Peak concurrent sessions that day (where sold or used).")
 
 
 class TenantEntitlementStatus(ApiModel):
@@ -73,6 +84,10 @@ class TenantEntitlementStatus(ApiModel):
     licenses: list[TenantLicense] = Field(default_factory=list, description="The tenant's licenses.")
     renewal: Timestamp | None = Field(
         default=None, description="The next renewal date: the earliest notAfter among the licenses in force.")
+    history: list[TenantDay] = Field(
+        default_factory=list, description="Daily peak usage per pool, UTC days, oldest first, at most 35 (seen at "
+                                          "each status pass; the usage ledger is the billing-grade record).",
+        json_schema_extra={"maxItems": 35})
     conditions: list[Condition] = Field(
         default_factory=list, description="Active, InGrace, OverCap, InBurst, UsageHigh and BurstBudgetUsedUp conditions "
                                          "(the last four carry the lifecycle notices).",

@@ -15,6 +15,7 @@ from entitle.api.common import format_duration, format_time
 from entitle.api.limits import clamp_int64
 from entitle.domain.bursts import BurstClock
 from entitle.domain.entitlement import Entitlement, PoolEntitlement
+from entitle.domain.history import daily_peaks
 from entitle.domain.licenses import Phase, ReadLicense
 from entitle.domain.status import condition, pool_figures, pool_over, pools_over_cap, summary
 from entitle.domain.usage import TenantUsage
@@ -42,8 +43,9 @@ def _no_nulls(item: dict) -> dict:
 
 def tenant_view(tenant: str, ent: Entitlement, usage: TenantUsage, bursts: dict[str, BurstClock],
                 licenses: list[ReadLicense], revisions: dict[str, int], now: datetime,
-                previous: list[dict]) -> dict:
-    """The ``status`` of the tenant's TenantEntitlement at ``now``."""
+                previous: list[dict], history: object = None) -> dict:
+    """The ``status`` of the tenant's TenantEntitlement at ``now``; ``history``: the daily peaks
+    as stored (domain.history), carried on with today's usage."""
     phases = {lic.name: lic.phase(now) for lic in licenses}
     in_force = [lic for lic in licenses if phases[lic.name] in (Phase.ACTIVE, Phase.GRACE)]
     in_grace = [lic.name for lic in in_force if phases[lic.name] is Phase.GRACE]
@@ -90,12 +92,13 @@ def tenant_view(tenant: str, ent: Entitlement, usage: TenantUsage, bursts: dict[
             "sessionsSummary": summary(usage.sessions, ent.sessions)} if len(pools) > 2 else {}),
         "features": [_no_nulls({"name": f.name, "requires": sorted(f.requires), "trialEnds": _time(f.trial_ends),
                       "trialOver": f.trial_ends is not None and now >= f.trial_ends,
-                      "limit": f.limit, "used": usage.feature_count(f.name)})
+                      "limit": f.limit, "softLimit": f.soft_limit, "used": usage.feature_count(f.name)})
                      for f in sorted(ent.features.values(), key=lambda f: f.name)],
         "licenses": [_no_nulls({"name": lic.name, "phase": phases[lic.name].value, "revision": revisions.get(lic.name),
                       "edition": lic.spec.edition, "notAfter": _time(lic.spec.not_after),
                       "graceEnds": _time(lic.grace_ends) if lic.spec.not_after is not None else None})
                      for lic in licenses],
         "renewal": _time(renewal),
+        "history": daily_peaks(history, {p: clamp_int64(used) for p, used, _ in pools}, now),
         "conditions": conditions,
     }

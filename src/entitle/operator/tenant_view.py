@@ -57,12 +57,15 @@ class TenantViews:
         # tenant -> its view's conditions as last stored or queued: the memory of lifecycle
         # notices (domain.notices), one per tenant however many namespaces it has.
         self._conditions: dict[str, list[dict]] = {}
+        # tenant -> its daily peaks as last stored or queued (domain.history), one per tenant.
+        self._history: dict[str, list[dict]] = {}
         self._listed = False
 
     def lost_leadership(self) -> None:
         self._stored.clear()
         self._queued.clear()
         self._conditions.clear()
+        self._history.clear()
         self._listed = False
 
     def namespace_gone(self, namespace: str) -> None:
@@ -84,6 +87,11 @@ class TenantViews:
             self._stored[ns] = status
             if isinstance(status.get("tenant"), str) and isinstance(status.get("conditions"), list):
                 self._conditions.setdefault(status["tenant"], status["conditions"])
+            if isinstance(status.get("tenant"), str) and isinstance(status.get("history"), list):
+                # Several namespaces of one tenant: the longest memory wins.
+                known = self._history.get(status["tenant"])
+                if known is None or len(status["history"]) > len(known):
+                    self._history[status["tenant"]] = status["history"]
             if self.state.tenant_of(ns) is None:
                 self.marks.namespaces.add(ns)   # its tenant label went while no leader ran
         self._listed = True
@@ -100,7 +108,8 @@ class TenantViews:
         writes: list[tuple] = []
         before = self._conditions.get(tenant, [])
         status = tenant_view(tenant, ent, usage, bursts, self.state.licenses_of(tenant), self.revision_numbers(),
-                             now, before)
+                             now, before, self._history.get(tenant))
+        self._history[tenant] = status["history"]
         if _comparable(before) != _comparable(status["conditions"]):
             self.notices.report(notices(before, status["conditions"], tenant, "TenantEntitlement", tenant, now),
                                 namespaces=namespaces)
