@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_plan_parser(sub)
 
+    from entitle.adapters.dashboard.features_cli import add_parser as add_features_parser
+
+    add_features_parser(sub)
+
     p = sub.add_parser("usage", help="usage records")
     usub = p.add_subparsers(dest="usage_command", required=True)
     ex = usub.add_parser("export", help="per-tenant usage totals for [from, to)")
