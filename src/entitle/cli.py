@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     from entitle.adapters.dashboard.features_cli import add_parser as add_features_parser
 
     add_features_parser(sub)
+    from entitle.adapters.dashboard.cli import add_parser as add_dashboard_parser
+
+    add_dashboard_parser(sub)
 
     p = sub.add_parser("usage", help="usage records")
     usub = p.add_subparsers(dest="usage_command", required=True)
