@@ -94,3 +94,33 @@ def test_the_index_lists_each_tenant_once_and_escapes_what_the_cluster_says():
     dash.view_event("DELETED", tent("b1", {}))
     assert "alert" not in render.index(dash, NOW)
     assert render.tenant_page(dash, "nobody", NOW) is None
+
+
+def test_with_a_ledger_every_tenant_has_its_daily_peaks(tmp_path):
+    from entitle.adapters.dashboard.cli import ledger_days
+    from entitle.adapters.metering.ledger import Ledger
+
+    def rec(i, tenant, uid, op, at, units, users=()):
+        return {"specversion": "1.0", "source": "s", "id": f"r{i}", "type": "dev.entitle.workload.v1",
+                "subject": tenant, "time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "data": {"tenant": tenant, "uid": uid, "generation": 1, "operation": op, "units": units,
+                         "users": list(users), "features": []}}
+
+    ledger = Ledger(tmp_path / "ledger.db")
+    day = NOW.replace(hour=0)
+    ledger.append([rec(1, "acme", "w1", "created", day - timedelta(days=2, hours=-3), 4, ["ann"]),
+                   rec(2, "acme", "w2", "created", day - timedelta(days=1, hours=-1), 3),
+                   rec(3, "acme", "w2", "deleted", day - timedelta(days=1, hours=-5), 3),
+                   rec(4, "globex", "w3", "created", day - timedelta(days=40), 2)])
+    ledger.close()
+    days = ledger_days(str(tmp_path / "ledger.db"), NOW)
+    acme = {e["day"]: (e.get("instances"), e.get("seats")) for e in days["acme"]}
+    assert acme["2026-12-03"] == (4, 1) and acme["2026-12-04"] == (7, 1) and acme["2026-12-05"] == (4, 1)
+    assert min(acme) >= "2026-11-01"
+    # globex's workload, created 40 days ago and never deleted, still runs: within the window.
+    assert {e.get("instances") for e in days["globex"]} == {2}
+    dash = Dashboard(ledger_days=days)
+    assert list(dash.tenants()) == ["acme", "globex"] and dash.days_of("acme") == days["acme"]
+    page = render.tenant_page(dash, "acme", NOW)
+    _check(page)
+    assert "Daily peaks from the usage ledger" in page

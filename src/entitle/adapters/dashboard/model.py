@@ -39,6 +39,7 @@ class Dashboard:
     licenses: dict[str, dict] | None = None                         # name -> License (None: not readable)
     ledger_days: dict[str, list[dict]] | None = None                # tenant -> daily peaks from the ledger
     version: int = 0
+    _grouped: tuple[int, dict[str, list[str]]] | None = None
 
     def changed(self) -> None:
         self.version += 1
@@ -97,13 +98,16 @@ class Dashboard:
 
     # --- what the pages show -------------------------------------------------------------------
     def tenants(self) -> dict[str, list[str]]:
-        """tenant -> its namespaces the user can see (sorted)."""
+        """tenant -> its namespaces the user can see (sorted); grouped once per version."""
+        if self._grouped is not None and self._grouped[0] == self.version:
+            return self._grouped[1]
         out: dict[str, list[str]] = {}
         for ns, status in sorted(self.views.items()):
             out.setdefault(status["tenant"], []).append(ns)
         for tenant in self.ledger_days or {}:
             out.setdefault(tenant, [])
-        return dict(sorted(out.items()))
+        self._grouped = (self.version, dict(sorted(out.items())))
+        return self._grouped[1]
 
     def status_of(self, tenant: str) -> dict | None:
         namespaces = self.tenants().get(tenant) or []
