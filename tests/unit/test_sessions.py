@@ -179,7 +179,7 @@ def test_a_hand_edited_store_object_is_refused_until_one_ttl_then_replaced():
     store, clocks = MemorySessionStore(), Clocks()
     (svc,), _ = _services(store, clocks, n=1, max=2, ttlSeconds=30)
     asyncio.run(svc.checkout("acme", "ann"))
-    store._books["acme"] = (store._books["acme"][0] + 1, {"sessions": "{not json"})
+    store.cas._objects["acme"] = (store.cas._objects["acme"][0] + 1, {"sessions": "{not json"})
     svc.tenants["acme"].book = None
     with pytest.raises(SessionRefused) as refused:
         asyncio.run(svc.checkout("acme", "bob"))

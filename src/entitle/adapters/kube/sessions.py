@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from entitle.adapters.kube.cas_configmap import CasConflict, ConfigMapCas, MemoryCas
 from entitle.adapters.kube.holds import tenant_object_name
 from entitle.domain.sessions import Book, Ended, Session
 
@@ -70,74 +71,43 @@ class SessionStore(Protocol):
         """Store ``book`` if the object is still at ``book.version``; else :class:`SessionConflict`."""
 
 
-class AsyncSessionStore:
-    def __init__(self, api: Any, namespace: str) -> None:
-        self.api, self.namespace = api, namespace
+class _Books:
+    """Books over a compare-and-swap object store (adapters/kube/cas_configmap)."""
 
-    def _path(self, tenant: str | None = None) -> str:
-        base = f"api/v1/namespaces/{self.namespace}/configmaps"
-        return f"{base}/{object_name(tenant)}" if tenant else base
+    def __init__(self, cas: Any) -> None:
+        self.cas = cas
 
     async def read(self, tenant: str) -> Book:
-        status, cm = await self.api.request("GET", self._path(tenant), ok=(200, 404))
-        if status == 404:
-            return Book(tenant, None)
-        return decode(tenant, cm["metadata"]["resourceVersion"], cm.get("data"))
+        version, data = await self.cas.read(tenant)
+        return Book(tenant, None) if version is None else decode(tenant, version, data)
 
     async def write(self, book: Book) -> Book:
-        body = {"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": object_name(book.tenant), "namespace": self.namespace,
-                             "labels": {LABEL: "true"}, "annotations": {"entitle.dev/tenant": book.tenant}},
-                "data": encode(book)}
-        if book.version is None:
-            method, path = "POST", self._path()
-        else:
-            body["metadata"]["resourceVersion"] = book.version
-            method, path = "PUT", self._path(book.tenant)
-        status, cm = await self.api.request(method, path, body, ok=(200, 201, 409) + ((404,) if method == "PUT" else ()))
-        if status in (404, 409):
-            raise SessionConflict(book.tenant)
-        return Book(book.tenant, cm["metadata"]["resourceVersion"], dict(book.live), dict(book.ended))
+        try:
+            version = await self.cas.write(book.tenant, book.version, encode(book))
+        except CasConflict:
+            raise SessionConflict(book.tenant) from None
+        return Book(book.tenant, version, dict(book.live), dict(book.ended))
 
     async def list(self) -> list[tuple[str, Book]]:
         """Every tenant's book (``(tenant, book)``), for the recorder's start and its resyncs."""
-        _, listing = await self.api.request("GET", self._path(), params={"labelSelector": f"{LABEL}=true"})
-        out = []
-        for cm in listing.get("items") or ():
-            tenant = ((cm.get("metadata") or {}).get("annotations") or {}).get("entitle.dev/tenant")
-            if tenant:
-                out.append((tenant, decode(tenant, cm["metadata"]["resourceVersion"], cm.get("data"))))
-        return out
+        return [(tenant, decode(tenant, version, data)) for tenant, version, data in await self.cas.list()]
 
 
-class MemorySessionStore:
+class AsyncSessionStore(_Books):
+    def __init__(self, api: Any, namespace: str) -> None:
+        super().__init__(ConfigMapCas(api, namespace, "entitle-sessions", LABEL))
+
+
+class MemorySessionStore(_Books):
     """The same compare-and-swap contract in memory (what two replicas share in a unit test)."""
 
     def __init__(self) -> None:
-        self._books: dict[str, tuple[int, dict]] = {}
-        self.writes = self.conflicts = 0
+        super().__init__(MemoryCas())
 
-    async def read(self, tenant: str) -> Book:
-        import asyncio
+    @property
+    def writes(self) -> int:
+        return self.cas.writes
 
-        await asyncio.sleep(0)
-        if tenant not in self._books:
-            return Book(tenant, None)
-        version, data = self._books[tenant]
-        return decode(tenant, str(version), data)
-
-    async def write(self, book: Book) -> Book:
-        import asyncio
-
-        await asyncio.sleep(0)
-        current = self._books.get(book.tenant)
-        if (None if current is None else str(current[0])) != book.version:
-            self.conflicts += 1
-            raise SessionConflict(book.tenant)
-        version = 1 if current is None else current[0] + 1
-        self._books[book.tenant] = (version, encode(book))
-        self.writes += 1
-        return Book(book.tenant, str(version), dict(book.live), dict(book.ended))
-
-    async def list(self) -> list[tuple[str, Book]]:
-        return [(t, decode(t, str(v), d)) for t, (v, d) in self._books.items()]
+    @property
+    def conflicts(self) -> int:
+        return self.cas.conflicts
