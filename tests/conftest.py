@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,26 +66,38 @@ def _kubectl_binary() -> str:
     return str(assets_dir() / "kubectl")
 
 
+def prepared_cluster(kubeconfig: str, webhook_client_ca: str | None, identity_dir: Path) -> Cluster:
+    """A cluster ready for an operator: the CRDs established and the chart's identity applied."""
+    identity_dir.mkdir(parents=True, exist_ok=True)
+    c = Cluster(kubeconfig, _kubectl_binary())
+    c.webhook_client_ca = webhook_client_ca
+    c.kubectl("apply", "-f", str(ROOT / "crds"))
+    c.kubectl("wait", "--for=condition=established", "--timeout=60s",
+              "crd/licenses.entitle.dev", "crd/workloads.entitle.dev", "crd/instancesources.entitle.dev",
+              "crd/usageanchors.entitle.dev")
+    install_chart_identity(c, identity_dir)
+    return c
+
+
+def local_cluster(workdir: Path) -> tuple[Cluster, Any]:
+    """A local control plane of its own (etcd + kube-apiserver + kube-controller-manager) and
+    its prepared :class:`Cluster`; the caller stops the plane."""
+    from entitle.devenv.controlplane import ControlPlane
+
+    plane = ControlPlane.create(workdir / "controlplane")
+    plane.start()
+    return prepared_cluster(str(plane.kubeconfig), str(plane.webhook_client_ca), workdir / "identity"), plane
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
     external = os.environ.get("ENTITLE_KUBECONFIG")
     plane = None
     if external:
-        kubeconfig = external
+        c = prepared_cluster(external, os.environ.get("ENTITLE_WEBHOOK_CLIENT_CA") or None,
+                             tmp_path_factory.mktemp("identity"))
     else:
-        from entitle.devenv.controlplane import ControlPlane
-
-        plane = ControlPlane.create(tmp_path_factory.mktemp("controlplane"))
-        plane.start()
-        kubeconfig = str(plane.kubeconfig)
-    c = Cluster(kubeconfig, _kubectl_binary())
-    c.webhook_client_ca = str(plane.webhook_client_ca) if plane is not None else \
-        os.environ.get("ENTITLE_WEBHOOK_CLIENT_CA") or None
-    c.kubectl("apply", "-f", str(ROOT / "crds"))
-    c.kubectl("wait", "--for=condition=established", "--timeout=60s",
-              "crd/licenses.entitle.dev", "crd/workloads.entitle.dev", "crd/instancesources.entitle.dev",
-              "crd/usageanchors.entitle.dev")
-    install_chart_identity(c, tmp_path_factory.mktemp("identity"))
+        c, plane = local_cluster(tmp_path_factory.mktemp("local"))
     failed_before = getattr(pytest, "_entitle_failed", 0)
     yield c
     if plane is not None:

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_features_parser(sub)
     from entitle.adapters.dashboard.cli import add_parser as add_dashboard_parser
+    from entitle.adapters.licensing.fleet_status import add_parser as add_fleet_parser
+
+    add_fleet_parser(sub)
 
     add_dashboard_parser(sub)
 

@@ -163,3 +163,91 @@ def test_the_hub_store_round_trips_refuses_stale_writes_and_reads_a_hand_edited_
                 '{"eu": {"amount": {"gpus": 1}, "renewals": 1, "period": 30}}',
                 '{"eu": {"amount": {}, "renewals": 1, "period": 0}}', '[]', '{not json'):
         assert decode("acme", "9", {"leases": bad}).corrupt is not None, bad
+
+
+class _Clock:
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
+
+
+def _member_pair():
+    from datetime import datetime, timezone
+
+    from entitle.adapters.kube.fleet_leases import MemoryLeaseStore
+    from entitle.domain.state import ClusterState
+    from entitle.operator.config import FleetConfig
+    from entitle.operator.fleet import FleetMember
+
+    store, members = MemoryLeaseStore(), []
+    fleet_license = {"apiVersion": "entitle.dev/v1alpha1", "kind": "License", "metadata": {"name": "contract"},
+                     "spec": {"tenant": "acme", "fleet": True, "instances": {"max": 50}, "features": [{"name": "sso"}]}}
+    for name, offset in (("eu", 0.0), ("us", 5000.0)):      # monotonic clocks far apart
+        state = ClusterState()
+        cfg = FleetConfig.model_validate({"hubKubeconfig": "/x", "cluster": name, "leaseSeconds": 60,
+                                          "graceSeconds": 10, "floor": {"instances": 5},
+                                          "chunk": {"instances": 10, "seats": 5}})
+        member = FleetMember(state, store, cfg, lambda: datetime(2026, 12, 5, tzinfo=timezone.utc),
+                             monotonic=_Clock(1000.0 + offset))
+        member.license_event("ADDED", fleet_license)
+        members.append(member)
+    return store, members
+
+
+def _max(member) -> int | None:
+    from datetime import datetime, timezone
+
+    return member.state.entitlement("acme", datetime(2026, 12, 5, tzinfo=timezone.utc)).instances.max
+
+
+def test_members_admit_from_their_leases_and_the_fleet_cap_holds_between_them():
+    import asyncio
+
+    store, (eu, us) = _member_pair()
+
+    async def run():
+        await eu.tick()
+        await us.tick()
+        assert _max(eu) == 5 and _max(us) == 5                 # joined: their floors
+        assert eu.state.entitlement("acme", eu.clock()).features.keys() == {"sso"}
+        assert await eu.grow_for("acme", "instances", 30)      # one hub write: 30 + a chunk
+        assert _max(eu) == 40
+        assert not await us.grow_for("acme", "instances", 20)  # 50 - 40 leaves 10
+        assert await us.grow_for("acme", "instances", 10) and _max(us) == 10
+        assert _max(eu) + _max(us) <= 50
+        return eu.hub_writes + us.hub_writes
+
+    assert asyncio.run(run()) == 4
+
+
+def test_a_member_cut_off_falls_to_its_floor_and_its_share_moves_only_after_the_grace():
+    import asyncio
+
+    store, (eu, us) = _member_pair()
+
+    async def run():
+        await eu.tick()
+        await us.tick()
+        await eu.grow_for("acme", "instances", 40)             # eu holds 45 (all but us's floor)
+        assert _max(eu) == 45
+        # us sees eu's renewal (its watch), then eu is cut off from the hub.
+        for tenant, version, data in await store.cas.list():
+            us.lease_event("MODIFIED", {"metadata": {"annotations": {"entitle.dev/tenant": tenant},
+                                                     "labels": {"entitle.dev/fleet-lease": "true"},
+                                                     "resourceVersion": version}, "data": data})
+        eu.monotonic.at += 60 - 2 - 0.5                        # just before its lease (minus the margin)
+        eu.refresh("acme")
+        assert _max(eu) == 45
+        eu.monotonic.at += 1
+        eu.refresh("acme")
+        assert _max(eu) == 5                                   # lapsed here: its floor only
+        us.monotonic.at += 60 + 10 - 1                         # not yet period + grace on us's clock
+        assert not await us.grow_for("acme", "instances", 30)
+        us.monotonic.at += 2
+        assert await us.grow_for("acme", "instances", 30)      # eu's share reclaimed
+        book = await store.read("acme")
+        assert book.entries["eu"].amount["instances"] == 5 and _max(us) >= 30
+
+    asyncio.run(run())

@@ -142,6 +142,10 @@ class LicenseSpec(ApiModel):
     sessions: SessionPool | None = Field(
         default=None, description="Concurrent sessions apps check out on the OFREP port. Absent = this license "
                                   "does not cap sessions.")
+    fleet: bool = Field(
+        default=False, description="A fleet License, kept in the fleet's hub cluster: member clusters share its caps "
+                                   "through capacity leases (docs/fleet.md). In any cluster's own enforcement it "
+                                   "grants nothing, so no cluster ever counts it twice.")
     features: list[FeatureGrant] = Field(
         default_factory=list, description="Features granted (each name once).",
         json_schema_extra={"maxItems": limits.MAX_FEATURES, "x-kubernetes-list-type": "map",

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from entitle.domain.entitlement import Entitlement
+
 POOLS = ("instances", "seats")
 
 
@@ -47,6 +49,7 @@ class Entry:
     floor: dict[str, int] = field(default_factory=dict)    # pool -> units reserved for ever
     renewals: int = 0
     period: int = 300                                       # seconds the holder may spend it
+    usage: dict[str, int] = field(default_factory=dict)     # what the member runs (for views only)
 
     def of(self, pool: str) -> int:
         return self.amount.get(pool, 0)
@@ -146,6 +149,14 @@ def shrink(book: Book, me: str, usage: dict[str, int], chunk: int) -> Book:
     return replace(book, entries={**book.entries, me: replace(mine, amount=amount, renewals=mine.renewals + 1)})
 
 
+def report_usage(book: Book, me: str, usage: dict[str, int]) -> Book:
+    """``me``'s usage written with its entry, for `entitle fleet status` (never counted)."""
+    mine = book.entries.get(me)
+    if mine is None:
+        return book
+    return replace(book, entries={**book.entries, me: replace(mine, usage=dict(usage))})
+
+
 def renew(book: Book, me: str) -> Book:
     mine = book.entries.get(me)
     if mine is None:
@@ -191,3 +202,20 @@ class HeldLease:
             return 0
         held = self.entry.of(pool) if self.valid(now) else self.entry.floor_of(pool)
         return min(held, self.ceiling[pool]) if pool in self.ceiling else held
+
+
+def member_entitlement(combined: Entitlement, local: Entitlement, fleet: Entitlement,
+                       spendable: dict[str, int]) -> Entitlement:
+    """A member's entitlement for a tenant with fleet Licenses: everything stacked as usual
+    (``combined``: local and fleet Licenses together: features, rules, enforcement...), except
+    each pool the fleet caps, which is the local Licenses' own max plus what this member may
+    spend of its lease now. Bursts come from the local Licenses only (a lease has none)."""
+    if not fleet.active:
+        return combined
+    pools = {}
+    for pool in POOLS:
+        fleet_pool, local_pool = getattr(fleet, pool), getattr(local, pool)
+        if fleet_pool.max is None:
+            continue
+        pools[pool] = replace(local_pool, max=(local_pool.max or 0) + spendable.get(pool, 0))
+    return replace(combined, **pools)

@@ -22,6 +22,7 @@ from entitle.domain.admission import CREATE, DELETE, UPDATE, Decision, decide
 from entitle.domain.bursts import BurstClock
 from entitle.domain.checks import CheckContext
 from entitle.domain.entitlement import Entitlement, effective_entitlement
+from entitle.domain.fleet import member_entitlement
 from entitle.domain.licenses import ReadLicense, read_license
 from entitle.domain.normalization import InstanceTable
 from entitle.domain.sources import state_key
@@ -110,6 +111,10 @@ class ClusterState:
         self.namespaces: dict[str, str | None] = {}
         self._tenant_namespaces: dict[str, set[str]] = defaultdict(set)   # tenant -> its namespaces
         self.licenses: dict[str, ReadLicense] = {}
+        # Fleet Licenses read from the hub (member mode, docs/fleet.md) and, per tenant and pool,
+        # what this member may spend of its lease now (operator/fleet.py keeps it current).
+        self.fleet_licenses: dict[str, ReadLicense] = {}
+        self.fleet_spendable: dict[str, dict[str, int]] = {}
         self.workloads: dict[Key, WorkloadEntry] = {}
         self._by_namespace: dict[str, set[Key]] = defaultdict(set)
         self._licenses_by_tenant: dict[str, set[str]] = defaultdict(set)
@@ -197,12 +202,43 @@ class ClusterState:
     def licenses_of(self, tenant: str) -> list[ReadLicense]:
         return [self.licenses[n] for n in sorted(self._licenses_by_tenant.get(tenant, ()))]
 
+    def set_fleet_license(self, read: ReadLicense) -> None:
+        previous = self.fleet_licenses.get(read.name)
+        self.fleet_licenses[read.name] = read
+        self.license_version += 1
+        self._entitlements.pop(read.tenant, None)
+        if previous is not None:
+            self._entitlements.pop(previous.tenant, None)
+
+    def delete_fleet_license(self, name: str) -> ReadLicense | None:
+        read = self.fleet_licenses.pop(name, None)
+        if read is not None:
+            self.license_version += 1
+            self._entitlements.pop(read.tenant, None)
+        return read
+
+    def fleet_licenses_of(self, tenant: str) -> list[ReadLicense]:
+        return sorted((r for r in self.fleet_licenses.values() if r.tenant == tenant), key=lambda r: r.name)
+
+    def set_fleet_spendable(self, tenant: str, spendable: dict[str, int]) -> bool:
+        """What this member may spend of its lease now; True when it changed."""
+        if self.fleet_spendable.get(tenant) == spendable:
+            return False
+        self.fleet_spendable[tenant] = dict(spendable)
+        self._entitlements.pop(tenant, None)
+        return True
+
     def entitlement(self, tenant: str, now: datetime) -> Entitlement:
         cached = self._entitlements.get(tenant)
         if cached is not None and cached[1] <= now and (cached[2] is None or now < cached[2]):
             return cached[0]
         licenses = self.licenses_of(tenant)
-        ent = effective_entitlement(tenant, licenses, now)
+        fleet = self.fleet_licenses_of(tenant) if self.fleet_licenses else []
+        ent = effective_entitlement(tenant, licenses + fleet, now)
+        if fleet:
+            ent = member_entitlement(ent, effective_entitlement(tenant, licenses, now),
+                                     effective_entitlement(tenant, fleet, now), self.fleet_spendable.get(tenant, {}))
+            licenses = licenses + fleet
         until = min((t for t in (lic.next_transition(now) for lic in licenses) if t is not None), default=None)
         self._entitlements[tenant] = (ent, now, until)
         return ent
@@ -210,6 +246,7 @@ class ClusterState:
     def tenants(self) -> list[str]:
         names = {t for t in self.namespaces.values() if t}
         names |= {lic.tenant for lic in self.licenses.values()}
+        names |= {lic.tenant for lic in self.fleet_licenses.values()}
         return sorted(names)
 
     # --- workloads (the stored truth, from watches) -------------------------------------

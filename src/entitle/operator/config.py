@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from entitle.domain.normalization import DEFAULT_WEIGHTS, InstanceTable
 from entitle.api.objects import first_error
@@ -126,6 +126,36 @@ class OfrepConfig(BaseModel):
     audience: str | None = Field("entitle", min_length=1)
 
 
+class FleetConfig(BaseModel):
+    """Member mode (DESIGN "Fleet"; docs/fleet.md): fleet Licenses are read from the hub and
+    their caps shared with the other members through capacity leases. Off without a hub."""
+
+    model_config = STRICT
+
+    hub_kubeconfig: str | None = Field(None, alias="hubKubeconfig")
+    # This member's name in the hub's lease books (unique in the fleet).
+    cluster: str | None = Field(None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    hub_namespace: str = Field("entitle-fleet", alias="hubNamespace")
+    # How long a lease may be spent after the write that renewed it; peers reclaim it only
+    # after this plus the grace (measured on their own clocks).
+    lease_seconds: int = Field(300, alias="leaseSeconds", ge=10, le=86_400)
+    grace_seconds: int = Field(30, alias="graceSeconds", ge=1, le=3_600)
+    # Units (seats) reserved for this member for ever: all it admits when cut off past its lease.
+    floor: dict[str, int] = Field(default_factory=dict)
+    # How much more than needed a growth takes (fewer hub writes), per pool.
+    chunk: dict[str, int] = Field(default_factory=lambda: {"instances": 10, "seats": 5})
+
+    @model_validator(mode="after")
+    def _complete(self) -> FleetConfig:
+        if self.hub_kubeconfig and not self.cluster:
+            raise ValueError("fleet.cluster is required with fleet.hubKubeconfig")
+        for name, values in (("floor", self.floor), ("chunk", self.chunk)):
+            for pool, n in values.items():
+                if pool not in ("instances", "seats") or n < 0:
+                    raise ValueError(f"fleet.{name}.{pool}: pools are instances and seats, values >= 0")
+        return self
+
+
 class PrivacyConfig(BaseModel):
     """DESIGN "Privacy": user and guest names pseudonymized in everything entitle writes out."""
 
@@ -165,6 +195,7 @@ class OperatorConfig(BaseModel):
     # ``ledger.path`` and still honoured.
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     ofrep: OfrepConfig = Field(default_factory=OfrepConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     source: str = "entitle.dev/operator"
     # How long a capacity hold outlives its admission: longer than the webhook timeout plus the

@@ -64,6 +64,13 @@ class LicenseWatch:
             self.specs.seen(name, meta.get("uid"), body)
             self.marks.tenant(read.tenant)
             return
+        if lic.spec.fleet:
+            # A fleet License grants through member clusters' leases (docs/fleet.md), never in
+            # the cluster that stores it: here it is as if absent (were it local once: gone).
+            if name in self.state.licenses:
+                self._deleted(name, meta, now)
+            log.info("license %s is a fleet License: counted by the fleet's members, not here", name)
+            return
         read = self.state.set_license(lic)
         self.marks.unreadable.pop(("License", None, name), None)
         self.specs.seen(name, lic.metadata.uid, body)

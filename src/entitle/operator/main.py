@@ -52,6 +52,8 @@ class Operator:
     server: AdmissionServer
     identity: OwnIdentity
     workers: Any = None
+    fleet: Any = None          # operator.fleet.FleetMember in member mode (docs/fleet.md)
+    hub_api: Any = None
 
 
 def _open_ledger(cfg: configmod.OperatorConfig) -> Any:
@@ -82,8 +84,9 @@ def build(cfg: configmod.OperatorConfig, worker: bool) -> Operator:
                                 webhook_timeout_seconds=cfg.webhook.timeout_seconds)
     certificate = ServingCertificate(cfg, api)
     identity = OwnIdentity()
+    fleet, hub_api = _fleet_member(cfg, state, controller.clock, controller.marks.tenant)
     webhooks = WorkloadWebhooks(admission, controller.catalog, controller.sourced.owners, controller.events,
-                                controller.ready, controller.clock)
+                                controller.ready, controller.clock, fleet=fleet)
     server = AdmissionServer({**webhooks.routes(), **license_routes(state, controller.ready, controller.clock),
                               **tenant_view_guard(identity)},
                              cfg.webhook.listen_host, cfg.webhook.port,
@@ -96,7 +99,28 @@ def build(cfg: configmod.OperatorConfig, worker: bool) -> Operator:
 
         workers = Workers(cfg.webhook.workers - 1,
                           worker_config(cfg, certificate.certfile, certificate.keyfile, certificate.directory))
-    return Operator(cfg, worker, api, async_api, controller, admission, certificate, server, identity, workers)
+    return Operator(cfg, worker, api, async_api, controller, admission, certificate, server, identity, workers,
+                    fleet, hub_api)
+
+
+def _fleet_member(cfg: configmod.OperatorConfig, state: ClusterState, clock: Any,
+                  on_change: Any) -> tuple[Any, Any]:
+    """Member mode: a client of the hub's apiserver and this member's lease keeper, or (None, None)."""
+    if not cfg.fleet.hub_kubeconfig:
+        return None, None
+    from kubernetes import client, config
+
+    from entitle.adapters.kube.fleet_leases import HubLeaseStore
+    from entitle.operator.fleet import FleetMember
+
+    hub = client.Configuration()
+    try:
+        config.load_kube_config(config_file=cfg.fleet.hub_kubeconfig, client_configuration=hub)
+    except Exception as exc:  # noqa: BLE001 -- a missing or broken file: say which, exit 2
+        raise BuildFailed(f"fleet.hubKubeconfig {cfg.fleet.hub_kubeconfig}: {exc}") from None
+    hub_api = AsyncApi(hub)
+    return FleetMember(state, HubLeaseStore(hub_api, cfg.fleet.hub_namespace), cfg.fleet, clock,
+                       on_change=on_change), hub_api
 
 
 @dataclass
@@ -109,6 +133,8 @@ class OperatorProcess:
     tasks: list[asyncio.Task] = field(default_factory=list)
     side_servers: list[Any] = field(default_factory=list)
     ofreps: list[Any] = field(default_factory=list)
+    fleet_informers: list[Any] = field(default_factory=list)
+    fleet_tasks: list[asyncio.Task] = field(default_factory=list)
 
     async def startup(self, settings: kopf.OperatorSettings) -> None:
         op, cfg, controller = self.op, self.op.cfg, self.op.controller
@@ -120,6 +146,7 @@ class OperatorProcess:
         # Serve at once (requests wait for the primed state), so readiness follows listening.
         await op.server.start()
         await self._start_ofrep()
+        await self._start_fleet()
         if op.identity.username is None:
             op.identity.username = await asyncio.to_thread(op.api.whoami)
             if op.identity.username is None:
@@ -148,6 +175,33 @@ class OperatorProcess:
                                 ledger_sessions=lambda: ledger.iter_live("session"))
             await ofrep.start()
             self.ofreps.append(ofrep)
+
+    async def _start_fleet(self) -> None:
+        """Member mode: fleet Licenses and lease books watched in the hub, the lease loop started.
+        The first listing of fleet Licenses is waited for (bounded): deciding without them would
+        deny a fleet tenant everything."""
+        op = self.op
+        if op.fleet is None or self.fleet_informers:
+            return
+        from entitle.adapters.kube.fleet_leases import LABEL as LEASE_LABEL
+        from entitle.adapters.kube.informer import Informer
+        from entitle.api import GROUP, VERSION
+
+        member, ns = op.fleet, op.cfg.fleet.hub_namespace
+        warn = lambda what: (lambda exc: exc and log.warning("fleet: watching %s in the hub: %s", what, exc))  # noqa: E731
+        licenses = Informer(op.hub_api, f"apis/{GROUP}/{VERSION}/licenses", on_event=member.license_event,
+                            on_error=warn("Licenses")).start()
+        books = Informer(op.hub_api, f"api/v1/namespaces/{ns}/configmaps?labelSelector={LEASE_LABEL}%3Dtrue",
+                         on_event=member.lease_event, on_error=warn("lease books")).start()
+        self.fleet_informers += [licenses, books]
+        try:
+            await asyncio.wait_for(licenses.synced.wait(), 30)
+        except TimeoutError:
+            log.error("fleet: the hub's Licenses could not be listed within 30 s; fleet tenants are denied until "
+                      "they are")
+        # (Not in ``tasks``: an empty ``tasks`` is what starts the loops below.)
+        self.fleet_tasks.append(asyncio.get_running_loop().create_task(member.run()))
+        log.info("fleet member started", extra={"cluster": member.me, "hubNamespace": ns})
 
     async def _start_metrics(self) -> None:
         op = self.op
@@ -186,15 +240,19 @@ class OperatorProcess:
         op = self.op
         if op.workers is not None:
             await asyncio.to_thread(op.workers.stop)
-        for task in self.tasks:
+        for task in self.tasks + self.fleet_tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, *self.fleet_tasks, return_exceptions=True)
         op.controller.set_leader(False)
         await op.controller.stop()
         for side in self.side_servers:
             await side.stop()
         for ofrep in self.ofreps:
             await ofrep.stop()      # flushes the open hour's feature counts before the writer closes
+        for informer in self.fleet_informers:
+            await informer.stop()
+        if op.hub_api is not None:
+            await op.hub_api.close()
         await op.server.stop()
         await op.async_api.close()
         await asyncio.to_thread(op.controller.writer.close)

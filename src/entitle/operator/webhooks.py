@@ -27,13 +27,16 @@ log = logging.getLogger("entitle.webhook")
 VALIDATE_PATH = "/workloads"
 FINALIZER_PATH = "/workloads-finalizer"
 SOURCES_PATH = "/sources"
+# The reasons a fleet lease can cure, and the pool each is about.
+FLEET_POOLS = {reasons.INSTANCE_CAP_EXCEEDED: "instances", reasons.SEAT_CAP_EXCEEDED: "seats"}
 
 
 class WorkloadWebhooks:
     def __init__(self, admission: SharedAdmission, catalog: SourceCatalog, owners: SourceOwners, events: EventQueue,
-                 ready: asyncio.Event, clock: Callable[[], datetime]) -> None:
+                 ready: asyncio.Event, clock: Callable[[], datetime], fleet: Any = None) -> None:
         self.admission, self.state = admission, admission.state
         self.catalog, self.owners, self.events, self.ready, self.clock = catalog, owners, events, ready, clock
+        self.fleet = fleet      # operator.fleet.FleetMember in member mode
 
     def routes(self) -> dict[str, ReviewCallback]:
         return {path: counting_errors(path, callback) for path, callback in
@@ -46,16 +49,33 @@ class WorkloadWebhooks:
         await self.ready.wait()
         started = time.perf_counter()
         try:
-            request, decision = await self.admission.review(
-                self.clock(), operation=review.operation, subresource=review.subresource,
-                body=review.body, old=review.old, dry_run=review.dry_run,
-                namespace=review.namespace, name=review.name)
+            request, decision = await self._review(review)
+            if await self._grew_fleet_lease(decision):
+                request, decision = await self._review(review)
         except RequestNotUnderstood as exc:
             DECISIONS.labels(tenant="", reason="BadRequest", allowed="false").inc()
             raise AdmissionDenied(str(exc), code=400, reason="BadRequest")
         finally:
             ADMISSION_LATENCY.observe(time.perf_counter() - started)
         self.answer(review, request, decision)
+
+    async def _review(self, review: Review) -> tuple[Any, Decision]:
+        return await self.admission.review(
+            self.clock(), operation=review.operation, subresource=review.subresource,
+            body=review.body, old=review.old, dry_run=review.dry_run,
+            namespace=review.namespace, name=review.name)
+
+    async def _grew_fleet_lease(self, decision: Decision) -> bool:
+        """Member mode: a pool the fleet caps was short -- grow this member's lease (the one hub
+        write on the admission path, only when the lease does not cover) and decide again."""
+        if self.fleet is None or decision.allowed or decision.change is None or decision.tenant is None:
+            return False
+        pool = FLEET_POOLS.get(decision.reason)
+        if pool is None or not self.state.fleet_licenses_of(decision.tenant):
+            return False
+        change = decision.change
+        after = change.instances_after if pool == "instances" else change.seats_after
+        return await self.fleet.grow_for(decision.tenant, pool, after)
 
     def answer(self, review: Review, request: Any, decision: Decision) -> None:
         DECISIONS.labels(tenant=decision.tenant or "", reason=decision.reason,
@@ -105,6 +125,8 @@ class WorkloadWebhooks:
             if request is None:
                 return
             decision = await self.admission.decide(request, self.clock())
+            if await self._grew_fleet_lease(decision):
+                decision = await self.admission.decide(request, self.clock())
         except InvalidInstanceCount as exc:
             DECISIONS.labels(tenant=self.state.tenant_of(namespace) or "", reason=reasons.INVALID_INSTANCE_COUNT,
                              allowed="false").inc()

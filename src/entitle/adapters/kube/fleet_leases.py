@@ -23,7 +23,8 @@ class LeaseConflict(Exception):
 
 def encode(book: Book) -> dict[str, str]:
     return {"leases": orjson.dumps({c: {"amount": e.amount, "floor": e.floor, "renewals": e.renewals,
-                                        "period": e.period} for c, e in sorted(book.entries.items())}).decode()}
+                                        "period": e.period, "usage": e.usage}
+                                    for c, e in sorted(book.entries.items())}).decode()}
 
 
 def _counts(value: Any) -> dict[str, int]:
@@ -48,7 +49,7 @@ def decode(tenant: str, version: str | None, data: dict | None) -> Book:
             if isinstance(period, bool) or not isinstance(period, int) or not 1 <= period <= 86_400:
                 raise ValueError(f"cluster {cluster[:60]}: period out of range")
             entries[cluster] = Entry(cluster, _counts(v["amount"]), _counts(v.get("floor", {})), int(v["renewals"]),
-                                     period)
+                                     period, _counts(v.get("usage", {})))
         return Book(tenant, version, entries)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return Book(tenant, version, corrupt=f"{type(exc).__name__}: {str(exc)[:200]}")

@@ -1,0 +1,224 @@
+"""A member cluster's side of the fleet (docs/fleet.md): fleet Licenses read from the hub, this
+member's capacity leases kept in the hub's lease books (domain.fleet rules, written by
+compare-and-swap through adapters/kube/fleet_leases), and what it may spend of them put into
+the state, where admission reads it like any cap -- no hub call on the admission path while the
+lease covers the request.
+
+Every replica of a member runs one of these on its own: each renews the member's entry from its
+own writes (so each measures its lease from a write it sent), and sees peers' renewals from the
+hub's watch. A replica that never wrote spends nothing above the floor; one whose writes fail
+keeps to its lease until it lapses, then its floor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from entitle.adapters.kube.fleet_leases import LABEL, LeaseConflict, decode
+from entitle.api import License
+from entitle.domain import fleet as rules
+from entitle.domain.entitlement import effective_entitlement
+from entitle.domain.fleet import Book, FleetCapExceeded, HeldLease, Sightings
+from entitle.domain.licenses import read_license
+from entitle.domain.state import ClusterState
+
+log = logging.getLogger("entitle.fleet")
+
+# A lease is spent only until this long before it lapses on this replica's clock: the tick that
+# lowers the caps runs every second, and an admission decided just before it must still be in.
+MARGIN = 2.0
+WRITE_ATTEMPTS = 4
+# A growth on the admission path waits for the hub this long at most (the apiserver's webhook
+# timeout is 5 s by default); after the hub failed, growth is not tried again for HUB_BACKOFF s,
+# so a member cut off answers at its own speed, within what it holds.
+GROW_TIMEOUT = 2.0
+HUB_BACKOFF = 5.0
+
+
+class FleetMember:
+    def __init__(self, state: ClusterState, store: Any, cfg: Any, clock: Callable[[], datetime],
+                 monotonic: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[str], None] = lambda tenant: None) -> None:
+        self.state, self.store, self.cfg, self.clock, self.monotonic = state, store, cfg, clock, monotonic
+        # Called with a tenant whose entitlement changed here (its status and views are redone).
+        self.on_change = on_change
+        self.me: str = cfg.cluster
+        self.held: dict[str, HeldLease] = {}
+        self.sightings: dict[str, Sightings] = {}
+        self.books: dict[str, Book] = {}
+        self.last_sent: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.hub_writes = 0
+        self._hub_down_until = 0.0
+
+    # --- fleet Licenses from the hub -----------------------------------------------------------
+    def license_event(self, event_type: str, body: dict) -> None:
+        name = (body.get("metadata") or {}).get("name")
+        if not name:
+            return
+        spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+        if event_type == "DELETED" or not spec.get("fleet"):
+            gone = self.state.delete_fleet_license(name)
+            if gone is not None:
+                self.on_change(gone.tenant)
+            return
+        try:
+            lic = License.model_validate(body)
+        except Exception as exc:  # noqa: BLE001 -- an unreadable fleet License grants nothing here
+            log.error("fleet license %s is not readable: %s", name, str(exc)[:300])
+            gone = self.state.delete_fleet_license(name)
+            if gone is not None:
+                self.on_change(gone.tenant)
+            return
+        # Bound to no cluster: a fleet License is about every member.
+        if name not in self.state.fleet_licenses:
+            log.info("fleet license %s of tenant %s read from the hub", name, lic.spec.tenant)
+        self.state.set_fleet_license(read_license(lic, self.state.signing_keys, None))
+        self.on_change(lic.spec.tenant)
+
+    # --- the lease books -----------------------------------------------------------------------
+    def caps(self, tenant: str, now: datetime) -> dict[str, int | None]:
+        ent = effective_entitlement(tenant, self.state.fleet_licenses_of(tenant), now)
+        return {pool: getattr(ent, pool).max for pool in rules.POOLS} if ent.active else {}
+
+    def _local_max(self, tenant: str, pool: str, now: datetime) -> int:
+        return getattr(effective_entitlement(tenant, self.state.licenses_of(tenant), now), pool).max or 0
+
+    def lease_event(self, event_type: str, body: dict) -> None:
+        """A lease book from the hub's watch: peers' renewals seen (their lapse clocks start),
+        and any cut of this member's own entry (reclaimed while it was away) adopted."""
+        meta = body.get("metadata") or {}
+        tenant = (meta.get("annotations") or {}).get("entitle.dev/tenant")
+        if not tenant or (meta.get("labels") or {}).get(LABEL) != "true" or event_type == "DELETED":
+            return
+        book = decode(tenant, meta.get("resourceVersion"), body.get("data"))
+        if book.corrupt is not None:
+            log.error("the hub's lease book of tenant %s is unreadable: %s", tenant, book.corrupt)
+            return
+        self.sightings.setdefault(tenant, Sightings()).see(book, self.monotonic())
+        self.books[tenant] = book
+        held, stored = self.held.get(tenant), book.entries.get(self.me)
+        if held is not None and held.entry is not None and stored is not None:
+            lower = {p: min(n, stored.of(p)) for p, n in held.entry.amount.items()}
+            if lower != held.entry.amount:
+                held.entry = replace(held.entry, amount=lower)
+        self.refresh(tenant)
+
+    def refresh(self, tenant: str) -> bool:
+        held = self.held.get(tenant)
+        now = self.monotonic() + MARGIN
+        spendable = {p: held.spendable(p, now) for p in rules.POOLS} if held is not None else {}
+        changed = self.state.set_fleet_spendable(tenant, spendable)
+        if changed:
+            self.on_change(tenant)
+        return changed
+
+    async def _write(self, tenant: str, change: Callable[[Book, float], Book]) -> bool:
+        lock = self._locks.setdefault(tenant, asyncio.Lock())
+        async with lock:
+            for _ in range(WRITE_ATTEMPTS):
+                book = await self.store.read(tenant)
+                if book.corrupt is not None:
+                    log.error("the hub's lease book of tenant %s is unreadable: %s", tenant, book.corrupt)
+                    return False
+                sightings = self.sightings.setdefault(tenant, Sightings())
+                sent = self.monotonic()
+                sightings.see(book, sent)
+                usage = self.state.usage[tenant]
+                new = rules.report_usage(change(book, sent), self.me, {"instances": usage.units, "seats": usage.seats})
+                try:
+                    stored = await self.store.write(new)
+                except LeaseConflict:
+                    continue
+                self.hub_writes += 1
+                if tenant not in self.held:
+                    log.info("joined the fleet lease book of tenant %s", tenant,
+                             extra={"lease": stored.entries[self.me].amount, "floor": stored.entries[self.me].floor})
+                self.held.setdefault(tenant, HeldLease()).stored(stored.entries[self.me], sent)
+                self.last_sent[tenant] = sent
+                self.books[tenant] = stored
+                self.refresh(tenant)
+                return True
+        return False
+
+    async def grow_for(self, tenant: str, pool: str, after: int) -> bool:
+        """Admission found ``pool`` short: grow this member's lease to cover ``after`` (one hub
+        write). False when the fleet has no room (or the hub cannot be reached)."""
+        now = self.clock()
+        cap = self.caps(tenant, now).get(pool)
+        if cap is None:
+            return False
+        if self.monotonic() < self._hub_down_until:
+            return False
+        need = max(0, after - self._local_max(tenant, pool, now))
+        chunk = self.cfg.chunk.get(pool, 0)
+        grace = self.cfg.grace_seconds
+        try:
+            # A write cut short has an unknown outcome: nothing is adopted (peers may count the
+            # larger amount; this member never spends it).
+            return await asyncio.wait_for(self._write(tenant, lambda book, mono: rules.grow(
+                book, self.me, pool, need, chunk, cap, self.sightings[tenant], mono, grace)), GROW_TIMEOUT)
+        except FleetCapExceeded as full:
+            log.info("fleet cap reached: %s", full)
+            return False
+        except Exception as exc:  # noqa: BLE001 -- the hub unreachable: decide within what is held
+            self._hub_down_until = self.monotonic() + HUB_BACKOFF
+            log.warning("growing the lease of tenant %s failed: %s", tenant, exc or type(exc).__name__)
+            return False
+
+    async def tick(self) -> None:
+        """Join, renew every third of the lease period, give back what idles, and keep the
+        state's spendable figures current (a lapse lowers them within a second)."""
+        now, mono = self.clock(), self.monotonic()
+        period = self.cfg.lease_seconds
+        tenants = {t for t in {r.tenant for r in self.state.fleet_licenses.values()}}
+        for tenant in sorted(tenants):
+            caps = self.caps(tenant, now)
+            if not caps:
+                self.refresh(tenant)
+                continue
+            held = self.held.get(tenant)
+            due = held is None or held.entry is None or mono - self.last_sent.get(tenant, -1e18) >= period / 3
+            if due:
+                try:
+                    await self._write(tenant, self._renewal(tenant, caps, now))
+                except Exception as exc:  # noqa: BLE001 -- cut off: keep to the lease, then the floor
+                    log.warning("renewing the lease of tenant %s in the hub failed: %s", tenant, exc)
+            self.refresh(tenant)
+        for tenant in [t for t in self.state.fleet_spendable if t not in tenants]:
+            if self.state.set_fleet_spendable(tenant, {}):
+                self.on_change(tenant)
+
+    def _renewal(self, tenant: str, caps: dict[str, int | None], now: datetime) -> Callable[[Book, float], Book]:
+        usage = self.state.usage[tenant]
+        lease_use = {"instances": max(0, usage.units - self._local_max(tenant, "instances", now)),
+                     "seats": max(0, usage.seats - self._local_max(tenant, "seats", now))}
+        held = self.held.get(tenant)
+
+        def change(book: Book, mono: float) -> Book:
+            book = rules.join(book, self.me, self.cfg.floor, caps, self.cfg.lease_seconds)
+            mine = book.entries[self.me]
+            idle = {p: n for p, n in mine.amount.items()
+                    if n > lease_use.get(p, 0) + 2 * self.cfg.chunk.get(p, 0)}
+            if idle:
+                shrunk = rules.shrink(book, self.me, lease_use, max(self.cfg.chunk.values(), default=0))
+                if held is not None:
+                    held.restrict(shrunk.entries[self.me].amount)
+                self.refresh(tenant)
+                return shrunk
+            return book
+        return change
+
+    async def run(self, period: float = 1.0) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 -- never let the lease loop end
+                log.exception("the fleet lease loop failed")
+            await asyncio.sleep(period)

@@ -1,0 +1,191 @@
+"""Fleet mode with real clusters: the session's control plane is the hub (fleet Licenses and the
+lease books; no entitle runs there), two more local control planes are members, each with its
+own operator. One member reaches the hub through a proxy the test can cut (a partition).
+docs/fleet.md has the protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import Operator, free_port, local_cluster, wait_for
+from tests.e2e.helpers import apply, license, namespace, unique, workload
+
+pytestmark = pytest.mark.e2e
+
+LEASE, GRACE = 12, 3
+
+
+class CuttableProxy:
+    """TCP to the hub's apiserver; ``cut()`` drops every connection and refuses new ones."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target, self.port = target_port, free_port()
+        self.loop = asyncio.new_event_loop()
+        self.open = True
+        self.writers: set = set()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", self.port), self.loop).result(10)
+
+    async def _pipe(self, reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader, writer):
+        if not self.open:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        def close():
+            self.open = False
+            for w in list(self.writers):
+                w.close()
+            self.writers.clear()
+        self.loop.call_soon_threadsafe(close)
+
+    def heal(self) -> None:
+        self.loop.call_soon_threadsafe(setattr, self, "open", True)
+
+
+def _hub_kubeconfig(hub, path: Path, port: int | None = None) -> str:
+    config = yaml.safe_load(Path(hub.kubeconfig).read_text())
+    if port is not None:
+        for c in config["clusters"]:
+            c["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def fleet(cluster, tmp_path_factory):
+    hub, work = cluster, tmp_path_factory.mktemp("fleet")
+    hub.kubectl("create", "namespace", "entitle-fleet", check=False)
+    hub_port = int(yaml.safe_load(Path(hub.kubeconfig).read_text())["clusters"][0]["cluster"]["server"].rsplit(":", 1)[1])
+    proxy = CuttableProxy(hub_port)
+    members, planes, ops = {}, [], {}
+    try:
+        for name in ("m1", "m2"):
+            member, plane = local_cluster(work / name)
+            planes.append(plane)
+            members[name] = member
+            hub_config = _hub_kubeconfig(hub, work / f"{name}-hub.kubeconfig", proxy.port if name == "m1" else None)
+            (work / name / "op").mkdir()
+            ops[name] = Operator(member, work / name / "op", extra_config={"fleet": {
+                "hubKubeconfig": hub_config, "cluster": name, "leaseSeconds": LEASE, "graceSeconds": GRACE,
+                "floor": {"instances": 2}, "chunk": {"instances": 3, "seats": 1}}}).start()
+        yield {"hub": hub, "members": members, "ops": ops, "proxy": proxy}
+    finally:
+        for op in ops.values():
+            op.stop()
+        for plane in planes:
+            plane.stop()
+
+
+def _tenant(fleet, cap: int) -> tuple[str, str]:
+    tenant, ns = unique("fl"), unique("fns")
+    apply(fleet["hub"], license(unique("fleet"), tenant, fleet=True, instances={"max": cap}))
+    for member in fleet["members"].values():
+        apply(member, namespace(ns, tenant))
+    return tenant, ns
+
+
+def _create(member, ns: str, name: str) -> bool:
+    """True when admitted, False when denied; anything else (a timeout on a loaded machine) is
+    retried, as a client would."""
+    for _ in range(4):
+        proc = apply(member, workload(name, ns, replicas=1), check=False)
+        if proc.returncode == 0:
+            return True
+        if "denied the request" in proc.stderr:
+            return False
+        print(f"{name}: retrying after {proc.stderr.strip()[:300]}")
+    raise AssertionError(f"{name}: neither admitted nor denied: {proc.stderr}")
+
+
+def _tent(member, ns: str) -> dict:
+    got = member.kubectl("get", "tent", "entitlement", "-n", ns, "-o", "json", check=False)
+    return (json.loads(got.stdout).get("status") or {}) if got.returncode == 0 else {}
+
+
+def _ready(fleet, tenant: str, ns: str) -> None:
+    """Each member knows the fleet License and holds its floor (its tenant view says so)."""
+    for member in fleet["members"].values():
+        wait_for(lambda: (_tent(member, ns).get("instances") or {}).get("max") == 2, timeout=60,
+                 message=lambda: f"member to hold its floor for {tenant}: {_tent(member, ns)}")
+
+
+def test_two_hundred_creates_across_two_members_admit_exactly_the_fleet_cap(fleet):
+    tenant, ns = _tenant(fleet, 50)
+    _ready(fleet, tenant, ns)
+    m1, m2 = fleet["members"]["m1"], fleet["members"]["m2"]
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: (i % 2, _create(m1 if i % 2 == 0 else m2, ns, f"w{i}")), range(200)))
+    admitted = [sum(1 for m, ok in results if ok and m == k) for k in (0, 1)]
+    assert sum(admitted) == 50, admitted
+    stored = [len(json.loads(m.kubectl("get", "workloads", "-n", ns, "-o", "json").stdout)["items"]) for m in (m1, m2)]
+    assert stored == admitted
+    # `entitle fleet status` reads the hub: the cap, each cluster's lease (within it) and usage.
+    import subprocess
+    import sys
+
+    def hub_status():
+        out = subprocess.run([sys.executable, "-m", "entitle.cli", "fleet", "status", "--hub-kubeconfig",
+                              fleet["hub"].kubeconfig, "-o", "json"], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)["tenants"][tenant]
+    view = wait_for(lambda: (v := hub_status())["used"]["instances"] == 50 and v, timeout=30,
+                    message="the members' usage in the hub's lease book")
+    assert view["caps"]["instances"] == 50
+    assert sum(c["instances"]["lease"] for c in view["clusters"].values()) <= 50
+    assert {k: c["instances"]["used"] for k, c in view["clusters"].items()} == {"m1": admitted[0], "m2": admitted[1]}
+
+
+def test_a_member_cut_off_keeps_to_its_lease_then_its_floor_and_the_other_gets_its_share_after_the_grace(fleet):
+    import time
+
+    tenant, ns = _tenant(fleet, 20)
+    _ready(fleet, tenant, ns)
+    m1, m2 = fleet["members"]["m1"], fleet["members"]["m2"]
+    for i in range(8):
+        assert _create(m1, ns, f"a{i}")          # grown at the 3rd (to 3 + a chunk) and the 7th: 10
+    held = (_tent(m1, ns).get("instances") or {}).get("max")
+    assert held == 10, held
+    fleet["proxy"].cut()
+    cut_at = time.monotonic()
+    # Within its lease, m1 goes on admitting what it holds; m2 gets only what m1 does not hold.
+    assert _create(m1, ns, "b0") and _create(m1, ns, "b1")
+    m2_before = sum(_create(m2, ns, f"c{i}") for i in range(12))
+    assert m2_before == 20 - 10, m2_before
+    # m1's lease lapses on its own clock: its floor only (2), and it is over it.
+    wait_for(lambda: (_tent(m1, ns).get("instances") or {}).get("max") == 2, timeout=LEASE + 10,
+             message="m1 to fall to its floor")
+    assert not _create(m1, ns, "b2")
+    assert time.monotonic() - cut_at <= LEASE + 3
+    # m2 gets m1's share above its floor only after period + grace.
+    more = wait_for(lambda: _create(m2, ns, f"d{time.monotonic_ns()}"), timeout=LEASE + GRACE + 20,
+                    message="m2 to be given m1's lapsed share")
+    assert more and time.monotonic() - cut_at >= GRACE
+    fleet["proxy"].heal()
+    # Healed: nothing deleted; m1 shows its usage above what it now holds (over the cap).
+    wait_for(lambda: any(c.get("type") == "OverCap" and c.get("status") == "True"
+                         for c in _tent(m1, ns).get("conditions", [])), timeout=60, message="m1 over the cap")
+    assert len(json.loads(m1.kubectl("get", "workloads", "-n", ns, "-o", "json").stdout)["items"]) == 10
