@@ -157,6 +157,10 @@ def test_two_hundred_creates_across_two_members_admit_exactly_the_fleet_cap(flee
     assert view["caps"]["instances"] == 50
     assert sum(c["instances"]["lease"] for c in view["clusters"].values()) <= 50
     assert {k: c["instances"]["used"] for k, c in view["clusters"].items()} == {"m1": admitted[0], "m2": admitted[1]}
+    # Every record says which member wrote it (a fleet export over both ledgers breaks down by cluster).
+    for name in ("m1", "m2"):
+        mine = [r for r in fleet["ops"][name].records() if (r.get("data") or {}).get("tenant") == tenant]
+        assert mine and {r["data"].get("cluster") for r in mine} == {name}
 
 
 def test_a_member_cut_off_keeps_to_its_lease_then_its_floor_and_the_other_gets_its_share_after_the_grace(fleet):
@@ -189,3 +193,27 @@ def test_a_member_cut_off_keeps_to_its_lease_then_its_floor_and_the_other_gets_i
     wait_for(lambda: any(c.get("type") == "OverCap" and c.get("status") == "True"
                          for c in _tent(m1, ns).get("conditions", [])), timeout=60, message="m1 over the cap")
     assert len(json.loads(m1.kubectl("get", "workloads", "-n", ns, "-o", "json").stdout)["items"]) == 10
+
+
+def test_a_members_operator_sigkilled_strands_nothing_beyond_one_lease_period(fleet):
+    import signal
+    import time
+
+    tenant, ns = _tenant(fleet, 20)
+    _ready(fleet, tenant, ns)
+    m1, m2, op2 = fleet["members"]["m1"], fleet["members"]["m2"], fleet["ops"]["m2"]
+    for i in range(8):
+        assert _create(m2, ns, f"a{i}")          # m2 holds 10
+    op2.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    try:
+        first = sum(_create(m1, ns, f"b{i}") for i in range(12))
+        assert first == 10, first                # what m2 does not hold
+        # m2's share above its floor comes free once its lease lapsed in m1's eyes.
+        wait_for(lambda: _create(m1, ns, f"c{time.monotonic_ns()}"), timeout=LEASE + GRACE + 20,
+                 message="m1 to be given the killed member's share")
+        assert time.monotonic() - killed <= LEASE + GRACE + 20
+        extra = 1 + sum(_create(m1, ns, f"d{i}") for i in range(10))
+        assert 10 + extra == 20 - 2, extra       # everything but m2's floor
+    finally:
+        op2.start()

@@ -65,6 +65,7 @@ class UsageMeter:
         self._appended: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.enabled = True                      # False in a webhook worker: the operator records
         self.pseudonym_key: bytes | None = None  # privacy.pseudonymizeUsers: the HMAC key
+        self.cluster: str | None = None          # fleet.cluster: every record says which member wrote it
 
     def seed(self, ledger: LedgerBackend) -> None:
         """What the ledger already counts (its live table), before any watch event."""
@@ -98,6 +99,10 @@ class UsageMeter:
         if self.pseudonym_key is not None:
             # The one place every record passes: names never reach the ledger, sinks or exports.
             record = pseudonymize_record(record, self.pseudonym_key)
+        if self.cluster is not None and isinstance(record.get("data"), dict):
+            # Fleet members: whose usage it is, for per-cluster views of a fleet export (the id,
+            # and so deduplication, is unchanged).
+            record = {**record, "data": {**record["data"], "cluster": self.cluster}}
         self.writer.submit(record)
         self._appended[key] = None
         if len(self._appended) > APPENDED_MEMORY:
