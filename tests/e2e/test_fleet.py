@@ -117,6 +117,7 @@ def _create(member, ns: str, name: str) -> bool:
         if proc.returncode == 0:
             return True
         if "denied the request" in proc.stderr:
+            print(f"{name}: denied: {proc.stderr.strip()[:300]}")
             return False
         print(f"{name}: retrying after {proc.stderr.strip()[:300]}")
     raise AssertionError(f"{name}: neither admitted nor denied: {proc.stderr}")
@@ -157,6 +158,12 @@ def test_two_hundred_creates_across_two_members_admit_exactly_the_fleet_cap(flee
     assert view["caps"]["instances"] == 50
     assert sum(c["instances"]["lease"] for c in view["clusters"].values()) <= 50
     assert {k: c["instances"]["used"] for k, c in view["clusters"].items()} == {"m1": admitted[0], "m2": admitted[1]}
+    # Each member's TenantEntitlement shows the fleet totals (as the members last reported them).
+    for name, member in fleet["members"].items():
+        wait_for(lambda: (_tent(member, ns).get("fleet") or {}).get("instancesUsed") == 50, timeout=30,
+                 message=lambda: f"fleet totals in {name}'s tenant view: {_tent(member, ns).get('fleet')}")
+        totals = _tent(member, ns)["fleet"]
+        assert totals["instancesMax"] == 50 and totals["cluster"] == name and totals["clusters"] == 2
     # Every record says which member wrote it (a fleet export over both ledgers breaks down by cluster).
     for name in ("m1", "m2"):
         mine = [r for r in fleet["ops"][name].records() if (r.get("data") or {}).get("tenant") == tenant]
@@ -171,8 +178,8 @@ def test_a_member_cut_off_keeps_to_its_lease_then_its_floor_and_the_other_gets_i
     m1, m2 = fleet["members"]["m1"], fleet["members"]["m2"]
     for i in range(8):
         assert _create(m1, ns, f"a{i}")          # grown at the 3rd (to 3 + a chunk) and the 7th: 10
-    held = (_tent(m1, ns).get("instances") or {}).get("max")
-    assert held == 10, held
+    wait_for(lambda: (_tent(m1, ns).get("instances") or {}).get("max") == 10, timeout=30,
+             message=lambda: f"m1's view to show its lease: {_tent(m1, ns).get('instances')}")
     fleet["proxy"].cut()
     cut_at = time.monotonic()
     # Within its lease, m1 goes on admitting what it holds; m2 gets only what m1 does not hold.
@@ -184,6 +191,12 @@ def test_a_member_cut_off_keeps_to_its_lease_then_its_floor_and_the_other_gets_i
              message="m1 to fall to its floor")
     assert not _create(m1, ns, "b2")
     assert time.monotonic() - cut_at <= LEASE + 3
+    # ... and says so: the FleetLease condition and a FleetLeaseLapsed notice (an Event).
+    lapsed = next(c for c in _tent(m1, ns)["conditions"] if c["type"] == "FleetLease")
+    assert lapsed["status"] == "False" and lapsed["reason"] == "LeaseLapsed"
+    wait_for(lambda: "FleetLeaseLapsed" in m1.kubectl("get", "events", "-n", ns, "-o",
+                                                      "jsonpath={.items[*].reason}").stdout,
+             timeout=30, message="the FleetLeaseLapsed Event")
     # m2 gets m1's share above its floor only after period + grace.
     more = wait_for(lambda: _create(m2, ns, f"d{time.monotonic_ns()}"), timeout=LEASE + GRACE + 20,
                     message="m2 to be given m1's lapsed share")

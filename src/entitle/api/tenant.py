@@ -63,6 +63,25 @@ class TenantDay(ApiModel):
     sessions: int | None = Field(default=None, description="Peak concurrent sessions that day (where sold or used).")
 
 
+class TenantFleet(ApiModel):
+    """Fleet mode (docs/fleet.md): this tenant's fleet-wide cap and usage, and this member's lease."""
+
+    cluster: str = Field(description="This member's name in the fleet.")
+    instances_max: int | None = Field(default=None, alias="instancesMax",
+                                      description="Fleet-wide instance cap (the hub's fleet Licenses); null = none.")
+    seats_max: int | None = Field(default=None, alias="seatsMax", description="Fleet-wide seat cap; null = none.")
+    instances_used: int = Field(default=0, alias="instancesUsed",
+                                description="Instance units in use across the members, as they last reported.")
+    seats_used: int = Field(default=0, alias="seatsUsed", description="Seats in use across the members (per cluster).")
+    instances_lease: int = Field(default=0, alias="instancesLease",
+                                 description="Instance units this member may admit of the fleet cap now.")
+    seats_lease: int = Field(default=0, alias="seatsLease", description="Seats this member may admit now.")
+    clusters: int = Field(default=0, description="Members holding a lease for this tenant.")
+    lease_valid: bool = Field(default=False, alias="leaseValid",
+                              description="False: the hub has not been reached within the lease period; this "
+                                          "member admits within its floor only.")
+
+
 class TenantEntitlementStatus(ApiModel):
     """The tenant's effective entitlement, usage and renewal (written by the operator)."""
 
@@ -84,6 +103,7 @@ class TenantEntitlementStatus(ApiModel):
     licenses: list[TenantLicense] = Field(default_factory=list, description="The tenant's licenses.")
     renewal: Timestamp | None = Field(
         default=None, description="The next renewal date: the earliest notAfter among the licenses in force.")
+    fleet: TenantFleet | None = Field(default=None, description="Fleet totals, in a member cluster (fleet mode).")
     history: list[TenantDay] = Field(
         default_factory=list, description="Daily peak usage per pool, UTC days, oldest first, at most 35 (seen at "
                                           "each status pass; the usage ledger is the billing-grade record).",

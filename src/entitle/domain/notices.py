@@ -32,10 +32,12 @@ NOTICES = {
     ("InBurst", "InBurst"): "BurstStarted",
     ("OverCap", "OverCap"): "OverCap",
     ("BurstBudgetUsedUp", "BudgetUsedUp"): "BurstBudgetUsedUp",
+    # Fleet mode: this member could not reach the hub within its lease period (docs/fleet.md).
+    ("FleetLease", "LeaseLapsed"): "FleetLeaseLapsed",
 }
 # Which conditions carry notices on which object.
 LICENSE_CONDITIONS = ("ExpiringSoon", "InGrace")
-TENANT_CONDITIONS = ("UsageHigh", "InBurst", "OverCap", "BurstBudgetUsedUp")
+TENANT_CONDITIONS = ("UsageHigh", "InBurst", "OverCap", "BurstBudgetUsedUp", "FleetLease")
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,11 @@ def _no_nulls(item: dict) -> dict:
 
 def tenant_view(tenant: str, ent: Entitlement, usage: TenantUsage, bursts: dict[str, BurstClock],
                 licenses: list[ReadLicense], revisions: dict[str, int], now: datetime,
-                previous: list[dict], history: object = None) -> dict:
+                previous: list[dict], history: object = None, fleet: dict | None = None) -> dict:
     """The ``status`` of the tenant's TenantEntitlement at ``now``; ``history``: the daily peaks
-    as stored (domain.history), carried on with today's usage."""
+    as stored (domain.history), carried on with today's usage; ``fleet``: in a fleet member, the
+    tenant's fleet totals and this member's lease (operator.fleet), with a ``FleetLease``
+    condition whose lapse is a notice."""
     phases = {lic.name: lic.phase(now) for lic in licenses}
     in_force = [lic for lic in licenses if phases[lic.name] in (Phase.ACTIVE, Phase.GRACE)]
     in_grace = [lic.name for lic in in_force if phases[lic.name] is Phase.GRACE]
@@ -81,6 +83,16 @@ def tenant_view(tenant: str, ent: Entitlement, usage: TenantUsage, bursts: dict[
                   f"this month's burst budget is used up on {', '.join(used_up)}" if used_up else "",
                   None, previous, now),
     ]
+    if fleet is not None:
+        lease = fleet.get("lease")         # "valid" | "lapsed" | "joining"
+        conditions.append(condition(
+            "FleetLease", lease == "valid",
+            {"valid": "LeaseValid", "lapsed": "LeaseLapsed"}.get(lease, "Joining"),
+            {"valid": f"this cluster ({fleet.get('cluster')}) holds a lease on the fleet cap",
+             "lapsed": f"this cluster ({fleet.get('cluster')}) has not reached the fleet's hub within its lease: "
+                       f"it admits within its floor only",
+             }.get(lease, "joining the fleet's lease book"), None, previous, now))
+        fleet = {k: v for k, v in fleet.items() if k != "lease" and v is not None}
     return {
         "tenant": tenant, "active": ent.active, "inGrace": bool(in_grace),
         "enforcement": ent.enforcement if ent.active else None,
@@ -100,5 +112,6 @@ def tenant_view(tenant: str, ent: Entitlement, usage: TenantUsage, bursts: dict[
                      for lic in licenses],
         "renewal": _time(renewal),
         "history": daily_peaks(history, {p: clamp_int64(used) for p, used, _ in pools}, now),
+        **({"fleet": fleet} if fleet is not None else {}),
         "conditions": conditions,
     }

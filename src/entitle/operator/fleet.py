@@ -103,6 +103,7 @@ class FleetMember:
             return
         self.sightings.setdefault(tenant, Sightings()).see(book, self.monotonic())
         self.books[tenant] = book
+        self.on_change(tenant)          # the fleet totals its views show
         held, stored = self.held.get(tenant), book.entries.get(self.me)
         if held is not None and held.entry is not None and stored is not None:
             lower = {p: min(n, stored.of(p)) for p, n in held.entry.amount.items()}
@@ -118,6 +119,21 @@ class FleetMember:
         if changed:
             self.on_change(tenant)
         return changed
+
+    def view(self, tenant: str) -> dict | None:
+        """The fleet totals a member's TenantEntitlement shows (None: not a fleet tenant here)."""
+        caps = self.caps(tenant, self.clock())
+        if not caps:
+            return None
+        book, held, now = self.books.get(tenant), self.held.get(tenant), self.monotonic() + MARGIN
+        entries = book.entries if book is not None else {}
+        used = {p: sum(e.usage.get(p, 0) for e in entries.values()) for p in rules.POOLS}
+        return {"cluster": self.me, "instancesMax": caps.get("instances"), "seatsMax": caps.get("seats"),
+                "instancesUsed": used["instances"], "seatsUsed": used["seats"],
+                "instancesLease": held.spendable("instances", now) if held else 0,
+                "seatsLease": held.spendable("seats", now) if held else 0,
+                "clusters": len(entries), "leaseValid": bool(held and held.valid(now)),
+                "lease": "joining" if held is None or held.entry is None else "valid" if held.valid(now) else "lapsed"}
 
     async def _write(self, tenant: str, change: Callable[[Book, float], Book]) -> bool:
         lock = self._locks.setdefault(tenant, asyncio.Lock())

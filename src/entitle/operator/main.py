@@ -87,6 +87,7 @@ def build(cfg: configmod.OperatorConfig, worker: bool) -> Operator:
     fleet, hub_api = _fleet_member(cfg, state, controller.clock, controller.marks.tenant)
     if fleet is not None:
         controller.meter.cluster = cfg.fleet.cluster
+        controller.tenant_views.fleet_view = fleet.view
     webhooks = WorkloadWebhooks(admission, controller.catalog, controller.sourced.owners, controller.events,
                                 controller.ready, controller.clock, fleet=fleet)
     server = AdmissionServer({**webhooks.routes(), **license_routes(state, controller.ready, controller.clock),

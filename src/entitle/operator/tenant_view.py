@@ -60,6 +60,8 @@ class TenantViews:
         # tenant -> its daily peaks as last stored or queued (domain.history), one per tenant.
         self._history: dict[str, list[dict]] = {}
         self._listed = False
+        # Fleet mode: tenant -> its fleet totals (operator.fleet.FleetMember.view), or None.
+        self.fleet_view: Callable[[str], dict | None] = lambda tenant: None
 
     def lost_leadership(self) -> None:
         self._stored.clear()
@@ -108,7 +110,7 @@ class TenantViews:
         writes: list[tuple] = []
         before = self._conditions.get(tenant, [])
         status = tenant_view(tenant, ent, usage, bursts, self.state.licenses_of(tenant), self.revision_numbers(),
-                             now, before, self._history.get(tenant))
+                             now, before, self._history.get(tenant), self.fleet_view(tenant))
         self._history[tenant] = status["history"]
         if _comparable(before) != _comparable(status["conditions"]):
             self.notices.report(notices(before, status["conditions"], tenant, "TenantEntitlement", tenant, now),
