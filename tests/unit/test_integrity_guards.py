@@ -190,7 +190,9 @@ def test_an_unknown_key_or_enum_value_stops_the_start_and_is_named(tmp_path, tex
 def test_the_charts_configuration_is_one_the_operator_accepts(tmp_path):
     for values in ([], ["--set", "ofrep.enabled=true", "--set", "webhook.clientCA.secretName=ca",
                         "--set", "ofrep.tls.secretName=t", "--set", "privacy.pseudonymizeUsers=true",
-                        "--set", "privacy.keySecret.name=k"]):
+                        "--set", "privacy.keySecret.name=k", "--set", "fleet.enabled=true",
+                        "--set", "fleet.cluster=eu-1", "--set", "fleet.hubKubeconfigSecret.name=hub",
+                        "--set", "fleet.floor.instances=5"]):
         docs = render_chart(*values)
         text = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "entitle")["data"]["config.yaml"]
         (tmp_path / "config.yaml").write_text(text)
@@ -198,6 +200,8 @@ def test_the_charts_configuration_is_one_the_operator_accepts(tmp_path):
         assert cfg.metrics_authentication and cfg.ofrep.audience == "entitle"
     assert cfg.webhook.client_ca_file == "/etc/entitle/webhook-client-ca/ca.crt"
     assert cfg.ofrep.cert_file == "/etc/entitle/ofrep-tls/tls.crt"
+    assert cfg.fleet.cluster == "eu-1" and cfg.fleet.floor == {"instances": 5}
+    assert cfg.fleet.hub_kubeconfig == "/etc/entitle/fleet-hub/kubeconfig"
 
 
 # -- burst budgets read back from a License status -----------------------------------------
