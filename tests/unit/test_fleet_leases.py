@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from entitle.domain.fleet import Book, FleetCapExceeded, HeldLease, Sightings, grow, join, renew, shrink
+from entitle.domain.fleet import (Book, Entry, FleetCapExceeded, HeldLease, Sightings, counted, grow, join, renew,
+                                  report_usage, shrink)
 
 CAP, PERIOD, GRACE, CHUNK = 50, 30, 10, 4
 
@@ -55,7 +56,7 @@ class Member:
         self.sightings.see(book, self.now(world))
         sent = self.now(world)
         try:
-            new = change(book)
+            new = report_usage(change(book), self.name, {"instances": self.used})
         except FleetCapExceeded:
             return False
         if not hub.write(new):
@@ -77,6 +78,17 @@ class Member:
 def _members(n: int, rng: random.Random) -> list[Member]:
     # Monotonic clocks start anywhere: offsets of up to ten minutes either way.
     return [Member(f"c{i}", rng.uniform(-600, 600), floor=3) for i in range(n)]
+
+
+def test_a_lapsed_entry_keeps_its_floor_or_the_usage_it_reported_counted():
+    sightings = Sightings()
+    entry = Entry("a", {"instances": 20}, {"instances": 2}, renewals=3, period=PERIOD, usage={"instances": 8})
+    sightings.see(Book("acme", "1", {"a": entry}), 0.0)
+    assert counted(entry, "instances", sightings, PERIOD + GRACE - 0.1, GRACE) == 20
+    assert counted(entry, "instances", sightings, PERIOD + GRACE, GRACE) == 8
+    idle = Entry("b", {"instances": 20}, {"instances": 2}, renewals=1, period=PERIOD, usage={"instances": 0})
+    sightings.see(Book("acme", "2", {"b": idle}), 0.0)
+    assert counted(idle, "instances", sightings, PERIOD + GRACE, GRACE) == 2
 
 
 def test_members_join_with_floors_that_never_exceed_the_cap():

@@ -57,6 +57,11 @@ class Entry:
     def floor_of(self, pool: str) -> int:
         return min(self.floor.get(pool, 0), self.of(pool))
 
+    def kept(self, pool: str) -> int:
+        """What stays counted of a lapsed entry: its floor, or the usage it last reported if
+        more (within what it held) -- units it runs are not given to anyone else."""
+        return max(self.floor_of(pool), min(self.usage.get(pool, 0), self.of(pool)))
+
 
 @dataclass(frozen=True)
 class Book:
@@ -87,8 +92,9 @@ class Sightings:
 
 def counted(entry: Entry, pool: str, sightings: Sightings, now: float, grace: float) -> int:
     """What a peer must count of ``entry``: all of it until it lapsed (period + grace after the
-    renewal was first seen here), its floor after. An entry never seen counts in full."""
-    return entry.floor_of(pool) if sightings.lapsed(entry, now, grace) else entry.of(pool)
+    renewal was first seen here), then what it keeps (its floor, or the usage it last reported
+    if more). An entry never seen counts in full."""
+    return entry.kept(pool) if sightings.lapsed(entry, now, grace) else entry.of(pool)
 
 
 def others(book: Book, me: str, pool: str, sightings: Sightings, now: float, grace: float) -> int:
@@ -150,7 +156,8 @@ def shrink(book: Book, me: str, usage: dict[str, int], chunk: int) -> Book:
 
 
 def report_usage(book: Book, me: str, usage: dict[str, int]) -> Book:
-    """``me``'s usage written with its entry, for `entitle fleet status` (never counted)."""
+    """``me``'s usage of its lease, written with its entry: `entitle fleet status` shows it, and
+    a peer keeps it counted once the entry lapsed (:meth:`Entry.kept`)."""
     mine = book.entries.get(me)
     if mine is None:
         return book
@@ -165,13 +172,13 @@ def renew(book: Book, me: str) -> Book:
 
 
 def reclaim(book: Book, me: str, sightings: Sightings, now: float, grace: float) -> Book:
-    """Lapsed peers' amounts cut to their floors (what every member counts of them anyway). The
-    peer, back, reads its entry as cut and grows again from what is left."""
+    """Lapsed peers' amounts cut to what they keep (what every member counts of them anyway).
+    The peer, back, reads its entry as cut and grows again from what is left."""
     sightings.see(book, now)
     entries = dict(book.entries)
     for cluster, entry in book.entries.items():
         if cluster != me and sightings.lapsed(entry, now, grace):
-            cut = {pool: entry.floor_of(pool) for pool in entry.amount}
+            cut = {pool: entry.kept(pool) for pool in entry.amount}
             if cut != entry.amount:
                 entries[cluster] = replace(entry, amount=cut)
     return replace(book, entries=entries)

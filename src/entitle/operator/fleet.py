@@ -27,6 +27,7 @@ from entitle.domain.entitlement import effective_entitlement
 from entitle.domain.fleet import Book, FleetCapExceeded, HeldLease, Sightings
 from entitle.domain.licenses import read_license
 from entitle.domain.state import ClusterState
+from entitle.operator import metrics
 
 log = logging.getLogger("entitle.fleet")
 
@@ -56,6 +57,7 @@ class FleetMember:
         self._locks: dict[str, asyncio.Lock] = {}
         self.hub_writes = 0
         self._hub_down_until = 0.0
+        self._ahead: dict[str, asyncio.Task] = {}
 
     # --- fleet Licenses from the hub -----------------------------------------------------------
     def license_event(self, event_type: str, body: dict) -> None:
@@ -135,9 +137,15 @@ class FleetMember:
                 "clusters": len(entries), "leaseValid": bool(held and held.valid(now)),
                 "lease": "joining" if held is None or held.entry is None else "valid" if held.valid(now) else "lapsed"}
 
-    async def _write(self, tenant: str, change: Callable[[Book, float], Book]) -> bool:
+    async def _write(self, tenant: str, change: Callable[[Book, float], Book],
+                     done: Callable[[], bool] | None = None) -> bool:
+        """One compare-and-swap write of this member's entry (re-read and re-decided on conflict).
+        ``done``: checked once the tenant's writes are this caller's turn -- a growth another
+        caller's write already covered writes nothing."""
         lock = self._locks.setdefault(tenant, asyncio.Lock())
         async with lock:
+            if done is not None and done():
+                return True
             for _ in range(WRITE_ATTEMPTS):
                 book = await self.store.read(tenant)
                 if book.corrupt is not None:
@@ -146,13 +154,14 @@ class FleetMember:
                 sightings = self.sightings.setdefault(tenant, Sightings())
                 sent = self.monotonic()
                 sightings.see(book, sent)
-                usage = self.state.usage[tenant]
-                new = rules.report_usage(change(book, sent), self.me, {"instances": usage.units, "seats": usage.seats})
+                new = rules.report_usage(change(book, sent), self.me, self._lease_use(tenant, self.clock()))
                 try:
                     stored = await self.store.write(new)
                 except LeaseConflict:
+                    metrics.FLEET_HUB_WRITES.labels(outcome="conflict").inc()
                     continue
                 self.hub_writes += 1
+                metrics.FLEET_HUB_WRITES.labels(outcome="ok").inc()
                 if tenant not in self.held:
                     log.info("joined the fleet lease book of tenant %s", tenant,
                              extra={"lease": stored.entries[self.me].amount, "floor": stored.entries[self.me].floor})
@@ -175,11 +184,16 @@ class FleetMember:
         need = max(0, after - self._local_max(tenant, pool, now))
         chunk = self.cfg.chunk.get(pool, 0)
         grace = self.cfg.grace_seconds
+
+        def covered() -> bool:
+            held = self.held.get(tenant)
+            return held is not None and held.spendable(pool, self.monotonic() + MARGIN) >= need
+
         try:
             # A write cut short has an unknown outcome: nothing is adopted (peers may count the
             # larger amount; this member never spends it).
             return await asyncio.wait_for(self._write(tenant, lambda book, mono: rules.grow(
-                book, self.me, pool, need, chunk, cap, self.sightings[tenant], mono, grace)), GROW_TIMEOUT)
+                book, self.me, pool, need, chunk, cap, self.sightings[tenant], mono, grace), covered), GROW_TIMEOUT)
         except FleetCapExceeded as full:
             log.info("fleet cap reached: %s", full)
             return False
@@ -187,6 +201,23 @@ class FleetMember:
             self._hub_down_until = self.monotonic() + HUB_BACKOFF
             log.warning("growing the lease of tenant %s failed: %s", tenant, exc or type(exc).__name__)
             return False
+
+    def ahead(self, tenant: str) -> None:
+        """After an admission: when less than half a chunk is left of the lease, grow it in the
+        background, so the next admissions find it covered (no hub call on their path)."""
+        if tenant not in self.held or self._ahead.get(tenant) is not None and not self._ahead[tenant].done():
+            return
+        now, usage = self.clock(), self.state.usage[tenant]
+        spendable = self.state.fleet_spendable.get(tenant, {})
+        for pool, used in (("instances", usage.units), ("seats", usage.seats)):
+            chunk = self.cfg.chunk.get(pool, 0)
+            if pool not in spendable or not chunk:
+                continue
+            in_lease = max(0, used - self._local_max(tenant, pool, now))
+            if spendable[pool] - in_lease < max(1, chunk // 2) and self.caps(tenant, now).get(pool) is not None:
+                target = used + chunk
+                self._ahead[tenant] = asyncio.get_running_loop().create_task(self.grow_for(tenant, pool, target))
+                return
 
     async def tick(self) -> None:
         """Join, renew every third of the lease period, give back what idles, and keep the
@@ -211,10 +242,14 @@ class FleetMember:
             if self.state.set_fleet_spendable(tenant, {}):
                 self.on_change(tenant)
 
-    def _renewal(self, tenant: str, caps: dict[str, int | None], now: datetime) -> Callable[[Book, float], Book]:
+    def _lease_use(self, tenant: str, now: datetime) -> dict[str, int]:
+        """What this member runs on its lease: its usage above what its local Licenses grant."""
         usage = self.state.usage[tenant]
-        lease_use = {"instances": max(0, usage.units - self._local_max(tenant, "instances", now)),
-                     "seats": max(0, usage.seats - self._local_max(tenant, "seats", now))}
+        return {"instances": max(0, usage.units - self._local_max(tenant, "instances", now)),
+                "seats": max(0, usage.seats - self._local_max(tenant, "seats", now))}
+
+    def _renewal(self, tenant: str, caps: dict[str, int | None], now: datetime) -> Callable[[Book, float], Book]:
+        lease_use = self._lease_use(tenant, now)
         held = self.held.get(tenant)
 
         def change(book: Book, mono: float) -> Book:

@@ -101,5 +101,8 @@ SESSION_REQUESTS = Counter("entitle_session_requests_total",
                            ["operation", "code"])
 SESSION_STORE_WRITES = Counter("entitle_session_store_writes_total",
                                "Writes of session objects, by outcome (ok, conflict, error)", ["outcome"])
+FLEET_HUB_WRITES = Counter("entitle_fleet_hub_writes_total",
+                           "Writes of this member's lease entries to the fleet hub, by outcome (ok, conflict)",
+                           ["outcome"])
 OFREP_REQUESTS = Counter("entitle_ofrep_requests_total", "OFREP requests by endpoint and HTTP status",
                          ["endpoint", "code"])

@@ -52,6 +52,8 @@ class WorkloadWebhooks:
             request, decision = await self._review(review)
             if await self._grew_fleet_lease(decision):
                 request, decision = await self._review(review)
+            if self.fleet is not None and decision.allowed and decision.tenant is not None:
+                self.fleet.ahead(decision.tenant)
         except RequestNotUnderstood as exc:
             DECISIONS.labels(tenant="", reason="BadRequest", allowed="false").inc()
             raise AdmissionDenied(str(exc), code=400, reason="BadRequest")
@@ -127,6 +129,8 @@ class WorkloadWebhooks:
             decision = await self.admission.decide(request, self.clock())
             if await self._grew_fleet_lease(decision):
                 decision = await self.admission.decide(request, self.clock())
+            if self.fleet is not None and decision.allowed and decision.tenant is not None:
+                self.fleet.ahead(decision.tenant)
         except InvalidInstanceCount as exc:
             DECISIONS.labels(tenant=self.state.tenant_of(namespace) or "", reason=reasons.INVALID_INSTANCE_COUNT,
                              allowed="false").inc()
