@@ -58,6 +58,7 @@ class FleetMember:
         self.hub_writes = 0
         self._hub_down_until = 0.0
         self._ahead: dict[str, asyncio.Task] = {}
+        self._stacks: dict[str, tuple[tuple, tuple]] = {}
 
     # --- fleet Licenses from the hub -----------------------------------------------------------
     def license_event(self, event_type: str, body: dict) -> None:
@@ -86,11 +87,24 @@ class FleetMember:
 
     # --- the lease books -----------------------------------------------------------------------
     def caps(self, tenant: str, now: datetime) -> dict[str, int | None]:
-        ent = effective_entitlement(tenant, self.state.fleet_licenses_of(tenant), now)
-        return {pool: getattr(ent, pool).max for pool in rules.POOLS} if ent.active else {}
+        return self._stacked(tenant, now)[0]
 
     def _local_max(self, tenant: str, pool: str, now: datetime) -> int:
-        return getattr(effective_entitlement(tenant, self.state.licenses_of(tenant), now), pool).max or 0
+        return self._stacked(tenant, now)[1].get(pool, 0)
+
+    def _stacked(self, tenant: str, now: datetime) -> tuple[dict[str, int | None], dict[str, int]]:
+        """(fleet caps, local Licenses' own maxes) of the tenant: stacked once per License change
+        and minute (validity edges), not on every admission."""
+        key = (tenant, self.state.license_version, now.replace(second=0, microsecond=0))
+        cached = self._stacks.get(tenant)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        fleet = effective_entitlement(tenant, self.state.fleet_licenses_of(tenant), now)
+        local = effective_entitlement(tenant, self.state.licenses_of(tenant), now)
+        value = ({pool: getattr(fleet, pool).max for pool in rules.POOLS} if fleet.active else {},
+                 {pool: getattr(local, pool).max or 0 for pool in rules.POOLS})
+        self._stacks[tenant] = (key, value)
+        return value
 
     def lease_event(self, event_type: str, body: dict) -> None:
         """A lease book from the hub's watch: peers' renewals seen (their lapse clocks start),
