@@ -191,6 +191,18 @@ def test_two_hundred_creates_across_two_members_admit_exactly_the_fleet_cap(flee
     for name in ("m1", "m2"):
         mine = [r for r in fleet["ops"][name].records() if (r.get("data") or {}).get("tenant") == tenant]
         assert mine and {r["data"].get("cluster") for r in mine} == {name}
+    # One export over both members' ledgers gives the fleet's meters.
+    import subprocess
+    import sys
+
+    def exported():
+        out = subprocess.run([sys.executable, "-m", "entitle.cli", "usage", "export",
+                              "--ledger", fleet["ops"]["m1"].ledger_location, "--ledger", fleet["ops"]["m2"].ledger_location,
+                              "--from", "2020-01-01T00:00:00Z", "--to", "2099-01-01T00:00:00Z", "--tenant", tenant,
+                              "--format", "json", "--no-progress"], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+    wait_for(lambda: (exported()["tenants"].get(tenant) or {}).get("peak_instances") == 50, timeout=30,
+             message=lambda: f"a fleet peak of 50 in the export over both ledgers: {exported()}")
 
 
 def test_a_member_cut_off_keeps_to_its_lease_then_its_floor_and_the_other_gets_its_share_after_the_grace(fleet):
