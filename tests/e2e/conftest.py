@@ -12,6 +12,18 @@ from entitle.adapters.pki import CertificateAuthority
 from tests.conftest import Operator, free_port
 
 
+async def pipe(reader, writer) -> None:
+    """Copy one direction of a proxied TCP connection until either side closes."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
 class RoundRobinProxy:
     """TLS passes through untouched; each connection goes to the next live backend."""
 
@@ -21,16 +33,6 @@ class RoundRobinProxy:
         self._cycle = itertools.cycle(range(len(ports)))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    async def _pipe(self, reader, writer):
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
 
     async def _handle(self, client_reader, client_writer):
         for _ in range(len(self.ports)):
@@ -43,7 +45,7 @@ class RoundRobinProxy:
         else:
             client_writer.close()
             return
-        await asyncio.gather(self._pipe(client_reader, writer), self._pipe(reader, client_writer))
+        await asyncio.gather(pipe(client_reader, writer), pipe(reader, client_writer))
 
     def start(self) -> RoundRobinProxy:
         self.thread.start()

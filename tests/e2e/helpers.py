@@ -41,3 +41,20 @@ def api_client(cluster):
     from kubernetes import client, config
 
     return client.CustomObjectsApi(config.new_client_from_config(cluster.kubeconfig))
+
+
+def token_kubeconfig(cluster, token: str, path, namespace: str | None = None) -> str:
+    """A kubeconfig of its own for a bearer token on ``cluster``'s apiserver (someone else than
+    the admin: a tenant's ServiceAccount, say), its context in ``namespace`` if given."""
+    from pathlib import Path
+
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    current = next(x for x in admin["contexts"] if x["name"] == admin["current-context"])["context"]
+    server = next(x for x in admin["clusters"] if x["name"] == current["cluster"])
+    context = {"cluster": "c", "user": "me", **({"namespace": namespace} if namespace else {})}
+    Path(path).write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "me",
+        "clusters": [{"name": "c", "cluster": server["cluster"]}],
+        "users": [{"name": "me", "user": {"token": token}}],
+        "contexts": [{"name": "me", "context": context}]}))
+    return str(path)

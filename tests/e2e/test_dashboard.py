@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import ROOT, Operator, wait_for
-from tests.e2e.helpers import apply, license, namespace, unique, workload
+from tests.e2e.helpers import apply, license, namespace, token_kubeconfig, unique, workload
 
 pytestmark = pytest.mark.e2e
 
@@ -50,15 +49,7 @@ class DashboardProcess:
 def _kubeconfig_for(cluster, ns: str, sa: str, path: Path) -> str:
     """A kubeconfig of a ServiceAccount token, context namespace ``ns``: a tenant team's."""
     token = cluster.kubectl("create", "token", sa, "-n", ns, "--duration=1h").stdout.strip()
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    current = next(x for x in admin["contexts"] if x["name"] == admin["current-context"])["context"]
-    server = next(x for x in admin["clusters"] if x["name"] == current["cluster"])
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "tenant",
-        "clusters": [{"name": "c", "cluster": server["cluster"]}],
-        "users": [{"name": sa, "user": {"token": token}}],
-        "contexts": [{"name": "tenant", "context": {"cluster": "c", "user": sa, "namespace": ns}}]}))
-    return str(path)
+    return token_kubeconfig(cluster, token, path, namespace=ns)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import Operator, free_port, local_cluster, wait_for
+from tests.e2e.conftest import pipe
 from tests.e2e.helpers import apply, license, namespace, unique, workload
 
 pytestmark = pytest.mark.e2e
@@ -33,16 +34,6 @@ class CuttableProxy:
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", self.port), self.loop).result(10)
 
-    async def _pipe(self, reader, writer):
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
     async def _handle(self, reader, writer):
         if not self.open:
             writer.close()
@@ -53,7 +44,7 @@ class CuttableProxy:
             writer.close()
             return
         self.writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
     def cut(self) -> None:
         def close():

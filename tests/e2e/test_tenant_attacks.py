@@ -24,7 +24,7 @@ from entitle.adapters.kube.holds import object_name
 from entitle.adapters.pki import CertificateAuthority
 from entitle.api.common import format_time, parse_time
 from tests.conftest import OPERATOR_NAMESPACE, Operator, wait_for
-from tests.e2e.helpers import apply, get, license, namespace, unique, workload
+from tests.e2e.helpers import apply, get, license, namespace, token_kubeconfig, unique, workload
 from tests.e2e.test_instance_sources import VM_CRD, deployment, grant_vm_read, pod, source
 
 pytestmark = [pytest.mark.e2e, pytest.mark.hostile]
@@ -34,15 +34,7 @@ class Identity:
     """kubectl as someone: a ServiceAccount's token in a kubeconfig of its own."""
 
     def __init__(self, cluster, path: Path, token: str) -> None:
-        admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-        current = next(x for x in admin["contexts"] if x["name"] == admin["current-context"])["context"]
-        server = next(x for x in admin["clusters"] if x["name"] == current["cluster"])
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "me",
-            "clusters": [{"name": "c", "cluster": server["cluster"]}],
-            "users": [{"name": "me", "user": {"token": token}}],
-            "contexts": [{"name": "me", "context": {"cluster": "c", "user": "me"}}]}))
-        self.cluster, self.kubeconfig, self.token = cluster, str(path), token
+        self.cluster, self.kubeconfig, self.token = cluster, token_kubeconfig(cluster, token, path), token
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True):
         import subprocess
