@@ -24,6 +24,22 @@ async def pipe(reader, writer) -> None:
         writer.close()
 
 
+def stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, server) -> None:
+    """Stop a proxy's event loop thread cleanly: its server closed and every connection's task
+    cancelled while the loop still runs (no coroutine is left to be finalized on a closed loop)."""
+    async def shutdown() -> None:
+        server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
 class RoundRobinProxy:
     """TLS passes through untouched; each connection goes to the next live backend."""
 
@@ -49,11 +65,12 @@ class RoundRobinProxy:
 
     def start(self) -> RoundRobinProxy:
         self.thread.start()
-        asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", self.port), self.loop).result(10)
+        self.server = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", self.port),
+                                                       self.loop).result(10)
         return self
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        stop_loop(self.loop, self.thread, self.server)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import Operator, free_port, local_cluster, wait_for
-from tests.e2e.conftest import pipe
+from tests.e2e.conftest import pipe, stop_loop
 from tests.e2e.helpers import apply, license, namespace, unique, workload
 
 pytestmark = pytest.mark.e2e
@@ -31,8 +31,10 @@ class CuttableProxy:
         self.loop = asyncio.new_event_loop()
         self.open = True
         self.writers: set = set()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", self.port), self.loop).result(10)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", self.port),
+                                                       self.loop).result(10)
 
     async def _handle(self, reader, writer):
         if not self.open:
@@ -56,6 +58,9 @@ class CuttableProxy:
 
     def heal(self) -> None:
         self.loop.call_soon_threadsafe(setattr, self, "open", True)
+
+    def stop(self) -> None:
+        stop_loop(self.loop, self.thread, self.server)
 
 
 def _hub_kubeconfig(hub, path: Path, port: int | None = None) -> str:
@@ -90,6 +95,7 @@ def fleet(cluster, tmp_path_factory):
             op.stop()
         for plane in planes:
             plane.stop()
+        proxy.stop()
 
 
 def _tenant(fleet, cap: int) -> tuple[str, str]:
