@@ -222,10 +222,11 @@ class Operator:
     """``entitle run`` as a real subprocess, with its webhook on loopback."""
 
     def __init__(self, cluster: Cluster, workdir: Path, extra_config: dict | None = None,
-                 webhook: dict | None = None, port: int | None = None) -> None:
+                 webhook: dict | None = None, port: int | None = None, env: dict | None = None) -> None:
         import yaml
 
         self.cluster = cluster
+        self.env = env or {}
         self.workdir = workdir
         self.port = port or free_port()
         self.metrics_port = free_port()
@@ -256,7 +257,7 @@ class Operator:
         created = self.cluster.kubectl("create", "-f", "-", input=self.cluster.webhook_manifests, check=False)
         if created.returncode != 0 and "AlreadyExists" not in created.stderr:
             raise AssertionError(f"creating the webhook configurations failed: {created.stderr}")
-        env = {**os.environ, "KUBECONFIG": self.cluster.operator_kubeconfig or self.cluster.kubeconfig}
+        env = {**os.environ, "KUBECONFIG": self.cluster.operator_kubeconfig or self.cluster.kubeconfig, **self.env}
         log = open(self.log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "entitle.cli", "run", "--config", str(self.config)],
                                      stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.workdir))

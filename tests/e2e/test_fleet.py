@@ -1,14 +1,20 @@
 """Fleet mode with real clusters: the session's control plane is the hub (fleet Licenses and the
 lease books; no entitle runs there), two more local control planes are members, each with its
 own operator. One member reaches the hub through a proxy the test can cut (a partition).
-docs/fleet.md has the protocol."""
+
+The members' operators run with skewed wall clocks -- m1 30 s ahead of the hub, m2 30 s behind
+(libfaketime, Debian's ``faketime``) -- so every test here holds with a minute between the two
+members' clocks: the protocol compares only durations each side measured. docs/fleet.md has
+the protocol."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,10 +23,12 @@ import yaml
 from tests.conftest import Operator, free_port, local_cluster, wait_for
 from tests.e2e.conftest import pipe, stop_loop
 from tests.e2e.helpers import apply, license, namespace, unique, workload
+from tests.e2e.skew import skewed_clock
 
 pytestmark = pytest.mark.e2e
 
 LEASE, GRACE = 12, 3
+SKEW = {"m1": 30, "m2": -30}
 
 
 class CuttableProxy:
@@ -88,7 +96,8 @@ def fleet(cluster, tmp_path_factory):
             (work / name / "op").mkdir()
             ops[name] = Operator(member, work / name / "op", extra_config={"fleet": {
                 "hubKubeconfig": hub_config, "cluster": name, "leaseSeconds": LEASE, "graceSeconds": GRACE,
-                "floor": {"instances": 2}, "chunk": {"instances": 4, "seats": 1}}}).start()
+                "floor": {"instances": 2}, "chunk": {"instances": 4, "seats": 1}}},
+                env=skewed_clock(SKEW[name], work / "shim")).start()
         yield {"hub": hub, "members": members, "ops": ops, "proxy": proxy}
     finally:
         for op in ops.values():
@@ -134,6 +143,17 @@ def _hub_view(fleet, tenant: str) -> dict:
     return json.loads(out.stdout)["tenants"].get(tenant) or {}
 
 
+def _log(fleet, name: str) -> list[dict]:
+    """The member operator's JSON log lines."""
+    lines = []
+    for raw in fleet["ops"][name].log.read_text().splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except ValueError:
+            continue
+    return lines
+
+
 def _reported(fleet, tenant: str, cluster: str) -> int:
     return ((_hub_view(fleet, tenant).get("clusters") or {}).get(cluster) or {}).get("instances", {}).get("used", -1)
 
@@ -141,8 +161,6 @@ def _reported(fleet, tenant: str, cluster: str) -> int:
 def _settled_lease(member, ns: str) -> int:
     """The member's lease as its view shows it, once it stopped changing (a growth ahead of
     demand may still be on its way)."""
-    import time
-
     seen, since = None, time.monotonic()
     deadline = since + 30
     while time.monotonic() < deadline:
@@ -163,8 +181,16 @@ def _ready(fleet, tenant: str, ns: str) -> None:
 
 
 def test_two_hundred_creates_across_two_members_admit_exactly_the_fleet_cap(fleet):
+    before = time.time()
     tenant, ns = _tenant(fleet, 50)
     _ready(fleet, tenant, ns)
+    after = time.time()
+    # The skew is real: each member logged joining the tenant's lease book on its own clock, a
+    # minute between the two.
+    for name, skew in SKEW.items():
+        joined = [datetime.fromisoformat(line["time"]).timestamp() for line in _log(fleet, name)
+                  if line.get("message") == f"joined the fleet lease book of tenant {tenant}"]
+        assert joined and before + skew - 1 <= joined[0] <= after + skew + 1, (name, before, after, joined)
     m1, m2 = fleet["members"]["m1"], fleet["members"]["m2"]
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda i: (i % 2, _create(m1 if i % 2 == 0 else m2, ns, f"w{i}")), range(200)))
@@ -203,8 +229,6 @@ def test_two_hundred_creates_across_two_members_admit_exactly_the_fleet_cap(flee
 
 
 def test_a_member_cut_off_keeps_to_its_lease_then_its_floor_and_the_other_gets_its_share_after_the_grace(fleet):
-    import time
-
     tenant, ns = _tenant(fleet, 20)
     _ready(fleet, tenant, ns)
     m1, m2 = fleet["members"]["m1"], fleet["members"]["m2"]
@@ -244,11 +268,26 @@ def test_a_member_cut_off_keeps_to_its_lease_then_its_floor_and_the_other_gets_i
     wait_for(lambda: any(c.get("type") == "OverCap" and c.get("status") == "True"
                          for c in _tent(m1, ns).get("conditions", [])), timeout=60, message="m1 over the cap")
     assert len(json.loads(m1.kubectl("get", "workloads", "-n", ns, "-o", "json").stdout)["items"]) == held
+    # ... and rebalanced as load moves: m2's workloads go, m2 gives back what idles (it keeps one
+    # chunk, 4), and m1's renewals take back what it runs as the cap makes room -- over the cap
+    # no more, with nothing created -- then new demand grows into the rest, exactly to the cap.
+    for item in json.loads(m2.kubectl("get", "workloads", "-n", ns, "-o", "json").stdout)["items"]:
+        m2.kubectl("delete", "workload", item["metadata"]["name"], "-n", ns, "--wait=false")
+    wait_for(lambda: ((_hub_view(fleet, tenant).get("clusters") or {}).get("m2") or {}).get("instances", {}).get("lease") == 4,
+             timeout=60, message=lambda: f"m2 to give back what idles: {_hub_view(fleet, tenant)}")
+    wait_for(lambda: not any(c.get("type") == "OverCap" and c.get("status") == "True"
+                             for c in _tent(m1, ns).get("conditions", [])), timeout=60,
+             message=lambda: f"m1 within the cap again: {_tent(m1, ns)}, {_hub_view(fleet, tenant)}")
+    assert _hub_view(fleet, tenant)["clusters"]["m1"]["instances"]["lease"] >= held
+    regained = sum(_create(m1, ns, f"f{i}") for i in range(20 - held + 1))
+    assert regained == 20 - 4 - held, (regained, held)
+    view = wait_for(lambda: (v := _hub_view(fleet, tenant))["used"]["instances"] == 16 and v, timeout=30,
+                    message=lambda: f"the fleet's usage in the hub: {_hub_view(fleet, tenant)}")
+    assert sum(c["instances"]["lease"] for c in view["clusters"].values()) <= 20
 
 
 def test_a_members_operator_sigkilled_strands_nothing_beyond_one_lease_period(fleet):
     import signal
-    import time
 
     tenant, ns = _tenant(fleet, 20)
     _ready(fleet, tenant, ns)

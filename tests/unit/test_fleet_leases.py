@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from entitle.domain.fleet import (Book, Entry, FleetCapExceeded, HeldLease, Sightings, counted, grow, join, renew,
-                                  report_usage, shrink)
+from entitle.domain.fleet import (Book, Entry, FleetCapExceeded, HeldLease, Sightings, counted, cover, grow, join,
+                                  renew, report_usage, shrink)
 
 CAP, PERIOD, GRACE, CHUNK = 50, 30, 10, 4
 
@@ -122,8 +122,11 @@ def test_the_sum_of_what_members_may_spend_never_exceeds_the_cap(seed):
             usage = {"instances": m.used}
             m.lease.restrict({"instances": max(m.floor, m.used + CHUNK)})
             m.write(hub, world, lambda b: shrink(b, m.name, usage, CHUNK))
-        elif roll < 0.95:
+        elif roll < 0.85:
             m.write(hub, world, lambda b: renew(b, m.name))
+        elif roll < 0.95:                                    # a renewal taking back what it runs
+            m.write(hub, world, lambda b: cover(renew(b, m.name), m.name, {"instances": m.used}, {"instances": CAP},
+                                                m.sightings, m.now(world), GRACE))
         else:
             m.lease = HeldLease()                            # a restart: it knows nothing until it writes
             m.sightings = Sightings()
@@ -152,6 +155,19 @@ def test_a_cut_off_member_spends_its_lease_then_its_floor_and_its_share_moves_on
     # Healed: a reads its lease cut to its floor; its 34 running units are over it (never deleted).
     a.cut_off = False
     assert not a.admit(hub, 60.0, 1) and a.used == 34 and a.spendable(60.0) < a.used
+    # Rebalanced: a's renewal takes back what it runs as far as the cap has room (b holds 5 + 20
+    # + a chunk), and all of it once b gives back what it no longer runs.
+    covering = lambda bk: cover(renew(bk, "a"), "a", {"instances": a.used}, {"instances": CAP},  # noqa: E731
+                                a.sightings, a.now(61.0), GRACE)
+    assert a.write(hub, 61.0, covering) and a.spendable(61.0) == CAP - hub.book.entries["b"].of("instances") < a.used
+    b.used = 0
+    b.lease.restrict({"instances": 5})                                 # its floor: 0 + a chunk is less
+    assert b.write(hub, 62.0, lambda bk: shrink(bk, "b", {"instances": 0}, CHUNK))
+    assert a.write(hub, 63.0, covering) and a.spendable(63.0) == a.used == 34
+    assert sum(e.of("instances") for e in hub.book.entries.values()) <= CAP
+    assert hub.book.entries["b"].of("instances") == 5
+    # ... and new demand grows as before, up to what the cap leaves.
+    assert not a.admit(hub, 63.0, CAP - 5 - 34 + 1) and a.admit(hub, 63.0, CAP - 5 - 34)
 
 
 def test_the_hub_store_round_trips_refuses_stale_writes_and_reads_a_hand_edited_book_as_corrupt():

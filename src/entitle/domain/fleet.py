@@ -143,6 +143,30 @@ def grow(book: Book, me: str, pool: str, need: int, chunk: int, cap: int | None,
     return reclaim(replace(book, entries={**book.entries, me: entry}), me, sightings, now, grace)
 
 
+def cover(book: Book, me: str, usage: dict[str, int], caps: dict[str, int | None], sightings: Sightings,
+          now: float, grace: float) -> Book:
+    """``me``'s amount raised toward what it runs, as far as the cap has room (as :func:`grow`
+    takes it: after every other entry as counted here). After a partition healed, a member that
+    runs more than it kept gets its lease back as peers give theirs back -- rebalanced, and over
+    the cap no longer than the fleet is. Never more than it runs: growth for new demand is
+    :func:`grow`'s, on an admission.
+
+    ``book`` must be the version the write will be based on (compare-and-swap)."""
+    sightings.see(book, now)
+    mine = book.entries.get(me)
+    if mine is None:
+        return book
+    amount = dict(mine.amount)
+    for pool, used in usage.items():
+        if caps.get(pool) is None or used <= mine.of(pool):
+            continue
+        limit = room(book, me, pool, caps[pool], sightings, now, grace) or 0
+        amount[pool] = max(mine.of(pool), min(limit, used))
+    if amount == mine.amount:
+        return book
+    return reclaim(replace(book, entries={**book.entries, me: replace(mine, amount=amount)}), me, sightings, now, grace)
+
+
 def shrink(book: Book, me: str, usage: dict[str, int], chunk: int) -> Book:
     """Give back what ``me`` holds beyond its usage plus one chunk (never below its floor).
     Peers count the smaller amount as soon as they see it: the holder must spend within it from

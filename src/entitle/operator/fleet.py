@@ -121,7 +121,11 @@ class FleetMember:
         self.books[tenant] = book
         self.on_change(tenant)          # the fleet totals its views show
         held, stored = self.held.get(tenant), book.entries.get(self.me)
-        if held is not None and held.entry is not None and stored is not None:
+        # A peer's cut keeps this member's renewal count (domain.fleet.reclaim); an event older
+        # than this member's last write has a lower one -- a watch event that arrived after the
+        # answer to a later write, not a cut.
+        if held is not None and held.entry is not None and stored is not None \
+                and stored.renewals >= held.entry.renewals:
             lower = {p: min(n, stored.of(p)) for p, n in held.entry.amount.items()}
             if lower != held.entry.amount:
                 held.entry = replace(held.entry, amount=lower)
@@ -277,7 +281,9 @@ class FleetMember:
                     held.restrict(shrunk.entries[self.me].amount)
                 self.refresh(tenant)
                 return shrunk
-            return book
+            # Running more than it holds (back from a partition): take back what the cap has room for.
+            return rules.cover(book, self.me, lease_use, caps, self.sightings.setdefault(tenant, Sightings()), mono,
+                               self.cfg.grace_seconds)
         return change
 
     async def run(self, period: float = 1.0) -> None:
