@@ -310,3 +310,29 @@ def test_a_members_operator_sigkilled_strands_nothing_beyond_one_lease_period(fl
         assert first + extra == 20 - 8, (first, extra)   # all but the 8 m2 runs (it reported them)
     finally:
         op2.start()
+
+
+def test_a_member_restarted_while_cut_off_from_the_hub_still_admits_within_its_floor(fleet):
+    tenant, ns = _tenant(fleet, 20)
+    _ready(fleet, tenant, ns)
+    m1, op1 = fleet["members"]["m1"], fleet["ops"]["m1"]
+
+    def cached() -> str:
+        return m1.kubectl("get", "configmaps", "-n", "entitle-system", "-l", "entitle.dev/fleet-cache=true",
+                          "-o", "json", check=False).stdout
+    # What m1 read from the hub is kept in its own cluster (the fleet License, its floor).
+    wait_for(lambda: tenant in cached(), timeout=30, message="m1's fleet cache to hold the tenant")
+    fleet["proxy"].cut()
+    try:
+        op1.stop()
+        op1.start()
+        # Restarted with the hub out of reach: it knows the fleet License from its cache and
+        # admits within its floor (2), no more; its lease shows as lapsed.
+        wait_for(lambda: (f := _tent(m1, ns).get("fleet") or {}).get("leaseValid") is False
+                 and f.get("instancesLease") == 2, timeout=30, message=lambda: f"m1's view after the restart: {_tent(m1, ns)}")
+        assert [_create(m1, ns, f"r{i}") for i in range(3)] == [True, True, False]
+    finally:
+        fleet["proxy"].heal()
+    # The hub back: m1 renews and grows as before.
+    assert wait_for(lambda: _create(m1, ns, f"h{time.monotonic_ns()}"), timeout=LEASE + 20,
+                    message="m1 to grow again once the hub answers")

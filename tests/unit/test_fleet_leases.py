@@ -279,3 +279,64 @@ def test_a_member_cut_off_falls_to_its_floor_and_its_share_moves_only_after_the_
         assert book.entries["eu"].amount["instances"] == 5 and _max(us) >= 30
 
     asyncio.run(run())
+
+
+class _HubDown:
+    """A lease store whose hub does not answer."""
+
+    async def read(self, tenant):
+        raise ConnectionError("hub unreachable")
+
+    async def write(self, book):
+        raise ConnectionError("hub unreachable")
+
+
+def test_a_member_restarted_while_the_hub_is_down_keeps_its_fleet_licenses_and_its_floor_from_the_cache():
+    import asyncio
+    from datetime import datetime, timezone
+
+    from entitle.adapters.kube.cas_configmap import MemoryCas
+    from entitle.adapters.kube.fleet_cache import FleetCache, FleetCacheUnreadable
+    from entitle.domain.state import ClusterState
+    from entitle.operator.fleet import FleetMember
+
+    store, (eu, _) = _member_pair()
+    cas = MemoryCas()
+    eu.cache = FleetCache(cas)
+    day = lambda: datetime(2026, 12, 5, tzinfo=timezone.utc)  # noqa: E731
+
+    def restarted(floor: int = 5) -> FleetMember:
+        cfg = eu.cfg.model_copy(update={"floor": {"instances": floor}})
+        return FleetMember(ClusterState(), _HubDown(), cfg, day, monotonic=_Clock(9000.0), cache=FleetCache(cas))
+
+    def _restored(member, snapshot):
+        member.restore(snapshot)
+        return member
+
+    async def run():
+        await eu.tick()                                   # joined (floor 5), and the cache saved
+        await eu.grow_for("acme", "instances", 30)
+        await eu.tick()
+        assert cas.writes == 1                            # the snapshot changed once: nothing new since
+        # Restarted during a hub outage: without the cache, the fleet tenant would get nothing.
+        bare = FleetMember(ClusterState(), _HubDown(), eu.cfg, day, monotonic=_Clock(9000.0))
+        await bare.tick()
+        assert not bare.state.entitlement("acme", day()).active
+        back = restarted()
+        assert back.restore(await back.cache.load()) == 1
+        await back.tick()                                 # the renewal fails: the floor stays
+        assert _max(back) == 5 and back.state.entitlement("acme", day()).features.keys() == {"sso"}
+        assert back.view("acme")["lease"] == "lapsed"
+        assert not await back.grow_for("acme", "instances", 6)
+        # Never above the floor the operator is configured with now (a floor raised by hand in
+        # the cache, or a smaller one configured since).
+        assert _max(_restored(restarted(floor=3), await FleetCache(cas).load())) == 3
+        # The hub, once listed, decides: a restored License it no longer has is gone.
+        back.hub_listed(set())
+        assert not back.state.fleet_licenses
+        # A hand-edited cache is refused whole, never half-read.
+        await cas.write("member", (await cas.read("member"))[0], {"snapshot.json": '{"licenses": 5}'})
+        with pytest.raises(FleetCacheUnreadable):
+            await FleetCache(cas).load()
+
+    asyncio.run(run())

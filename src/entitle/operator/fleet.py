@@ -24,7 +24,7 @@ from entitle.adapters.kube.fleet_leases import LABEL, LeaseConflict, decode
 from entitle.api import License
 from entitle.domain import fleet as rules
 from entitle.domain.entitlement import effective_entitlement
-from entitle.domain.fleet import Book, FleetCapExceeded, HeldLease, Sightings
+from entitle.domain.fleet import Book, Entry, FleetCapExceeded, HeldLease, Sightings
 from entitle.domain.licenses import read_license
 from entitle.domain.state import ClusterState
 from entitle.operator import metrics
@@ -45,8 +45,13 @@ HUB_BACKOFF = 5.0
 class FleetMember:
     def __init__(self, state: ClusterState, store: Any, cfg: Any, clock: Callable[[], datetime],
                  monotonic: Callable[[], float] = time.monotonic,
-                 on_change: Callable[[str], None] = lambda tenant: None) -> None:
+                 on_change: Callable[[str], None] = lambda tenant: None, cache: Any = None) -> None:
         self.state, self.store, self.cfg, self.clock, self.monotonic = state, store, cfg, clock, monotonic
+        # adapters/kube/fleet_cache.FleetCache (None: nothing kept across restarts).
+        self.cache = cache
+        self._bodies: dict[str, dict] = {}          # fleet License name -> the body kept in the cache
+        self._from_cache: set[str] = set()          # restored, not yet confirmed by the hub
+        self._cache_failed = False
         # Called with a tenant whose entitlement changed here (its status and views are redone).
         self.on_change = on_change
         self.me: str = cfg.cluster
@@ -66,24 +71,78 @@ class FleetMember:
         if not name:
             return
         spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+        self._from_cache.discard(name)
         if event_type == "DELETED" or not spec.get("fleet"):
-            gone = self.state.delete_fleet_license(name)
-            if gone is not None:
-                self.on_change(gone.tenant)
+            self._forget_license(name)
             return
         try:
             lic = License.model_validate(body)
         except Exception as exc:  # noqa: BLE001 -- an unreadable fleet License grants nothing here
             log.error("fleet license %s is not readable: %s", name, str(exc)[:300])
-            gone = self.state.delete_fleet_license(name)
-            if gone is not None:
-                self.on_change(gone.tenant)
+            self._forget_license(name)
             return
+        meta = body.get("metadata") or {}
+        self._bodies[name] = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "spec": spec,
+                              "metadata": {k: meta[k] for k in ("name", "uid", "generation", "labels", "annotations")
+                                           if k in meta}}
         # Bound to no cluster: a fleet License is about every member.
         if name not in self.state.fleet_licenses:
             log.info("fleet license %s of tenant %s read from the hub", name, lic.spec.tenant)
         self.state.set_fleet_license(read_license(lic, self.state.signing_keys, None))
         self.on_change(lic.spec.tenant)
+
+    def _forget_license(self, name: str) -> None:
+        self._bodies.pop(name, None)
+        gone = self.state.delete_fleet_license(name)
+        if gone is not None:
+            self.on_change(gone.tenant)
+
+    def hub_listed(self, names: set[str]) -> None:
+        """The hub's Licenses were listed: restored ones it no longer has are gone."""
+        for name in sorted(self._from_cache - names):
+            log.info("fleet license %s (restored from the cache) is no longer in the hub", name)
+            self._forget_license(name)
+        self._from_cache.clear()
+
+    # --- what is kept across restarts (adapters/kube/fleet_cache) ------------------------------
+    def snapshot(self) -> dict:
+        return {"licenses": [self._bodies[n] for n in sorted(self._bodies)],
+                "floors": {t: dict(h.entry.floor) for t, h in sorted(self.held.items()) if h.entry is not None}}
+
+    def restore(self, snapshot: dict | None) -> int:
+        """Before the hub answers: the fleet Licenses and floors last saved. Each floor is held
+        as a lease already lapsed (spendable: the floor only, never above this member's
+        configured floor) until a write to the hub replaces it. The number of Licenses restored."""
+        if not snapshot:
+            return 0
+        for body in snapshot.get("licenses") or ():
+            name = ((body.get("metadata") or {}) if isinstance(body, dict) else {}).get("name")
+            if name and name not in self.state.fleet_licenses:
+                self.license_event("ADDED", body)
+                if name in self._bodies:
+                    self._from_cache.add(name)
+        for tenant, floor in (snapshot.get("floors") or {}).items():
+            if tenant in self.held or not isinstance(floor, dict):
+                continue
+            kept = {p: min(n, self.cfg.floor.get(p, 0)) for p, n in floor.items()
+                    if p in rules.POOLS and isinstance(n, int) and not isinstance(n, bool) and n > 0}
+            self.held[tenant] = HeldLease(entry=Entry(self.me, amount=dict(kept), floor=kept, renewals=0,
+                                                      period=self.cfg.lease_seconds))
+            self.refresh(tenant)
+        log.info("fleet: restored %d fleet licenses and %d floors from the cache", len(self._from_cache),
+                 len(snapshot.get("floors") or {}))
+        return len(self._from_cache)
+
+    async def save_cache(self) -> None:
+        if self.cache is None:
+            return
+        try:
+            await self.cache.save(self.snapshot())
+            self._cache_failed = False
+        except Exception as exc:  # noqa: BLE001 -- the cache is a convenience: say so once, go on
+            if not self._cache_failed:
+                log.warning("fleet: saving the fleet cache failed: %s", exc)
+            self._cache_failed = True
 
     # --- the lease books -----------------------------------------------------------------------
     def caps(self, tenant: str, now: datetime) -> dict[str, int | None]:
@@ -259,6 +318,7 @@ class FleetMember:
         for tenant in [t for t in self.state.fleet_spendable if t not in tenants]:
             if self.state.set_fleet_spendable(tenant, {}):
                 self.on_change(tenant)
+        await self.save_cache()
 
     def _lease_use(self, tenant: str, now: datetime) -> dict[str, int]:
         """What this member runs on its lease: its usage above what its local Licenses grant."""

@@ -84,7 +84,7 @@ def build(cfg: configmod.OperatorConfig, worker: bool) -> Operator:
                                 webhook_timeout_seconds=cfg.webhook.timeout_seconds)
     certificate = ServingCertificate(cfg, api)
     identity = OwnIdentity()
-    fleet, hub_api = _fleet_member(cfg, state, controller.clock, controller.marks.tenant)
+    fleet, hub_api = _fleet_member(cfg, state, controller.clock, controller.marks.tenant, async_api)
     if fleet is not None:
         controller.meter.cluster = cfg.fleet.cluster
         controller.tenant_views.fleet_view = fleet.view
@@ -107,12 +107,13 @@ def build(cfg: configmod.OperatorConfig, worker: bool) -> Operator:
 
 
 def _fleet_member(cfg: configmod.OperatorConfig, state: ClusterState, clock: Any,
-                  on_change: Any) -> tuple[Any, Any]:
+                  on_change: Any, async_api: Any) -> tuple[Any, Any]:
     """Member mode: a client of the hub's apiserver and this member's lease keeper, or (None, None)."""
     if not cfg.fleet.hub_kubeconfig:
         return None, None
     from kubernetes import client, config
 
+    from entitle.adapters.kube.fleet_cache import FleetCache
     from entitle.adapters.kube.fleet_leases import HubLeaseStore
     from entitle.operator.fleet import FleetMember
 
@@ -123,7 +124,7 @@ def _fleet_member(cfg: configmod.OperatorConfig, state: ClusterState, clock: Any
         raise BuildFailed(f"fleet.hubKubeconfig {cfg.fleet.hub_kubeconfig}: {exc}") from None
     hub_api = AsyncApi(hub)
     return FleetMember(state, HubLeaseStore(hub_api, cfg.fleet.hub_namespace), cfg.fleet, clock,
-                       on_change=on_change), hub_api
+                       on_change=on_change, cache=FleetCache.in_cluster(async_api, cfg.namespace)), hub_api
 
 
 @dataclass
@@ -191,17 +192,30 @@ class OperatorProcess:
         from entitle.api import GROUP, VERSION
 
         member, ns = op.fleet, op.cfg.fleet.hub_namespace
+        # What this member last read from the hub, first: restarted during a hub outage, it still
+        # knows its fleet tenants and admits within its floors (adapters/kube/fleet_cache).
+        restored = 0
+        try:
+            restored = member.restore(await member.cache.load()) if member.cache is not None else 0
+        except Exception as exc:  # noqa: BLE001 -- unreadable or unreachable: start from the hub alone
+            log.warning("fleet: the fleet cache could not be read: %s", exc)
         warn = lambda what: (lambda exc: exc and log.warning("fleet: watching %s in the hub: %s", what, exc))  # noqa: E731
         licenses = Informer(op.hub_api, f"apis/{GROUP}/{VERSION}/licenses", on_event=member.license_event,
-                            on_error=warn("Licenses")).start()
+                            on_error=warn("Licenses"))
+        licenses.on_synced = lambda: member.hub_listed(
+            {str((body.get("metadata") or {}).get("name")) for body in licenses.known.values()})
+        licenses.start()
         books = Informer(op.hub_api, f"api/v1/namespaces/{ns}/configmaps?labelSelector={LEASE_LABEL}%3Dtrue",
                          on_event=member.lease_event, on_error=warn("lease books")).start()
         self.fleet_informers += [licenses, books]
+        wait = 5 if restored else 30
         try:
-            await asyncio.wait_for(licenses.synced.wait(), 30)
+            # With the cache restored, a hub that does not answer delays the start only briefly.
+            await asyncio.wait_for(licenses.synced.wait(), wait)
         except TimeoutError:
-            log.error("fleet: the hub's Licenses could not be listed within 30 s; fleet tenants are denied until "
-                      "they are")
+            log.error("fleet: the hub's Licenses could not be listed within %d s; %s", wait,
+                      f"deciding on the {restored} fleet licenses and floors restored from the cache" if restored
+                      else "fleet tenants are denied until they are")
         # (Not in ``tasks``: an empty ``tasks`` is what starts the loops below.)
         self.fleet_tasks.append(asyncio.get_running_loop().create_task(member.run()))
         log.info("fleet member started", extra={"cluster": member.me, "hubNamespace": ns})
