@@ -52,6 +52,8 @@ class FleetMember:
         self._bodies: dict[str, dict] = {}          # fleet License name -> the body kept in the cache
         self._from_cache: set[str] = set()          # restored, not yet confirmed by the hub
         self._cache_failed = False
+        # The snapshot is built and saved only after what it holds changed (not on every tick).
+        self._cache_dirty = False
         # Called with a tenant whose entitlement changed here (its status and views are redone).
         self.on_change = on_change
         self.me: str = cfg.cluster
@@ -82,6 +84,7 @@ class FleetMember:
             self._forget_license(name)
             return
         meta = body.get("metadata") or {}
+        self._cache_dirty = True
         self._bodies[name] = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "spec": spec,
                               "metadata": {k: meta[k] for k in ("name", "uid", "generation", "labels", "annotations")
                                            if k in meta}}
@@ -92,7 +95,8 @@ class FleetMember:
         self.on_change(lic.spec.tenant)
 
     def _forget_license(self, name: str) -> None:
-        self._bodies.pop(name, None)
+        if self._bodies.pop(name, None) is not None:
+            self._cache_dirty = True
         gone = self.state.delete_fleet_license(name)
         if gone is not None:
             self.on_change(gone.tenant)
@@ -134,11 +138,11 @@ class FleetMember:
         return len(self._from_cache)
 
     async def save_cache(self) -> None:
-        if self.cache is None:
+        if self.cache is None or not self._cache_dirty:
             return
         try:
             await self.cache.save(self.snapshot())
-            self._cache_failed = False
+            self._cache_failed = self._cache_dirty = False
         except Exception as exc:  # noqa: BLE001 -- the cache is a convenience: say so once, go on
             if not self._cache_failed:
                 log.warning("fleet: saving the fleet cache failed: %s", exc)
@@ -242,7 +246,10 @@ class FleetMember:
                 if tenant not in self.held:
                     log.info("joined the fleet lease book of tenant %s", tenant,
                              extra={"lease": stored.entries[self.me].amount, "floor": stored.entries[self.me].floor})
-                self.held.setdefault(tenant, HeldLease()).stored(stored.entries[self.me], sent)
+                held = self.held.setdefault(tenant, HeldLease())
+                if held.entry is None or held.entry.floor != stored.entries[self.me].floor:
+                    self._cache_dirty = True
+                held.stored(stored.entries[self.me], sent)
                 self.last_sent[tenant] = sent
                 self.books[tenant] = stored
                 self.refresh(tenant)
